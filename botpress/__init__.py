@@ -1,0 +1,1 @@
+"""Botpress runtime API client."""

@@ -1,0 +1,164 @@
+"""Botpress runtime API client (``/v1/chat/...``), acting on behalf of one integration.
+
+Knows nothing of Django. Errors are parsed by Botpress's ``type``; retries follow the official
+SDK (network errors and 429/502 for any method, other 5xx for idempotent methods only,
+Retry-After honoured). Calls made by the outbox pass ``max_retries=0``: the outbox retries
+durably itself, so the client must not also sleep.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt
+
+from outbound.http import OutboundError, RetryableError, make_session
+from outbound.http import request as http_request
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def describe_botpress_error(response: requests.Response) -> tuple[str, str]:
+    """Botpress errors are ``{id, code, type, message}``; anything else is "Unknown" (as the SDK)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and all(key in body for key in ("id", "code", "type", "message")):
+        return str(body["type"]), str(body["message"])
+    return "Unknown", f"An invalid error occurred: HTTP {response.status_code}"
+
+
+def _should_retry(method: str):
+    def predicate(exc: BaseException) -> bool:
+        if not isinstance(exc, RetryableError):
+            return False
+        if exc.status_code is None or exc.status_code in (429, 502):
+            return True
+        return exc.status_code >= 500 and method in IDEMPOTENT_METHODS
+
+    return predicate
+
+
+class BotpressClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        bot_id: str,
+        integration_id: str,
+        integration_alias: str = "",
+        timeout: tuple[float, float] = (5.0, 30.0),
+        max_retries: int = 3,
+        max_retry_wait: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.session = session or make_session()
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "x-bot-id": bot_id,
+            "x-integration-id": integration_id,
+        }
+        if integration_alias:
+            self.headers["x-integration-alias"] = integration_alias
+
+    def __repr__(self) -> str:  # never show the token
+        return f"BotpressClient({self.base_url!r}, bot={self.headers['x-bot-id']!r})"
+
+    # --- transport --------------------------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        delay = asked if asked is not None else float(state.attempt_number)
+        return min(delay, self.max_retry_wait)
+
+    def call(self, method: str, path: str, *, json: dict | None = None, params: Any = None) -> dict:
+        @retry(
+            retry=retry_if_exception(_should_retry(method)),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )
+        def send() -> dict:
+            response = http_request(
+                self.session,
+                method,
+                f"{self.base_url}/v1/chat{path}",
+                timeout=self.timeout,
+                describe_error=describe_botpress_error,
+                headers=self.headers,
+                json=json,
+                params=params,
+            )
+            return response.json() if response.content else {}
+
+        return send()
+
+    # --- users ------------------------------------------------------------------------------
+    def user_get(self, user_id: str) -> dict:
+        return self.call("GET", f"/users/{user_id}")["user"]
+
+    def user_create(self, *, tags: dict, name: str | None = None, picture_url: str | None = None) -> dict:
+        return self.call("POST", "/users", json=_compact({"tags": tags, "name": name, "pictureUrl": picture_url}))["user"]
+
+    def user_get_or_create(
+        self, *, tags: dict, name: str | None = None, picture_url: str | None = None, discriminate_by: list[str]
+    ) -> dict:
+        body = _compact({"tags": tags, "name": name, "pictureUrl": picture_url, "discriminateByTags": discriminate_by})
+        return self.call("POST", "/users/get-or-create", json=body)["user"]
+
+    def user_update(
+        self, user_id: str, *, tags: dict | None = None, name: str | None = None, picture_url: str | None = None
+    ) -> dict:
+        body = _compact({"tags": tags, "name": name, "pictureUrl": picture_url})
+        return self.call("PUT", f"/users/{user_id}", json=body)["user"]
+
+    # --- conversations ----------------------------------------------------------------------
+    def conversation_get_or_create(self, *, channel: str, tags: dict, discriminate_by: list[str]) -> dict:
+        body = {"channel": channel, "tags": tags, "discriminateByTags": discriminate_by}
+        return self.call("POST", "/conversations/get-or-create", json=body)["conversation"]
+
+    def conversation_get(self, conversation_id: str) -> dict:
+        return self.call("GET", f"/conversations/{conversation_id}")["conversation"]
+
+    def conversation_update(self, conversation_id: str, *, tags: dict) -> dict:
+        return self.call("PUT", f"/conversations/{conversation_id}", json={"tags": tags})["conversation"]
+
+    # --- messages ---------------------------------------------------------------------------
+    def message_get_or_create(
+        self, *, conversation_id: str, user_id: str, type: str, payload: dict, tags: dict, discriminate_by: list[str]
+    ) -> dict:
+        """Create a message at most once: a retry finds the message the first try created."""
+        body = {
+            "conversationId": conversation_id,
+            "userId": user_id,
+            "type": type,
+            "payload": payload,
+            "tags": tags,
+            "discriminateByTags": discriminate_by,
+        }
+        return self.call("POST", "/messages/get-or-create", json=body)["message"]
+
+    def message_update(self, message_id: str, *, tags: dict) -> dict:
+        return self.call("PUT", f"/messages/{message_id}", json={"tags": tags})["message"]
+
+    def messages_list(self, *, conversation_id: str, tags: dict | None = None) -> list[dict]:
+        params = {"conversationId": conversation_id} | {f"tags.{k}": v for k, v in (tags or {}).items()}
+        return self.call("GET", "/messages", params=params)["messages"]
+
+    # --- events -----------------------------------------------------------------------------
+    def event_create(self, *, type: str, payload: dict) -> dict:
+        return self.call("POST", "/events", json={"type": type, "payload": payload})["event"]
+
+
+def _compact(body: dict) -> dict:
+    """Drop unset optional fields, as the official client does (it never sends undefined)."""
+    return {key: value for key, value in body.items() if value is not None}
+
+
+__all__ = ["BotpressClient", "OutboundError", "describe_botpress_error"]

@@ -1,0 +1,189 @@
+"""Settings, read from the environment (django-environ).
+
+With no environment at all the gateway runs on an embedded default that needs no external
+service: SQLite in ``var/`` and Kombu's filesystem broker, so ``make run`` works on a bare machine.
+Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ).
+"""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("HITL_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The embedded default is for a laptop; production must set its own key.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-only-key-change-me-in-production")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Where help desks and Botpress reach us: used to build the webhook URLs we print and install.
+PUBLIC_BASE_URL = env.str("HITL_PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_filters",
+    "django_prometheus",
+    "health_check",
+    "sessions_app",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "hitl_gateway.urls"
+WSGI_APPLICATION = "hitl_gateway.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'gateway.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process write while a worker reads; IMMEDIATE avoids lock-upgrade deadlocks.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# Serve the admin's assets straight from the installed apps: no collectstatic step needed.
+WHITENOISE_USE_FINDERS = True
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sessions_app.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "HITL gateway API",
+    "DESCRIPTION": "Botpress HITL interface (v2.1.0) actions and channel, and help-desk webhooks.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    # The embedded broker is a folder; it must exist before the first worker or web process.
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Above the longest countdown we ever schedule (DELIVERY_BACKOFF_MAX), so Redis never
+    # redelivers a task that is merely waiting for its ETA.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="hitl_gateway")
+# Ack after the task ran, so a killed worker's task is redelivered; deliveries are idempotent.
+CELERY_TASK_ACKS_LATE = True
+# A child killed by the OS (OOM, SIGKILL) also requeues its task instead of acking it.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: a slow help desk never strands prefetched work.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Outbound calls time out in seconds; these only catch a task that is truly stuck.
+CELERY_TASK_SOFT_TIME_LIMIT = 90
+CELERY_TASK_TIME_LIMIT = 120
+# Delivery state lives in our outbox tables, not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    # The sweeper is what makes the outbox durable: a lost broker message is found again.
+    "outbox-sweep": {"task": "sessions_app.tasks.outbox_sweep", "schedule": env.float("HITL_SWEEP_SECONDS", 10.0)},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Gateway behaviour ----------------------------------------------------------------------
+HITL = {
+    # Zendesk documents no replay window; we accept signatures at most this old (or new).
+    "WEBHOOK_REPLAY_WINDOW_SECONDS": env.int("HITL_WEBHOOK_REPLAY_WINDOW_SECONDS", 300),
+    "HTTP_CONNECT_TIMEOUT": env.float("HITL_HTTP_CONNECT_TIMEOUT", 5.0),
+    "HTTP_READ_TIMEOUT": env.float("HITL_HTTP_READ_TIMEOUT", 30.0),
+    # Retry budget of one outbound delivery before it is declared dead (default: a day).
+    "DELIVERY_RETRY_BUDGET_SECONDS": env.int("HITL_DELIVERY_RETRY_BUDGET_SECONDS", 86400),
+    "DELIVERY_BACKOFF_BASE_SECONDS": env.float("HITL_DELIVERY_BACKOFF_BASE_SECONDS", 2.0),
+    "DELIVERY_BACKOFF_MAX_SECONDS": env.float("HITL_DELIVERY_BACKOFF_MAX_SECONDS", 600.0),
+    # A pending delivery untouched for this long is re-enqueued by the sweeper.
+    "DELIVERY_STALE_SECONDS": env.int("HITL_DELIVERY_STALE_SECONDS", 30),
+    # Media relayed as Zendesk attachments: fetched only within these limits, else sent as a link.
+    "MEDIA_MAX_BYTES": env.int("HITL_MEDIA_MAX_BYTES", 10 * 1024 * 1024),
+    "MEDIA_FETCH_TIMEOUT": env.float("HITL_MEDIA_FETCH_TIMEOUT", 10.0),
+    # Only for tests and the local demo, whose media live on loopback.
+    "MEDIA_ALLOW_PRIVATE_ADDRESSES": env.bool("HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES", False),
+    # Synchronous Botpress calls made while Botpress waits for our answer retry at most this long.
+    "SYNC_RETRY_MAX_WAIT_SECONDS": env.float("HITL_SYNC_RETRY_MAX_WAIT_SECONDS", 10.0),
+}
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env.str("HITL_LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("HITL_LOG_JSON", default=False)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+from hitl_gateway.logging import configure_structlog  # noqa: E402
+
+configure_structlog(json=LOG_JSON)

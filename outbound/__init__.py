@@ -1,0 +1,1 @@
+"""What every outbound HTTP call shares: pooled sessions, typed errors, safe media fetching."""

@@ -1,0 +1,90 @@
+"""Typed outbound errors and the one place that turns an HTTP exchange into them.
+
+Adapters raise ``RetryableError`` (timeouts, connection errors, 429, 5xx, 409) or
+``PermanentError`` (other 4xx); the outbox decides what to do with each.
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+@dataclass
+class OutboundError(Exception):
+    message: str
+    status_code: int | None = None
+    retry_after: float | None = None
+    error_type: str = ""
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.status_code}: " if self.status_code else ""
+        return f"{prefix}{self.message}"
+
+
+class RetryableError(OutboundError):
+    """Worth trying again later (the remote side may recover)."""
+
+
+class PermanentError(OutboundError):
+    """The remote side refused the request itself; retrying cannot help."""
+
+
+def make_session(*, pool_size: int = 20) -> requests.Session:
+    """A pooled keep-alive session; connection set-up dominates small requests otherwise."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds to wait as the server asks: Retry-After (seconds or HTTP date) or RateLimit-Reset."""
+    for header in ("Retry-After", "RateLimit-Reset", "X-RateLimit-Reset"):
+        value = response.headers.get(header)
+        if not value:
+            continue
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    return None
+
+
+def request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    timeout: tuple[float, float],
+    describe_error: Callable[[requests.Response], tuple[str, str]],
+    **kwargs,
+) -> requests.Response:
+    """Send one request and return the response, or raise a typed ``OutboundError``.
+
+    ``describe_error`` turns an error response into ``(error_type, message)`` in the remote
+    service's own terms (each service has its own error envelope).
+    """
+    try:
+        response = session.request(method, url, timeout=timeout, **kwargs)
+    except requests.Timeout as exc:
+        raise RetryableError(f"timed out: {type(exc).__name__}") from exc
+    except requests.ConnectionError as exc:
+        raise RetryableError(f"connection failed: {type(exc).__name__}") from exc
+    if response.status_code < 400:
+        return response
+    error_type, message = describe_error(response)
+    status = response.status_code
+    if status in RETRYABLE_STATUSES or status >= 500:
+        raise RetryableError(message, status, retry_after_seconds(response), error_type)
+    raise PermanentError(message, status, None, error_type)

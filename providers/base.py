@@ -1,0 +1,165 @@
+"""The one small interface every help desk implements.
+
+Shaped to fit Zendesk tickets, Freshdesk tickets, Jira Service Management requests and Slack
+threads alike: a *ticket* is whatever holds one session's conversation, an *external user* is
+the end user's record there (Slack has none and returns a stable pseudo id). Adapters take and
+return plain data, never Django models, and raise ``outbound.http`` errors.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+import requests
+
+from outbound.media import MediaFile
+
+
+@dataclass(frozen=True)
+class ExternalUserSpec:
+    reference: str  # the Botpress user id, stored as the help desk's external id
+    name: str
+    email: str = ""
+    picture_url: str = ""
+
+
+@dataclass(frozen=True)
+class TicketSpec:
+    requester_external_id: str
+    subject: str
+    body: str
+    reference: str  # the Botpress conversation id, stored on the ticket
+    extras: Mapping = field(default_factory=dict)  # the validated hitlSession entity
+
+
+@dataclass(frozen=True)
+class TicketRef:
+    external_id: str
+    url: str = ""
+    status: str = ""
+    priority: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A Botpress ``hitl`` channel message, to be posted by ``author_external_id``."""
+
+    type: str
+    payload: Mapping
+    author_external_id: str
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    external_id: str
+    name: str = ""
+    email: str = ""
+    picture_url: str = ""
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One thing a help desk told us, in the domain's words."""
+
+    kind: str  # "agent_message" | "assigned" | "stopped"
+    ticket_external_id: str
+    reference: str = ""  # what the ticket carries as our reference (the conversation id)
+    agent: AgentProfile | None = None
+    message_external_id: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedWebhook:
+    dedup_key: str
+    event_type: str
+    events: list[InboundEvent]
+
+
+@dataclass(frozen=True)
+class WebhookInstallation:
+    signing_secret: str
+    state: dict  # what uninstall needs (webhook and trigger ids)
+
+
+class WebhookRejected(Exception):
+    """Authentication of an inbound webhook failed; the reason is for our records, not the caller."""
+
+
+class WebhookInvalid(Exception):
+    """An authenticated webhook whose body is malformed; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+MediaFetcher = Callable[[str], MediaFile]
+
+
+class HelpDeskProvider(abc.ABC):
+    kind: ClassVar[str]
+    #: DRF serializer class validating this provider's ``hitlSession`` entity.
+    entity_serializer: ClassVar[type]
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        credentials: Mapping,
+        session: requests.Session,
+        timeout: tuple[float, float],
+        media_fetcher: MediaFetcher | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.session = session
+        self.timeout = timeout
+        self.media_fetcher = media_fetcher
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    # --- outbound ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def external_user_upsert(self, user: ExternalUserSpec, *, role: str = "end-user") -> str:
+        """Create or update the external user keyed by ``user.reference``; return its id."""
+
+    @abc.abstractmethod
+    def ticket_create(self, spec: TicketSpec, *, idempotency_key: str) -> TicketRef: ...
+
+    @abc.abstractmethod
+    def message_post(self, *, ticket_external_id: str, message: OutboundMessage) -> str:
+        """Post one message (all parts of a bloc together); return the help desk's message id."""
+
+    @abc.abstractmethod
+    def ticket_close(self, *, ticket_external_id: str) -> None: ...
+
+    # --- inbound ----------------------------------------------------------------------------
+    # Class methods: the acknowledgement path needs no credentials and no HTTP session.
+    @classmethod
+    @abc.abstractmethod
+    def webhook_verify(
+        cls, *, headers: Mapping[str, str], body: bytes, secret: str, now: datetime, window: timedelta
+    ) -> None:
+        """Raise ``WebhookRejected`` unless the request is authentic and signed within ``window``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def webhook_parse(cls, *, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
+        """Turn an authenticated body into events; raise ``WebhookInvalid`` naming the bad field.
+
+        Pure parsing, no I/O: it runs on the acknowledgement path.
+        """
+
+    # --- set-up -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:
+        """Install (or reinstall) what makes the help desk call ``url``; remove ``previous_state``."""
+
+    @abc.abstractmethod
+    def webhook_uninstall(self, *, state: Mapping) -> None: ...

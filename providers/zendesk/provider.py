@@ -1,0 +1,196 @@
+"""The Zendesk Support adapter: API-token auth, tickets, public comments, uploads, triggers."""
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from outbound.http import PermanentError
+from outbound.http import request as http_request
+from outbound.media import MediaRefused
+from providers.base import (
+    ExternalUserSpec,
+    HelpDeskProvider,
+    OutboundMessage,
+    ParsedWebhook,
+    TicketRef,
+    TicketSpec,
+    WebhookInstallation,
+)
+from providers.rendering import render_payload
+from providers.zendesk import webhooks
+from providers.zendesk.entity import ZendeskHitlSessionSerializer
+from providers.zendesk.errors import describe_zendesk_error
+
+MEDIA_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
+MEDIA_LABELS = {"image": "Image", "audio": "Audio", "video": "Video", "file": "File"}
+# Zendesk refuses photo URLs longer than this, so they are left out rather than failing the call.
+MAX_PHOTO_URL = 255
+WEBHOOK_NAME = "hitl-gateway"
+
+
+class ZendeskProvider(HelpDeskProvider):
+    kind = "zendesk"
+    entity_serializer = ZendeskHitlSessionSerializer
+
+    # --- transport --------------------------------------------------------------------------
+    def _auth_header(self) -> str:
+        raw = f"{self.credentials['email']}/token:{self.credentials['api_token']}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _call(self, method: str, path: str, *, json: dict | None = None, headers: dict | None = None, **kw):
+        response = http_request(
+            self.session,
+            method,
+            f"{self.base_url}/api/v2/{path}",
+            timeout=self.timeout,
+            describe_error=describe_zendesk_error,
+            headers={"Authorization": self._auth_header(), **(headers or {})},
+            json=json,
+            **kw,
+        )
+        return response.json() if response.content else {}
+
+    # --- users ------------------------------------------------------------------------------
+    def external_user_upsert(self, user: ExternalUserSpec, *, role: str = "end-user") -> str:
+        body = {"name": user.name, "external_id": user.reference, "role": role, "skip_verify_email": True}
+        if user.email:
+            body["email"] = user.email
+        if user.picture_url and len(user.picture_url) <= MAX_PHOTO_URL:
+            body["remote_photo_url"] = user.picture_url
+        return str(self._call("POST", "users/create_or_update.json", json={"user": body})["user"]["id"])
+
+    # --- tickets ----------------------------------------------------------------------------
+    def ticket_create(self, spec: TicketSpec, *, idempotency_key: str) -> TicketRef:
+        extras = spec.extras
+        ticket: dict = {
+            "subject": spec.subject,
+            "comment": {"body": spec.body, "public": True},
+            "external_id": spec.reference,
+            "tags": ["botpress_hitl"],
+        }
+        if extras.get("requesterName"):
+            ticket["requester"] = {"name": extras["requesterName"]} | (
+                {"email": extras["requesterEmail"]} if extras.get("requesterEmail") else {}
+            )
+        else:
+            ticket["requester_id"] = int(spec.requester_external_id)
+        if extras.get("priority"):
+            ticket["priority"] = extras["priority"]
+        if extras.get("ticketFormId"):
+            ticket["ticket_form_id"] = int(extras["ticketFormId"])
+        # Zendesk replays the first answer for a repeated key, so a retried create makes one ticket.
+        data = self._call("POST", "tickets.json", json={"ticket": ticket}, headers={"Idempotency-Key": idempotency_key})
+        return _ticket_ref(data["ticket"], self.base_url)
+
+    def ticket_close(self, *, ticket_external_id: str) -> None:
+        try:
+            self._call("PUT", f"tickets/{ticket_external_id}.json", json={"ticket": {"status": "closed"}})
+        except PermanentError as exc:
+            # Closing a ticket that is already closed is done, not failed.
+            if exc.status_code == 422 and "closed" in exc.message.lower():
+                return
+            raise
+
+    # --- comments ---------------------------------------------------------------------------
+    def message_post(self, *, ticket_external_id: str, message: OutboundMessage) -> str:
+        items = message.payload["items"] if message.type == "bloc" else [{"type": message.type, "payload": message.payload}]
+        lines: list[str] = []
+        uploads: list[str] = []
+        for item in items:
+            text, token = self._render_item(item["type"], item["payload"])
+            lines.append(text)
+            if token:
+                uploads.append(token)
+        comment = {"body": "\n\n".join(lines), "public": True, "author_id": int(message.author_external_id)}
+        if uploads:
+            comment["uploads"] = uploads
+        data = self._call("PUT", f"tickets/{ticket_external_id}.json", json={"ticket": {"comment": comment}})
+        return _comment_id(data)
+
+    def _render_item(self, kind: str, payload: Mapping) -> tuple[str, str | None]:
+        if kind not in MEDIA_FIELDS:
+            return render_payload(kind, payload), None
+        url = payload[MEDIA_FIELDS[kind]]
+        title = payload.get("title", "")
+        token = self._upload(url)
+        label = f"{MEDIA_LABELS[kind]}: {title}" if title else MEDIA_LABELS[kind]
+        # The link stays in the text even when attached: agents can open the original.
+        return f"{label}\n{url}", token
+
+    def _upload(self, url: str) -> str | None:
+        """Attach the file when it can be fetched within limits; otherwise the link will do."""
+        if self.media_fetcher is None:
+            return None
+        try:
+            media = self.media_fetcher(url)
+        except MediaRefused:
+            return None
+        data = self._call(
+            "POST",
+            "uploads.json",
+            params={"filename": media.filename},
+            data=media.content,
+            headers={"Content-Type": media.content_type},
+        )
+        return data["upload"]["token"]
+
+    # --- webhooks ---------------------------------------------------------------------------
+    @classmethod
+    def webhook_verify(
+        cls, *, headers: Mapping[str, str], body: bytes, secret: str, now: datetime, window: timedelta
+    ) -> None:
+        webhooks.signature_verify(headers=headers, body=body, secret=secret, now=now, window=window)
+
+    @classmethod
+    def webhook_parse(cls, *, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
+        return webhooks.webhook_parse(headers=headers, body=body)
+
+    def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:
+        self.webhook_uninstall(state=previous_state)
+        hook = {
+            "name": WEBHOOK_NAME,
+            "status": "active",
+            "endpoint": url,
+            "http_method": "POST",
+            "request_format": "json",
+            "subscriptions": ["conditional_ticket_events"],
+        }
+        webhook_id = self._call("POST", "webhooks", json={"webhook": hook})["webhook"]["id"]
+        secret = self._call("GET", f"webhooks/{webhook_id}/signing_secret")["signing_secret"]["secret"]
+        trigger_ids = []
+        for event_type, conditions in webhooks.TRIGGERS.items():
+            trigger = {
+                "title": f"{WEBHOOK_NAME} {event_type}",
+                "conditions": conditions,
+                "actions": [{"field": "notification_webhook", "value": [webhook_id, webhooks.trigger_body(event_type)]}],
+            }
+            trigger_ids.append(str(self._call("POST", "triggers.json", json={"trigger": trigger})["trigger"]["id"]))
+        return WebhookInstallation(signing_secret=secret, state={"webhook_id": webhook_id, "trigger_ids": trigger_ids})
+
+    def webhook_uninstall(self, *, state: Mapping) -> None:
+        paths = [f"triggers/{tid}.json" for tid in state.get("trigger_ids", [])]
+        if state.get("webhook_id"):
+            paths.append(f"webhooks/{state['webhook_id']}")
+        for path in paths:
+            try:
+                self._call("DELETE", path)
+            except PermanentError as exc:
+                if exc.status_code != 404:  # already gone is what we wanted
+                    raise
+
+
+def _ticket_ref(ticket: dict, base_url: str) -> TicketRef:
+    return TicketRef(
+        external_id=str(ticket["id"]),
+        url=f"{base_url}/agent/tickets/{ticket['id']}",
+        status=ticket.get("status") or "",
+        priority=ticket.get("priority") or "",
+    )
+
+
+def _comment_id(data: dict) -> str:
+    for event in data.get("audit", {}).get("events", []):
+        if event.get("type") == "Comment":
+            return str(event["id"])
+    raise PermanentError("Zendesk answered without the new comment in its audit")

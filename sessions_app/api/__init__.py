@@ -1,0 +1,1 @@
+"""The REST transport: authenticate, validate, translate, call one service."""

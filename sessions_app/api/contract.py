@@ -1,0 +1,192 @@
+"""The Botpress HITL interface (v2.1.0) as serializers: field for field, required for required.
+
+Non-empty strings (``minLength 1`` in the interface) are ``CharField(allow_blank=False)``;
+``additionalData`` is at most 500 characters, the runtime's message-tag size.
+"""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+def _text(**kwargs) -> serializers.CharField:
+    return serializers.CharField(trim_whitespace=False, **kwargs)
+
+
+def _optional_text() -> serializers.CharField:
+    return _text(required=False, allow_blank=True)
+
+
+class TextPayload(serializers.Serializer):
+    text = _text()
+
+
+class MarkdownPayload(serializers.Serializer):
+    markdown = _text()
+
+
+def _media(url_field: str) -> type[serializers.Serializer]:
+    fields = {url_field: _text(), "title": _optional_text()}
+    return type(f"{url_field[:-3].capitalize()}Payload", (serializers.Serializer,), fields)
+
+
+ImagePayload, AudioPayload = _media("imageUrl"), _media("audioUrl")
+VideoPayload, FilePayload = _media("videoUrl"), _media("fileUrl")
+
+
+class LocationPayload(serializers.Serializer):
+    latitude = serializers.FloatField(min_value=-90, max_value=90)
+    longitude = serializers.FloatField(min_value=-180, max_value=180)
+    address = _optional_text()
+    title = _optional_text()
+
+
+class CardAction(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["postback", "url", "say"])
+    label = _text()
+    value = _text()
+
+
+class CardPayload(serializers.Serializer):
+    title = _text()
+    subtitle = _optional_text()
+    imageUrl = _optional_text()
+    actions = CardAction(many=True)
+
+
+class ChoiceOption(serializers.Serializer):
+    label = _text()
+    value = _text()
+
+
+class ChoicePayload(serializers.Serializer):
+    text = _text()
+    options = ChoiceOption(many=True)
+
+
+class CarouselPayload(serializers.Serializer):
+    items = CardPayload(many=True)
+
+
+class TypedPayloadSerializer(serializers.Serializer):
+    """``{type, payload}`` where the payload's schema depends on the type."""
+
+    PAYLOADS: dict[str, type[serializers.Serializer]] = {}
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["type"] = serializers.ChoiceField(choices=list(self.PAYLOADS))
+        fields["payload"] = serializers.DictField()
+        return fields
+
+    def validate(self, attrs):
+        payload = self.PAYLOADS[attrs["type"]](data=attrs["payload"])
+        if not payload.is_valid():
+            raise serializers.ValidationError({"payload": payload.errors})
+        attrs["payload"] = dict(payload.validated_data)
+        return attrs
+
+
+class BlocItem(TypedPayloadSerializer):
+    PAYLOADS = {"text": TextPayload, "image": ImagePayload, "audio": AudioPayload, "video": VideoPayload,
+                "file": FilePayload, "location": LocationPayload, "markdown": MarkdownPayload}
+
+
+class BlocPayload(serializers.Serializer):
+    items = BlocItem(many=True, allow_empty=False)
+
+    def validate_items(self, items):
+        return [dict(item) for item in items]
+
+
+def _channel(payload: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """A channel payload: the type's fields plus the optional real author and additional data."""
+    fields = {"userId": _text(required=False), "additionalData": _text(required=False, max_length=500)}
+    return type(f"Channel{payload.__name__}", (payload,), fields)
+
+
+CHANNEL_PAYLOADS = {
+    "text": _channel(TextPayload),
+    "image": _channel(ImagePayload),
+    "audio": _channel(AudioPayload),
+    "video": _channel(VideoPayload),
+    "file": _channel(FilePayload),
+    "bloc": _channel(BlocPayload),
+}
+
+HISTORY_PAYLOADS = {
+    "text": TextPayload, "image": ImagePayload, "audio": AudioPayload, "video": VideoPayload, "file": FilePayload,
+    "location": LocationPayload, "carousel": CarouselPayload, "card": CardPayload, "dropdown": ChoicePayload,
+    "choice": ChoicePayload, "bloc": BlocPayload, "markdown": MarkdownPayload,
+}
+
+
+class HistorySource(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["user", "bot"])
+    userId = _text(required=False)
+
+    def validate(self, attrs):
+        if attrs["type"] == "user" and not attrs.get("userId"):
+            raise serializers.ValidationError({"userId": "Required when type is user."})
+        return attrs
+
+
+class HistoryElement(TypedPayloadSerializer):
+    PAYLOADS = HISTORY_PAYLOADS
+    source = HistorySource()
+
+
+class ChannelMessage(TypedPayloadSerializer):
+    PAYLOADS = CHANNEL_PAYLOADS
+
+
+# --- actions ---------------------------------------------------------------------------------
+class CreateUserInput(serializers.Serializer):
+    name = _text()
+    pictureUrl = _text(required=False)
+    email = serializers.EmailField(required=False)
+
+
+class CreateUserOutput(serializers.Serializer):
+    userId = serializers.CharField()
+
+
+class StartHitlInput(serializers.Serializer):
+    userId = _text()
+    title = _text(required=False, allow_blank=True)
+    description = _text(required=False, allow_blank=True)
+    hitlSession = serializers.DictField(required=False)
+    messageHistory = HistoryElement(many=True, allow_empty=True)
+
+    def __init__(self, *args, entity_serializer: type[serializers.Serializer] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entity_serializer = entity_serializer
+
+    def validate_hitlSession(self, value):
+        if self.entity_serializer is None:
+            return value
+        entity = self.entity_serializer(data=value)
+        entity.is_valid(raise_exception=True)
+        return dict(entity.validated_data)
+
+    def validate_messageHistory(self, items):
+        return [{"source": dict(i["source"]), "type": i["type"], "payload": i["payload"]} for i in items]
+
+
+class StartHitlOutput(serializers.Serializer):
+    conversationId = serializers.CharField()
+
+
+class StopHitlInput(serializers.Serializer):
+    conversationId = _text()
+
+
+class ChannelMessageInput(ChannelMessage):
+    conversationId = _text()
+    messageId = _text(required=False, help_text="Botpress message id; the same id twice is relayed once.")
+    userId = _text(required=False, help_text="The Botpress user who sent the message (usually the bot).")
+
+
+class ChannelMessageOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    duplicate = serializers.BooleanField()

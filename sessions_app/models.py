@@ -1,0 +1,325 @@
+"""The gateway's records: who talks to whom, in which session, and what was relayed.
+
+Every mapping between Botpress and a help desk lives here, so steady-state relays need no
+look-up calls. A delivery's state lives only in its outbox row (``Delivery``).
+"""
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Provider(models.TextChoices):
+    ZENDESK = "zendesk", "Zendesk Support"
+
+
+class Direction(models.TextChoices):
+    TO_AGENT = "to_agent", "Botpress → help desk"
+    TO_USER = "to_user", "help desk → Botpress"
+
+
+class Integration(models.Model):
+    """One Botpress bot connected to one help-desk account."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.ZENDESK)
+    provider_base_url = models.URLField(help_text="Help-desk account URL, e.g. https://acme.zendesk.com")
+    # Provider credentials (Zendesk: {"email": ..., "api_token": ...}); read only through
+    # ``services.integrations.integration_provider`` and never rendered.
+    provider_credentials = models.JSONField(default=dict, blank=True)
+    webhook_signing_secret = models.CharField(max_length=255, blank=True)
+    # Ids of what we installed in the help desk (webhook id, trigger ids), for reinstall/removal.
+    provider_installation = models.JSONField(default=dict, blank=True)
+    botpress_api_url = models.URLField(default="https://api.botpress.cloud")
+    botpress_token = models.CharField(max_length=512)
+    botpress_bot_id = models.CharField(max_length=128)
+    botpress_integration_id = models.CharField(max_length=128)
+    botpress_integration_alias = models.CharField(max_length=128, blank=True)
+    # Botpress user standing for the bot; messages without an author are posted as it.
+    botpress_bot_user_id = models.CharField(max_length=64, blank=True)
+    # The help desk's user for the bot (Zendesk end user "Botpress"), created on first need.
+    helpdesk_bot_user_id = models.CharField(max_length=64, blank=True)
+    # SHA-256 of the credential Botpress uses to call us; the credential itself is shown once.
+    api_key_hash = models.CharField(max_length=64)
+    api_key_prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_provider_display()})"
+
+
+class EndUser(models.Model):
+    """The person talking to the bot: a Botpress user and their external user in the help desk."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="end_users")
+    botpress_user_id = models.CharField(max_length=64)
+    external_user_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=255)
+    email = models.EmailField(blank=True)
+    picture_url = models.URLField(max_length=2048, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "botpress_user_id"], name="enduser_unique_bp_user"),
+        ]
+        indexes = [models.Index(fields=["email"]), models.Index(fields=["integration", "external_user_id"])]
+
+    def __str__(self) -> str:
+        return self.email or self.name
+
+
+class HumanAgent(models.Model):
+    """A help-desk agent and the Botpress user that speaks for them."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="agents")
+    external_user_id = models.CharField(max_length=64)
+    botpress_user_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+    email = models.EmailField(blank=True)
+    picture_url = models.URLField(max_length=2048, blank=True)
+    # The profile last written to Botpress; a change triggers one update call, not one per message.
+    synced_profile = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "external_user_id"], name="agent_unique_external"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.external_user_id
+
+
+class SessionStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for an agent"
+    ASSIGNED = "assigned", "Assigned"
+    STOPPED = "stopped", "Stopped"
+
+
+class StoppedBy(models.TextChoices):
+    BOTPRESS = "botpress", "Botpress (stopHitl)"
+    AGENT = "agent", "Agent (ticket solved)"
+    OPERATOR = "operator", "Operator (admin)"
+    HELPDESK_REFUSED = "helpdesk_refused", "Help desk refused the ticket"
+
+
+class HitlSession(models.Model):
+    """A Botpress conversation on channel ``hitl`` and the ticket that mirrors it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="sessions")
+    end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="sessions")
+    agent = models.ForeignKey(HumanAgent, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    botpress_conversation_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.PENDING)
+    title = models.CharField(max_length=255, blank=True)
+    description = models.TextField(blank=True)
+    # The validated ``hitlSession`` entity (provider extras such as priority).
+    extras = models.JSONField(default=dict, blank=True)
+    message_history = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.CharField(max_length=32, choices=StoppedBy.choices, blank=True)
+    stop_reason = models.TextField(blank=True)
+    last_activity_at = models.DateTimeField(auto_now_add=True)
+    # Set when a delivery of this session is dead, so operators find it.
+    needs_attention = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "botpress_conversation_id"], name="session_unique_conversation"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["-last_activity_at"]),
+            models.Index(fields=["botpress_conversation_id"]),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"session {self.botpress_conversation_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status != SessionStatus.STOPPED
+
+
+class Ticket(models.Model):
+    """The help desk's record of a session (a Zendesk ticket, later a Slack thread, ...)."""
+
+    session = models.OneToOneField(HitlSession, on_delete=models.CASCADE, related_name="ticket")
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tickets")
+    external_id = models.CharField(max_length=64)
+    url = models.URLField(max_length=2048, blank=True)
+    status = models.CharField(max_length=32, blank=True)
+    priority = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "external_id"], name="ticket_unique_external"),
+        ]
+
+    def __str__(self) -> str:
+        return f"ticket {self.external_id}"
+
+
+class Message(models.Model):
+    """One relayed message, in either direction: the message log."""
+
+    session = models.ForeignKey(HitlSession, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=16, choices=Direction.choices)
+    type = models.CharField(max_length=16)
+    payload = models.JSONField()
+    author_end_user = models.ForeignKey(EndUser, null=True, blank=True, on_delete=models.SET_NULL)
+    author_agent = models.ForeignKey(HumanAgent, null=True, blank=True, on_delete=models.SET_NULL)
+    # Botpress message id: given by Botpress (to_agent) or created by us (to_user).
+    botpress_message_id = models.CharField(max_length=64, blank=True)
+    # Help-desk id of the message (Zendesk comment id).
+    external_message_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # The same Botpress message accepted twice is one message (to_agent dedup).
+            models.UniqueConstraint(
+                fields=["session", "botpress_message_id"],
+                condition=Q(direction="to_agent") & ~Q(botpress_message_id=""),
+                name="message_unique_bp_message_to_agent",
+            ),
+            # The same help-desk comment relayed twice is one message (to_user dedup).
+            models.UniqueConstraint(
+                fields=["session", "external_message_id"],
+                condition=Q(direction="to_user") & ~Q(external_message_id=""),
+                name="message_unique_external_to_user",
+            ),
+        ]
+        indexes = [models.Index(fields=["session", "created_at"])]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.type} #{self.pk}"
+
+
+class DeliveryKind(models.TextChoices):
+    """What one outbox row asks an external system to do."""
+
+    EXTERNAL_USER_SYNC = "external_user_sync", "Create or update the external user"
+    TICKET_CREATE = "ticket_create", "Create the ticket"
+    MESSAGE_TO_AGENT = "message_to_agent", "Post a message to the ticket"
+    TICKET_CLOSE = "ticket_close", "Close the ticket"
+    MESSAGE_TO_USER = "message_to_user", "Create the agent's message in Botpress"
+    EVENT_TO_USER = "event_to_user", "Emit a HITL event to Botpress"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    DEAD = "dead", "Dead (gave up)"
+    SKIPPED = "skipped", "Skipped (nothing to do)"
+
+
+class Delivery(models.Model):
+    """An outbox row: written in the transaction that caused it, executed by a Celery task.
+
+    Rows of one ``lane`` (a session and a direction) go out strictly in ``id`` order.
+    """
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="deliveries")
+    session = models.ForeignKey(HitlSession, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
+    message = models.OneToOneField(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="delivery")
+    lane = models.CharField(max_length=96)
+    direction = models.CharField(max_length=16, choices=Direction.choices)
+    kind = models.CharField(max_length=32, choices=DeliveryKind.choices)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    # Sent as Zendesk's Idempotency-Key / used as a Botpress discriminating tag.
+    idempotency_key = models.UUIDField(default=uuid.uuid4, editable=False)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    # When retrying stops and the delivery is dead (the retry budget, reset by a manual retry).
+    retry_deadline = models.DateTimeField()
+    last_error = models.TextField(blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["lane", "id"], name="delivery_lane_head", condition=Q(status="pending")),
+            models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(status="pending")),
+            models.Index(fields=["status", "-created_at"]),
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try of a delivery, kept for operators: when, how long, what came back."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=16)  # succeeded | retry | dead
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+
+
+class WebhookStatus(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted, waiting to be processed"
+    PROCESSED = "processed", "Processed"
+    IGNORED = "ignored", "Ignored (not for a gateway session)"
+    REJECTED = "rejected", "Rejected (authentication)"
+    FAILED = "failed", "Failed while processing"
+
+
+class WebhookEvent(models.Model):
+    """Every inbound help-desk webhook: the dedup key, and the audit trail of what arrived."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_events")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    dedup_key = models.CharField(max_length=255, null=True, blank=True)
+    event_type = models.CharField(max_length=64, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=WebhookStatus.choices)
+    detail = models.TextField(blank=True)
+    session = models.ForeignKey(HitlSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhooks")
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "dedup_key"],
+                condition=Q(dedup_key__isnull=False),
+                name="webhook_unique_dedup_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-received_at"])]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type or 'webhook'} #{self.pk}"

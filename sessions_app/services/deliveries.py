@@ -1,0 +1,179 @@
+"""What each kind of outbox row does, one executor per ``DeliveryKind``.
+
+Executors run inside the outbox's transaction, holding the lane head's lock: they call one
+adapter, write what it returned (ticket, comment id, Botpress ids) and raise ``outbound.http``
+errors for the outbox to retry. Every step is safe to repeat: Zendesk replays ticket creation
+by Idempotency-Key, user upserts are keyed by external id, Botpress messages are get-or-create
+on the help desk's message id.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from providers.base import ExternalUserSpec, OutboundMessage, TicketSpec
+from providers.rendering import transcript_render
+from sessions_app.models import Delivery, DeliveryKind, EndUser, HitlSession, HumanAgent, Integration, Ticket
+from sessions_app.services.integrations import integration_botpress, integration_provider
+from sessions_app.services.outbox import DeliverySkipped
+from sessions_app.services.sessions import EVENT_ASSIGNED
+
+DEFAULT_BOT_NAME = "Botpress"
+# Tag under which a relayed help-desk message id is kept on the Botpress message (dedup key).
+EXTERNAL_MESSAGE_TAG = "externalMessageId"
+
+
+# --- help-desk side -------------------------------------------------------------------------
+def _external_user_ensure(end_user: EndUser) -> str:
+    if not end_user.external_user_id:
+        spec = ExternalUserSpec(
+            reference=end_user.botpress_user_id, name=end_user.name, email=end_user.email,
+            picture_url=end_user.picture_url,
+        )
+        end_user.external_user_id = integration_provider(integration=end_user.integration).external_user_upsert(spec)
+        end_user.save(update_fields=["external_user_id", "updated_at"])
+    return end_user.external_user_id
+
+
+def _helpdesk_bot_user_ensure(integration: Integration, *, name: str = "", picture_url: str = "") -> str:
+    """The help desk's user for the bot; rewritten only when a session brings a new name or photo."""
+    if integration.helpdesk_bot_user_id and not name and not picture_url:
+        return integration.helpdesk_bot_user_id
+    spec = ExternalUserSpec(
+        reference=integration.botpress_bot_user_id or f"botpress-bot:{integration.botpress_bot_id}",
+        name=name or DEFAULT_BOT_NAME,
+        picture_url=picture_url,
+    )
+    integration.helpdesk_bot_user_id = integration_provider(integration=integration).external_user_upsert(spec)
+    Integration.objects.filter(pk=integration.pk).update(helpdesk_bot_user_id=integration.helpdesk_bot_user_id)
+    return integration.helpdesk_bot_user_id
+
+
+def execute_external_user_sync(delivery: Delivery) -> dict:
+    end_user = EndUser.objects.select_related("integration").get(pk=delivery.payload["end_user_id"])
+    return {"external_user_id": _external_user_ensure(end_user)}
+
+
+def _ticket_body(session: HitlSession, bot_name: str) -> str:
+    intro = session.description.strip() or f"Someone opened a ticket using your {bot_name} chatbot."
+    if not session.message_history:
+        return intro
+    names = dict(
+        EndUser.objects.filter(integration_id=session.integration_id).filter(
+            botpress_user_id__in={h.get("source", {}).get("userId") for h in session.message_history}
+        ).values_list("botpress_user_id", "name")
+    )
+    transcript = transcript_render(
+        session.message_history, user_name=lambda uid: names.get(uid, "User"), bot_name=bot_name
+    )
+    return f"{intro}\n\n---\n\n{transcript}"
+
+
+def execute_ticket_create(delivery: Delivery) -> dict:
+    session = HitlSession.objects.select_related("integration", "end_user__integration").get(pk=delivery.session_id)
+    if Ticket.objects.filter(session=session).exists():
+        raise DeliverySkipped("the ticket already exists")
+    extras = session.extras
+    bot_name = extras.get("chatbotName") or DEFAULT_BOT_NAME
+    if extras.get("chatbotName") or extras.get("chatbotPhotoUrl"):
+        _helpdesk_bot_user_ensure(session.integration, name=bot_name, picture_url=extras.get("chatbotPhotoUrl", ""))
+    spec = TicketSpec(
+        requester_external_id=_external_user_ensure(session.end_user),
+        subject=session.title or "Untitled Ticket",
+        body=_ticket_body(session, bot_name),
+        reference=session.botpress_conversation_id,
+        extras=extras,
+    )
+    ref = integration_provider(integration=session.integration).ticket_create(
+        spec, idempotency_key=str(delivery.idempotency_key)
+    )
+    Ticket.objects.create(
+        session=session, integration=session.integration, external_id=ref.external_id, url=ref.url,
+        status=ref.status, priority=ref.priority,
+    )
+    return {"ticket_id": ref.external_id}
+
+
+def _ticket_of(delivery: Delivery) -> Ticket:
+    ticket = Ticket.objects.filter(session_id=delivery.session_id).select_related("integration").first()
+    if ticket is None:
+        raise DeliverySkipped("the session has no ticket (its creation failed)")
+    return ticket
+
+
+def execute_message_to_agent(delivery: Delivery) -> dict:
+    ticket = _ticket_of(delivery)
+    message = delivery.message
+    if message.author_end_user_id:
+        author = _external_user_ensure(EndUser.objects.select_related("integration").get(pk=message.author_end_user_id))
+    else:
+        author = _helpdesk_bot_user_ensure(ticket.integration)
+    comment_id = integration_provider(integration=ticket.integration).message_post(
+        ticket_external_id=ticket.external_id,
+        message=OutboundMessage(type=message.type, payload=message.payload, author_external_id=author),
+    )
+    message.external_message_id = comment_id
+    message.save(update_fields=["external_message_id"])
+    return {"external_message_id": comment_id}
+
+
+def execute_ticket_close(delivery: Delivery) -> dict:
+    ticket = _ticket_of(delivery)
+    integration_provider(integration=ticket.integration).ticket_close(ticket_external_id=ticket.external_id)
+    ticket.status = "closed"
+    ticket.save(update_fields=["status", "updated_at"])
+    return {"ticket_id": ticket.external_id}
+
+
+# --- Botpress side --------------------------------------------------------------------------
+def _agent_botpress_user(agent: HumanAgent) -> str:
+    """The agent's Botpress user: one call the first time and when the profile changed, else none."""
+    profile = {"name": agent.name, "email": agent.email, "picture_url": agent.picture_url}
+    if agent.botpress_user_id and agent.synced_profile == profile:
+        return agent.botpress_user_id
+    tags = {"id": agent.external_user_id, "role": "agent"} | ({"email": agent.email} if agent.email else {})
+    user = integration_botpress(integration=agent.integration, in_request=False).user_get_or_create(
+        tags=tags, name=agent.name or None, picture_url=agent.picture_url or None, discriminate_by=["id"]
+    )
+    agent.botpress_user_id, agent.synced_profile = user["id"], profile
+    agent.save(update_fields=["botpress_user_id", "synced_profile", "updated_at"])
+    return agent.botpress_user_id
+
+
+def execute_message_to_user(delivery: Delivery) -> dict:
+    message = delivery.message
+    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
+    created = integration_botpress(integration=session.integration, in_request=False).message_get_or_create(
+        conversation_id=session.botpress_conversation_id,
+        user_id=_agent_botpress_user(agent),
+        type=message.type,
+        payload=message.payload,
+        tags={EXTERNAL_MESSAGE_TAG: message.external_message_id},
+        discriminate_by=[EXTERNAL_MESSAGE_TAG],
+    )
+    message.botpress_message_id = created["id"]
+    message.save(update_fields=["botpress_message_id"])
+    return {"botpress_message_id": created["id"]}
+
+
+def execute_event_to_user(delivery: Delivery) -> dict:
+    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    event = delivery.payload["event"]
+    payload = {"conversationId": session.botpress_conversation_id}
+    if event == EVENT_ASSIGNED:
+        agent = HumanAgent.objects.select_related("integration").get(pk=delivery.payload["agent_id"])
+        payload["userId"] = _agent_botpress_user(agent)
+    created = integration_botpress(integration=session.integration, in_request=False).event_create(
+        type=event, payload=payload
+    )
+    return {"botpress_event_id": created.get("id", "")}
+
+
+EXECUTORS: dict[str, Callable[[Delivery], dict]] = {
+    DeliveryKind.EXTERNAL_USER_SYNC: execute_external_user_sync,
+    DeliveryKind.TICKET_CREATE: execute_ticket_create,
+    DeliveryKind.MESSAGE_TO_AGENT: execute_message_to_agent,
+    DeliveryKind.TICKET_CLOSE: execute_ticket_close,
+    DeliveryKind.MESSAGE_TO_USER: execute_message_to_user,
+    DeliveryKind.EVENT_TO_USER: execute_event_to_user,
+}

@@ -1,0 +1,240 @@
+"""The outbox: deliveries are rows written with the change that caused them; tasks execute them.
+
+Guarantees:
+- *Nothing lost*: a row is committed before anything is enqueued (``on_commit``), and the
+  sweeper re-enqueues due rows, so a lost broker message or a killed worker only delays work.
+- *In order*: rows of one lane (a session and a direction) go out strictly by ``id``. Only the
+  lane's head is ever executed, under a row lock taken with SKIP LOCKED, so a second worker
+  backs off instead of overtaking. A failing head holds back only its own lane.
+- *Retries*: exponential backoff with full jitter, at least what Retry-After asks, until the
+  retry budget is spent; permanent refusals (4xx) are dead at once.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from outbound.http import OutboundError, PermanentError, RetryableError
+from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, Direction, HitlSession, Message
+
+log = structlog.get_logger(__name__)
+
+LANE_BUDGET = 50  # deliveries one task drains before handing the lane to a fresh task
+
+
+class DeliverySkipped(Exception):
+    """Nothing to do any more (for example, no ticket exists to close)."""
+
+
+def lane_for(*, session: HitlSession | None, direction: str, key: str = "") -> str:
+    return f"session:{session.pk}:{direction}" if session else f"{key}:{direction}"
+
+
+def delivery_enqueue(
+    *,
+    integration_id,
+    kind: str,
+    direction: str,
+    session: HitlSession | None = None,
+    message: Message | None = None,
+    payload: dict | None = None,
+    lane_key: str = "",
+) -> Delivery:
+    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT."""
+    delivery = Delivery.objects.create(
+        integration_id=integration_id,
+        session=session,
+        message=message,
+        lane=lane_for(session=session, direction=direction, key=lane_key),
+        direction=direction,
+        kind=kind,
+        payload=payload or {},
+        next_attempt_at=timezone.now(),
+        retry_deadline=_retry_deadline(),
+    )
+    transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
+    return delivery
+
+
+def _retry_deadline():
+    return timezone.now() + timedelta(seconds=settings.HITL["DELIVERY_RETRY_BUDGET_SECONDS"])
+
+
+def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
+    """Send the task; if the broker is down the row stays pending and the sweeper sends it later."""
+    from sessions_app.tasks import delivery_run
+
+    try:
+        # A hair late rather than early: a task that arrives before its row is due does nothing.
+        delivery_run.apply_async((delivery_id,), countdown=countdown + 0.05 if countdown else None)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
+        log.warning("delivery.enqueue_failed", delivery_id=delivery_id, error=type(exc).__name__)
+
+
+def lane_drain(*, delivery_id: int) -> int:
+    """Execute the lane of this delivery from its head, in order; return how many went out."""
+    lane = Delivery.objects.filter(pk=delivery_id).values_list("lane", flat=True).first()
+    if lane is None:
+        return 0
+    done = 0
+    while done < LANE_BUDGET:
+        if not _lane_step(lane):
+            return done
+        done += 1
+    head = _lane_head_id(lane)
+    if head is not None:
+        delivery_schedule(delivery_id=head)
+    return done
+
+
+def _lane_head_id(lane: str) -> int | None:
+    return (
+        Delivery.objects.filter(lane=lane, status=DeliveryStatus.PENDING).order_by("id").values_list("id", flat=True).first()
+    )
+
+
+def _lane_step(lane: str) -> bool:
+    """Execute the lane's head if it is due and nobody else holds it; True when it was settled."""
+    with transaction.atomic():
+        head_id = _lane_head_id(lane)
+        if head_id is None:
+            return False
+        head = (
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(pk=head_id, status=DeliveryStatus.PENDING)
+            .first()
+        )
+        # Locked: another worker runs the head and will carry on with the lane after it.
+        if head is None or head.next_attempt_at > timezone.now():
+            return False
+        settled, retry_in = _attempt(head)
+    if retry_in is not None:
+        delivery_schedule(delivery_id=head.pk, countdown=retry_in)
+    return settled
+
+
+def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
+    """Run the executor once and record the attempt; return (settled, seconds until retry)."""
+    from sessions_app.services.deliveries import EXECUTORS
+
+    hitl = settings.HITL
+    started_at, clock = timezone.now(), time.monotonic()
+    delivery.attempts += 1
+    error: OutboundError | None = None
+    skipped = False
+    try:
+        with transaction.atomic():  # a savepoint: a failed executor leaves no half-written rows
+            delivery.result = EXECUTORS[delivery.kind](delivery) or {}
+    except DeliverySkipped as exc:
+        skipped, delivery.last_error = True, str(exc)
+    except OutboundError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery; it is retried and shown
+        log.exception("delivery.executor_crashed", delivery_id=delivery.pk, kind=delivery.kind)
+        error = RetryableError(f"internal error: {type(exc).__name__}: {exc}")
+
+    now = timezone.now()
+    retry_in: float | None = None
+    if error is None:
+        delivery.status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.SUCCEEDED
+        delivery.completed_at, delivery.last_status_code = now, None
+        outcome = delivery.status
+        if not skipped:
+            delivery.last_error = ""
+    else:
+        delivery.last_error, delivery.last_status_code = str(error)[:2000], error.status_code
+        backoff = min(
+            hitl["DELIVERY_BACKOFF_MAX_SECONDS"],
+            hitl["DELIVERY_BACKOFF_BASE_SECONDS"] * 2 ** (delivery.attempts - 1),
+        ) * random.uniform(0.5, 1.0)
+        delay = max(backoff, error.retry_after or 0.0)
+        if isinstance(error, PermanentError) or now + timedelta(seconds=delay) > delivery.retry_deadline:
+            delivery.status, delivery.completed_at, outcome = DeliveryStatus.DEAD, now, "dead"
+            _delivery_dead(delivery)
+        else:
+            delivery.next_attempt_at, outcome, retry_in = now + timedelta(seconds=delay), "retry", delay
+    delivery.save()
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempts,
+        started_at=started_at,
+        duration_ms=int((time.monotonic() - clock) * 1000),
+        status_code=error.status_code if error else None,
+        outcome=outcome,
+        error=str(error)[:2000] if error else "",
+    )
+    log.info(
+        "delivery.attempt",
+        delivery_id=delivery.pk,
+        kind=delivery.kind,
+        outcome=outcome,
+        attempt=delivery.attempts,
+        status_code=error.status_code if error else None,
+    )
+    return retry_in is None, retry_in
+
+
+def _delivery_dead(delivery: Delivery) -> None:
+    """Flag the session; a ticket the help desk refuses for good ends the session."""
+    if delivery.session_id is None:
+        return
+    HitlSession.objects.filter(pk=delivery.session_id).update(needs_attention=True)
+    if delivery.kind == DeliveryKind.TICKET_CREATE:
+        from sessions_app.models import StoppedBy
+        from sessions_app.services.sessions import session_stop
+
+        session = HitlSession.objects.get(pk=delivery.session_id)
+        session_stop(
+            session=session,
+            stopped_by=StoppedBy.HELPDESK_REFUSED,
+            reason=f"the help desk did not create the ticket: {delivery.last_error}",
+            close_ticket=False,
+            notify_botpress=True,
+        )
+
+
+def delivery_retry(*, delivery: Delivery) -> Delivery:
+    """Give a dead delivery a fresh retry budget (operator action)."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if delivery.status != DeliveryStatus.DEAD:
+            return delivery
+        delivery.status, delivery.completed_at = DeliveryStatus.PENDING, None
+        delivery.next_attempt_at, delivery.retry_deadline = timezone.now(), _retry_deadline()
+        delivery.save()
+        transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
+    return delivery
+
+
+def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
+    """Re-enqueue lane heads that are due but idle: the safety net under every enqueue."""
+    stale = timezone.now() - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
+    earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
+    heads = (
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now(), updated_at__lte=stale)
+        .exclude(Exists(earlier))
+        .values_list("id", flat=True)[:1000]
+    )
+    count = 0
+    for delivery_id in heads:
+        schedule(delivery_id=delivery_id)
+        count += 1
+    return count
+
+
+__all__ = [
+    "DeliverySkipped",
+    "Direction",
+    "delivery_enqueue",
+    "delivery_retry",
+    "lane_drain",
+    "outbox_sweep",
+]

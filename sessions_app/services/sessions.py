@@ -1,0 +1,302 @@
+"""The HITL use cases: end users, sessions, messages both ways, assignment, stop.
+
+Each runs in one transaction, records the change, and writes the outbox rows that carry it to
+the help desk or to Botpress. Only ``end_user_create`` and ``session_start`` call Botpress
+inline, because their answer must contain the id Botpress gives.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from outbound.http import OutboundError
+from providers.base import AgentProfile, InboundEvent
+from sessions_app.models import (
+    DeliveryKind,
+    Direction,
+    EndUser,
+    HitlSession,
+    HumanAgent,
+    Integration,
+    Message,
+    SessionStatus,
+    StoppedBy,
+    Ticket,
+)
+from sessions_app.services.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
+from sessions_app.services.integrations import integration_botpress
+from sessions_app.services.outbox import delivery_enqueue
+
+HITL_CHANNEL = "hitl"
+EVENT_ASSIGNED, EVENT_STOPPED = "hitlAssigned", "hitlStopped"
+
+
+def _botpress_call(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except OutboundError as exc:
+        raise UpstreamUnavailable(f"Botpress answered: {exc}") from exc
+
+
+# --- Botpress → gateway ---------------------------------------------------------------------
+def end_user_create(*, integration: Integration, name: str, email: str = "", picture_url: str = "") -> EndUser:
+    """Create (or find, by email) the end user in Botpress, link it, and sync the external user."""
+    botpress = integration_botpress(integration=integration, in_request=True)
+    tags = {"role": "end-user"}
+    if email:
+        tags["email"] = email.lower()
+        user = _botpress_call(
+            botpress.user_get_or_create, tags=tags, name=name, picture_url=picture_url or None, discriminate_by=["email"]
+        )
+    else:
+        user = _botpress_call(botpress.user_create, tags=tags, name=name, picture_url=picture_url or None)
+    with transaction.atomic():
+        end_user, _ = EndUser.objects.update_or_create(
+            integration=integration,
+            botpress_user_id=user["id"],
+            defaults={"name": name, "email": email, "picture_url": picture_url},
+        )
+        delivery_enqueue(
+            integration_id=integration.pk,
+            kind=DeliveryKind.EXTERNAL_USER_SYNC,
+            direction=Direction.TO_AGENT,
+            payload={"end_user_id": end_user.pk},
+            lane_key=f"end_user:{end_user.pk}",
+        )
+    return end_user
+
+
+def session_start(
+    *,
+    integration: Integration,
+    user_id: str,
+    title: str = "",
+    description: str = "",
+    extras: dict | None = None,
+    message_history: list[dict] | None = None,
+) -> HitlSession:
+    """Open the Botpress conversation now and the ticket through the outbox.
+
+    The ticket is created by a delivery, so a help-desk outage delays it instead of failing
+    the session; everything sent meanwhile follows it in order.
+    """
+    end_user = EndUser.objects.filter(integration=integration, botpress_user_id=user_id).first()
+    if end_user is None:
+        raise InvalidInput("Unknown user: call createUser first.", field="userId")
+    session_id = uuid.uuid4()
+    botpress = integration_botpress(integration=integration, in_request=True)
+    # Tagged with our id, so a retried call finds the conversation the first one created.
+    conversation = _botpress_call(
+        botpress.conversation_get_or_create,
+        channel=HITL_CHANNEL,
+        tags={"sessionId": str(session_id)},
+        discriminate_by=["sessionId"],
+    )
+    with transaction.atomic():
+        session = HitlSession.objects.create(
+            id=session_id,
+            integration=integration,
+            end_user=end_user,
+            botpress_conversation_id=conversation["id"],
+            title=title,
+            description=description,
+            extras=extras or {},
+            message_history=message_history or [],
+        )
+        delivery_enqueue(
+            integration_id=integration.pk, kind=DeliveryKind.TICKET_CREATE, direction=Direction.TO_AGENT, session=session
+        )
+    return session
+
+
+def session_for_conversation(*, integration: Integration, conversation_id: str, lock: bool = False) -> HitlSession:
+    sessions = HitlSession.objects.filter(integration=integration, botpress_conversation_id=conversation_id)
+    session = (sessions.select_for_update() if lock else sessions).first()
+    if session is None:
+        raise NotFound("No HITL session has this conversation id.", field="conversationId")
+    return session
+
+
+@transaction.atomic
+def session_stop(
+    *, session: HitlSession, stopped_by: str, reason: str = "", close_ticket: bool, notify_botpress: bool
+) -> HitlSession:
+    """End the session once; later stops (a duplicate webhook, a racing stopHitl) change nothing."""
+    session = HitlSession.objects.select_for_update().get(pk=session.pk)
+    if session.status == SessionStatus.STOPPED:
+        return session
+    now = timezone.now()
+    session.status, session.stopped_at, session.last_activity_at = SessionStatus.STOPPED, now, now
+    session.stopped_by, session.stop_reason = stopped_by, reason
+    session.save(update_fields=["status", "stopped_at", "last_activity_at", "stopped_by", "stop_reason"])
+    if close_ticket:
+        delivery_enqueue(
+            integration_id=session.integration_id, kind=DeliveryKind.TICKET_CLOSE, direction=Direction.TO_AGENT,
+            session=session,
+        )
+    if notify_botpress:
+        delivery_enqueue(
+            integration_id=session.integration_id, kind=DeliveryKind.EVENT_TO_USER, direction=Direction.TO_USER,
+            session=session, payload={"event": EVENT_STOPPED},
+        )
+    return session
+
+
+@transaction.atomic
+def message_relay_to_agent(
+    *,
+    integration: Integration,
+    conversation_id: str,
+    type: str,
+    payload: dict,
+    botpress_message_id: str = "",
+    sender_user_id: str = "",
+) -> tuple[Message, bool]:
+    """Accept a channel message for the agent; the same Botpress message twice is one message.
+
+    The author is ``payload.userId`` (the plugin's "real author"), else the sender, else the bot.
+    Returns the message and whether it was new.
+    """
+    session = session_for_conversation(integration=integration, conversation_id=conversation_id, lock=True)
+    if botpress_message_id:
+        existing = Message.objects.filter(
+            session=session, direction=Direction.TO_AGENT, botpress_message_id=botpress_message_id
+        ).first()
+        if existing:
+            return existing, False
+    if session.status == SessionStatus.STOPPED:
+        raise Conflict("The HITL session is stopped.", field="conversationId")
+    author = None
+    if payload.get("userId"):
+        author = EndUser.objects.filter(integration=integration, botpress_user_id=payload["userId"]).first()
+        if author is None:
+            raise InvalidInput("Unknown user.", field="payload.userId")
+    elif sender_user_id:
+        author = EndUser.objects.filter(integration=integration, botpress_user_id=sender_user_id).first()
+    message = Message.objects.create(
+        session=session,
+        direction=Direction.TO_AGENT,
+        type=type,
+        payload=payload,
+        author_end_user=author,
+        botpress_message_id=botpress_message_id,
+    )
+    delivery_enqueue(
+        integration_id=integration.pk,
+        kind=DeliveryKind.MESSAGE_TO_AGENT,
+        direction=Direction.TO_AGENT,
+        session=session,
+        message=message,
+    )
+    HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    return message, True
+
+
+# --- help desk → gateway --------------------------------------------------------------------
+def session_for_ticket(*, integration: Integration, event: InboundEvent) -> HitlSession | None:
+    """The session a ticket belongs to, or None when it is not a gateway ticket.
+
+    Looked up by ticket id, else by the reference we stored on the ticket (the conversation
+    id): a webhook can arrive before the delivery that created the ticket has committed.
+    """
+    ticket = Ticket.objects.filter(integration=integration, external_id=event.ticket_external_id).first()
+    if ticket:
+        return HitlSession.objects.select_for_update().get(pk=ticket.session_id)
+    if event.reference:
+        return (
+            HitlSession.objects.select_for_update()
+            .filter(integration=integration, botpress_conversation_id=event.reference)
+            .first()
+        )
+    return None
+
+
+def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> HumanAgent:
+    """Record the agent as the help desk describes them now; Botpress is updated on delivery."""
+    agent, created = HumanAgent.objects.get_or_create(
+        integration=integration,
+        external_user_id=profile.external_id,
+        defaults={"name": profile.name, "email": profile.email, "picture_url": profile.picture_url},
+    )
+    changed = {
+        field: value
+        for field, value in (("name", profile.name), ("email", profile.email), ("picture_url", profile.picture_url))
+        if value and getattr(agent, field) != value
+    }
+    if changed and not created:
+        for field, value in changed.items():
+            setattr(agent, field, value)
+        agent.save(update_fields=[*changed, "updated_at"])
+    return agent
+
+
+def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
+    """Assign the agent and tell Botpress, unless nothing changes (concurrent or repeated webhooks)."""
+    if session.status == SessionStatus.STOPPED or (session.status == SessionStatus.ASSIGNED and session.agent_id == agent.pk):
+        return False
+    now = timezone.now()
+    session.agent, session.status, session.last_activity_at = agent, SessionStatus.ASSIGNED, now
+    session.assigned_at = session.assigned_at or now
+    session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
+    delivery_enqueue(
+        integration_id=session.integration_id, kind=DeliveryKind.EVENT_TO_USER, direction=Direction.TO_USER,
+        session=session, payload={"event": EVENT_ASSIGNED, "agent_id": agent.pk},
+    )
+    return True
+
+
+def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
+    """Relay an agent's comment once, whatever number of webhooks carry it.
+
+    A reply before any assignment assigns the agent first, so Botpress always knows who speaks.
+    """
+    if session.status == SessionStatus.STOPPED:
+        return None
+    if Message.objects.filter(
+        session=session, direction=Direction.TO_USER, external_message_id=event.message_external_id
+    ).exists():
+        return None
+    if session.status == SessionStatus.PENDING:
+        session_assign(session=session, agent=agent)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                session=session,
+                direction=Direction.TO_USER,
+                type="text",
+                payload={"text": event.text},
+                author_agent=agent,
+                external_message_id=event.message_external_id,
+            )
+    except IntegrityError:  # the same comment committed by a concurrent webhook
+        return None
+    delivery_enqueue(
+        integration_id=session.integration_id, kind=DeliveryKind.MESSAGE_TO_USER, direction=Direction.TO_USER,
+        session=session, message=message,
+    )
+    HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    return message
+
+
+def session_events_apply(*, integration: Integration, events: list[InboundEvent]) -> tuple[HitlSession | None, str]:
+    """Apply what one webhook said, in order (a solve relays its last comment before stopping)."""
+    session, outcomes = None, []
+    for event in events:
+        session = session_for_ticket(integration=integration, event=event)
+        if session is None:
+            outcomes.append(f"{event.kind}: not a gateway ticket")
+            continue
+        if event.kind == "agent_message":
+            agent = human_agent_upsert(integration=integration, profile=event.agent)
+            relayed = agent_reply_receive(session=session, agent=agent, event=event)
+            outcomes.append(f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}")
+        elif event.kind == "assigned":
+            agent = human_agent_upsert(integration=integration, profile=event.agent)
+            outcomes.append(f"assigned: {'changed' if session_assign(session=session, agent=agent) else 'no change'}")
+        elif event.kind == "stopped":
+            session_stop(session=session, stopped_by=StoppedBy.AGENT, reason="ticket solved in the help desk",
+                         close_ticket=False, notify_botpress=True)
+            outcomes.append("stopped")
+    return session, "; ".join(outcomes) or "nothing to relay"

@@ -1,0 +1,26 @@
+"""Celery tasks: thin shells that load an id and call a service."""
+from celery import shared_task
+from django.conf import settings
+
+
+@shared_task
+def delivery_run(delivery_id: int) -> int:
+    from sessions_app.services.outbox import lane_drain
+
+    return lane_drain(delivery_id=delivery_id)
+
+
+@shared_task
+def webhook_process(webhook_event_id: int) -> None:
+    from sessions_app.services.webhooks import webhook_event_process
+
+    webhook_event_process(webhook_event_id=webhook_event_id)
+
+
+@shared_task
+def outbox_sweep() -> dict:
+    from sessions_app.services.outbox import outbox_sweep as sweep_deliveries
+    from sessions_app.services.webhooks import webhook_events_sweep
+
+    stale = settings.HITL["DELIVERY_STALE_SECONDS"]
+    return {"deliveries": sweep_deliveries(), "webhooks": webhook_events_sweep(older_than_seconds=stale)}

@@ -1,0 +1,175 @@
+"""Shared fixtures: the stand-ins, a real Celery worker process, and a wired-up integration."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT_ID, BP_TOKEN, BP_INTEGRATION_ID = "bot_01HITLGATEWAYTESTBOT000001", "bp_test_token", "intg_01HITLTESTINTEGRATION01"
+ZD_EMAIL, ZD_TOKEN = "gateway@acme.test", "zd_test_api_token"
+
+
+@pytest.fixture(scope="session")
+def botpress_standin():
+    from standins.botpress import BotpressStandin
+
+    server = BotpressStandin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def zendesk_standin():
+    from standins.zendesk import ZendeskStandin
+
+    server = ZendeskStandin(email=ZD_EMAIL, api_token=ZD_TOKEN).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def botpress(botpress_standin):
+    botpress_standin.reset()
+    botpress_standin.add_bot(bot_id=BOT_ID, token=BP_TOKEN, integration_id=BP_INTEGRATION_ID)
+    return botpress_standin
+
+
+@pytest.fixture
+def zendesk(zendesk_standin):
+    zendesk_standin.reset()
+    return zendesk_standin
+
+
+def _worker_env(database_name: str, queue: str) -> dict:
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{database_name}",
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+        HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",
+        HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.2",
+        HITL_DELIVERY_BACKOFF_MAX_SECONDS="2",
+        HITL_DELIVERY_STALE_SECONDS="3",
+        HITL_SWEEP_SECONDS="1",
+        HITL_HTTP_READ_TIMEOUT="3",
+        HITL_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@dataclass
+class Worker:
+    queue: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real worker process (with its embedded beat, which runs the outbox sweeper).
+
+    It consumes a queue of its own on the real broker and uses the test database.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    from hitl_gateway.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        pytest.skip("end-to-end tests need a real broker: set CELERY_BROKER_URL (make test does)")
+    queue = f"hitl-test-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    with django_db_blocker.unblock():
+        database_name = connection.settings_dict["NAME"]
+    workdir = tmp_path_factory.mktemp("worker")
+    log_path = workdir / "worker.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "hitl_gateway", "worker", "-B", "-Q", queue, "--concurrency=2",
+             "--loglevel=WARNING", "-s", str(workdir / "beat-schedule"), "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=_worker_env(database_name, queue), stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    worker = Worker(queue=queue, process=process, log_path=log_path)
+    deadline = time.monotonic() + 30
+    while "ready" not in worker.log() and time.monotonic() < deadline:
+        assert process.poll() is None, f"worker exited:\n{worker.log()}"
+        time.sleep(0.1)
+    yield worker
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    with app.connection_for_write() as conn:  # leave no test queue behind on the broker
+        try:
+            conn.default_channel.queue_delete(queue)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@dataclass
+class Gateway:
+    """The gateway as Botpress sees it: its base URL and an integration's credential."""
+
+    url: str
+    integration: object
+    api_key: str
+    botpress: object
+    zendesk: object
+    worker: Worker
+
+    def action(self, name: str, body: dict, *, api_key: str | None = None) -> requests.Response:
+        return requests.post(
+            f"{self.url}/api/v1/integrations/{self.integration.pk}/actions/{name}",
+            json=body,
+            headers={"Authorization": f"Bearer {api_key or self.api_key}"},
+            timeout=10,
+        )
+
+    def message(self, body: dict) -> requests.Response:
+        return requests.post(
+            f"{self.url}/api/v1/integrations/{self.integration.pk}/channels/hitl/messages",
+            json=body,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=10,
+        )
+
+
+def integration_for(*, botpress_url: str, zendesk_url: str, name: str = "Acme support"):
+    from sessions_app.services.integrations import integration_create
+
+    return integration_create(
+        name=name,
+        provider_base_url=zendesk_url,
+        provider_credentials={"email": ZD_EMAIL, "api_token": ZD_TOKEN},
+        botpress_api_url=botpress_url,
+        botpress_token=BP_TOKEN,
+        botpress_bot_id=BOT_ID,
+        botpress_integration_id=BP_INTEGRATION_ID,
+    )
+
+
+@pytest.fixture
+def gateway(transactional_db, live_server, celery_worker, botpress, zendesk, settings):
+    """A live gateway wired to both stand-ins, with the Zendesk webhook and triggers installed."""
+    from sessions_app.services.integrations import integration_webhook_install
+
+    settings.PUBLIC_BASE_URL = live_server.url
+    integration, api_key = integration_for(botpress_url=botpress.base_url, zendesk_url=zendesk.base_url)
+    integration = integration_webhook_install(integration=integration)
+    return Gateway(url=live_server.url, integration=integration, api_key=api_key, botpress=botpress,
+                   zendesk=zendesk, worker=celery_worker)

@@ -1,0 +1,157 @@
+"""The REST transport: credentials scoped to one integration, and 400s that name each bad field."""
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from sessions_app.models import EndUser, HitlSession
+from tests.conftest import integration_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def integration():
+    return integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def client(integration):
+    obj, api_key = integration
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    api.base = f"/api/v1/integrations/{obj.pk}"
+    return api
+
+
+@pytest.fixture
+def session(integration):
+    obj, _ = integration
+    end_user = EndUser.objects.create(integration=obj, botpress_user_id="user_01ENDUSER0000000000000000", name="Ada")
+    return HitlSession.objects.create(integration=obj, end_user=end_user, botpress_conversation_id="conv_01X" + "0" * 24)
+
+
+def _fields(response) -> dict:
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    return body["fields"]
+
+
+def test_wrong_credentials_and_unknown_integration_look_the_same(integration):
+    obj, api_key = integration
+    other, other_key = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9", name="B")
+    api = APIClient()
+    answers = []
+    for path, key in [
+        (obj.pk, None),
+        (obj.pk, "hitl_wrong"),
+        (obj.pk, other_key),  # a real key, but for another integration
+        ("2b1f0c7e-0000-4000-8000-000000000000", api_key),
+        ("not-a-uuid", api_key),
+    ]:
+        api.credentials(**({"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}))
+        response = api.post(f"/api/v1/integrations/{path}/actions/createUser", {"name": "A"}, format="json")
+        answers.append((response.status_code, response.json()))
+    assert {status for status, _ in answers} == {401}
+    assert len({str(body) for _, body in answers}) == 1
+    assert api_key not in str(answers)
+
+
+def test_create_user_fields(client):
+    assert _fields(client.post(f"{client.base}/actions/createUser", {}, format="json")) == {
+        "name": ["This field is required."]
+    }
+    fields = _fields(client.post(f"{client.base}/actions/createUser", {"name": "", "email": "nope"}, format="json"))
+    assert set(fields) == {"name", "email"}
+
+
+def test_malformed_json_is_a_400_naming_the_body(client):
+    response = client.post(f"{client.base}/actions/createUser", "{not json", content_type="application/json")
+    assert _fields(response) == {"body": [response.json()["fields"]["body"][0]]}
+
+
+def test_start_hitl_fields(client):
+    body = {
+        "userId": "",
+        "hitlSession": {"priority": "asap", "ticketFormId": "12a", "requesterEmail": "x@example.com"},
+        "messageHistory": [
+            {"source": {"type": "user"}, "type": "text", "payload": {"text": "hi"}},
+            {"source": {"type": "bot"}, "type": "image", "payload": {}},
+            {"source": {"type": "bot"}, "type": "sticker", "payload": {}},
+        ],
+    }
+    fields = _fields(client.post(f"{client.base}/actions/startHitl", body, format="json"))
+    assert set(fields) == {
+        "userId",
+        "hitlSession.priority",
+        "hitlSession.ticketFormId",
+        "messageHistory[0].source.userId",
+        "messageHistory[1].payload.imageUrl",
+        "messageHistory[2].type",
+    }
+    assert _fields(client.post(f"{client.base}/actions/startHitl", {"userId": "u"}, format="json")) == {
+        "messageHistory": ["This field is required."]
+    }
+
+
+def test_start_hitl_for_an_unknown_user(client):
+    response = client.post(f"{client.base}/actions/startHitl", {"userId": "user_x", "messageHistory": []},
+                           format="json")
+    assert _fields(response) == {"userId": ["Unknown user: call createUser first."]}
+
+
+@pytest.mark.parametrize(
+    ("message", "bad_field"),
+    [
+        ({"type": "text", "payload": {"text": ""}}, "payload.text"),
+        ({"type": "text", "payload": {"text": "a", "additionalData": "x" * 501}}, "payload.additionalData"),
+        ({"type": "image", "payload": {"title": "no url"}}, "payload.imageUrl"),
+        ({"type": "audio", "payload": {"audioUrl": ""}}, "payload.audioUrl"),
+        ({"type": "video", "payload": {}}, "payload.videoUrl"),
+        ({"type": "file", "payload": {"fileUrl": "", "title": "t"}}, "payload.fileUrl"),
+        ({"type": "bloc", "payload": {"items": []}}, "payload.items"),
+        ({"type": "bloc", "payload": {"items": [{"type": "location", "payload": {"latitude": 1}}]}},
+         "payload.items[0].payload.longitude"),
+        ({"type": "card", "payload": {}}, "type"),
+        ({"payload": {"text": "a"}}, "type"),
+        ({"type": "text"}, "payload"),
+    ],
+)
+def test_channel_message_fields(client, session, message, bad_field):
+    body = {"conversationId": session.botpress_conversation_id} | message
+    assert bad_field in _fields(client.post(f"{client.base}/channels/hitl/messages", body, format="json"))
+
+
+def test_channel_message_for_unknown_conversation_and_unknown_author(client, session):
+    response = client.post(f"{client.base}/channels/hitl/messages",
+                           {"conversationId": "conv_nope", "type": "text", "payload": {"text": "a"}}, format="json")
+    assert response.status_code == 404 and "conversationId" in response.json()["fields"]
+    response = client.post(
+        f"{client.base}/channels/hitl/messages",
+        {"conversationId": session.botpress_conversation_id, "type": "text", "payload": {"text": "a", "userId": "x"}},
+        format="json",
+    )
+    assert _fields(response) == {"payload.userId": ["Unknown user."]}
+
+
+def test_the_same_botpress_message_twice_is_one_message(client, session, django_capture_on_commit_callbacks):
+    body = {"conversationId": session.botpress_conversation_id, "messageId": "msg_1", "type": "text",
+            "payload": {"text": "once"}}
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+        second = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] and second.json()["duplicate"] is True
+    assert session.messages.count() == 1 and session.deliveries.count() == 1
+    assert len(callbacks) == 1, "one delivery is enqueued"
+
+
+def test_openapi_schema_is_served(client):
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    assert "/api/v1/integrations/{integration_id}/actions/startHitl" in paths
+    operation_ids = {op["operationId"] for item in paths.values() for op in item.values()}
+    assert {"createUser", "startHitl", "stopHitl", "hitlMessage"} <= operation_ids
