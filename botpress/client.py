@@ -5,6 +5,7 @@ SDK (network errors and 429/502 for any method, other 5xx for idempotent methods
 Retry-After honoured). Calls made by the outbox pass ``max_retries=0``: the outbox retries
 durably itself, so the client must not also sleep.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -104,7 +105,9 @@ class BotpressClient:
         return self.call("GET", f"/users/{user_id}")["user"]
 
     def user_create(self, *, tags: dict, name: str | None = None, picture_url: str | None = None) -> dict:
-        return self.call("POST", "/users", json=_compact({"tags": tags, "name": name, "pictureUrl": picture_url}))["user"]
+        return self.call("POST", "/users", json=_compact({"tags": tags, "name": name, "pictureUrl": picture_url}))[
+            "user"
+        ]
 
     def user_get_or_create(
         self, *, tags: dict, name: str | None = None, picture_url: str | None = None, discriminate_by: list[str]

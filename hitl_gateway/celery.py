@@ -1,4 +1,5 @@
 """The Celery app. Tasks only execute outbox rows; the database is the source of truth."""
+
 import os
 
 from celery import Celery

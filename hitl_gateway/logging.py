@@ -1,4 +1,5 @@
 """structlog set-up with a redaction step, so a secret can never reach a log line."""
+
 import logging
 
 import structlog

@@ -4,6 +4,7 @@ With no environment at all the gateway runs on an embedded default that needs no
 service: SQLite in ``var/`` and Kombu's filesystem broker, so ``make run`` works on a bare machine.
 Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ).
 """
+
 from pathlib import Path
 
 import environ

@@ -3,6 +3,7 @@
 Adapters raise ``RetryableError`` (timeouts, connection errors, 429, 5xx, 409) or
 ``PermanentError`` (other 4xx); the outbox decides what to do with each.
 """
+
 from __future__ import annotations
 
 import email.utils

@@ -4,6 +4,7 @@ A chat user controls these URLs, so the fetch must not become a way into our net
 only http(s), only public addresses (checked on the resolved address we connect to), a size
 cap and a timeout. When any check fails the caller posts the URL as a link instead.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -5,6 +5,7 @@ threads alike: a *ticket* is whatever holds one session's conversation, an *exte
 the end user's record there (Slack has none and returns a stable pseudo id). Adapters take and
 return plain data, never Django models, and raise ``outbound.http`` errors.
 """
+
 from __future__ import annotations
 
 import abc

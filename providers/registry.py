@@ -1,4 +1,5 @@
 """Which adapter serves which provider kind; adding a help desk means one line here."""
+
 from __future__ import annotations
 
 from providers.base import HelpDeskProvider

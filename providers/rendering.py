@@ -4,13 +4,18 @@ Used for the ticket transcript of ``messageHistory`` and for message parts a hel
 show natively. Botpress's own builder prints only ``[ Bloc ]`` and ``[ Carousel ]``; agents
 asked for the whole conversation (botpress#13304, #13810), so here every part is rendered.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
 SEPARATOR = "\n\n---\n\n"
-MEDIA = {"image": ("Image", "imageUrl"), "audio": ("Audio", "audioUrl"), "video": ("Video", "videoUrl"),
-         "file": ("File", "fileUrl")}
+MEDIA = {
+    "image": ("Image", "imageUrl"),
+    "audio": ("Audio", "audioUrl"),
+    "video": ("Video", "videoUrl"),
+    "file": ("File", "fileUrl"),
+}
 
 
 def render_payload(kind: str, payload: Mapping) -> str:
@@ -24,8 +29,12 @@ def render_payload(kind: str, payload: Mapping) -> str:
         title = payload.get("title")
         return f"[ {label}{': ' + title if title else ''} ] {payload.get(key, '')}"
     if kind == "location":
-        lines = ["[ Location ]", payload.get("title", ""), payload.get("address", ""),
-                 f"{payload.get('latitude')}, {payload.get('longitude')}"]
+        lines = [
+            "[ Location ]",
+            payload.get("title", ""),
+            payload.get("address", ""),
+            f"{payload.get('latitude')}, {payload.get('longitude')}",
+        ]
         return "\n".join(line for line in lines if line)
     if kind in ("choice", "dropdown"):
         options = "\n".join(f'- "{o.get("label", "")}" ({o.get("value", "")})' for o in payload.get("options", []))
@@ -35,13 +44,15 @@ def render_payload(kind: str, payload: Mapping) -> str:
     if kind == "carousel":
         return "[ Carousel ]\n" + "\n\n".join(_card(card) for card in payload.get("items", []))
     if kind == "bloc":
-        return "\n".join(render_payload(item.get("type", ""), item.get("payload", {})) for item in payload.get("items", []))
+        return "\n".join(
+            render_payload(item.get("type", ""), item.get("payload", {})) for item in payload.get("items", [])
+        )
     return f"[ {kind} ]"
 
 
 def _card(card: Mapping) -> str:
     lines = [f'[ Card: "{card.get("title", "")}" ]', card.get("subtitle", ""), card.get("imageUrl", "")]
-    lines += [f'- {a.get("label", "")} ({a.get("action", "")}: {a.get("value", "")})' for a in card.get("actions", [])]
+    lines += [f"- {a.get('label', '')} ({a.get('action', '')}: {a.get('value', '')})" for a in card.get("actions", [])]
     return "\n".join(line for line in lines if line)
 
 

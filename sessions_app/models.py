@@ -3,6 +3,7 @@
 Every mapping between Botpress and a help desk lives here, so steady-state relays need no
 look-up calls. A delivery's state lives only in its outbox row (``Delivery``).
 """
+
 import uuid
 
 from django.db import models
@@ -284,6 +285,9 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery_id", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome}"
 
 
 class WebhookStatus(models.TextChoices):

@@ -1,4 +1,5 @@
 """Celery tasks: thin shells that load an id and call a service."""
+
 from celery import shared_task
 from django.conf import settings
 

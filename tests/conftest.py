@@ -1,6 +1,8 @@
 """Shared fixtures: the stand-ins, a real Celery worker process, and a wired-up integration."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,9 +101,27 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     log_path = workdir / "worker.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "hitl_gateway", "worker", "-B", "-Q", queue, "--concurrency=2",
-             "--loglevel=WARNING", "-s", str(workdir / "beat-schedule"), "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=_worker_env(database_name, queue), stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hitl_gateway",
+                "worker",
+                "-B",
+                "-Q",
+                queue,
+                "--concurrency=2",
+                "--loglevel=WARNING",
+                "-s",
+                str(workdir / "beat-schedule"),
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=_worker_env(database_name, queue),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     worker = Worker(queue=queue, process=process, log_path=log_path)
     deadline = time.monotonic() + 30
@@ -114,11 +134,9 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
-    with app.connection_for_write() as conn:  # leave no test queue behind on the broker
-        try:
-            conn.default_channel.queue_delete(queue)
-        except Exception:  # noqa: BLE001
-            pass
+    # Leave no test queue behind on the broker.
+    with app.connection_for_write() as conn, contextlib.suppress(Exception):
+        conn.default_channel.queue_delete(queue)
 
 
 @dataclass
@@ -171,5 +189,11 @@ def gateway(transactional_db, live_server, celery_worker, botpress, zendesk, set
     settings.PUBLIC_BASE_URL = live_server.url
     integration, api_key = integration_for(botpress_url=botpress.base_url, zendesk_url=zendesk.base_url)
     integration = integration_webhook_install(integration=integration)
-    return Gateway(url=live_server.url, integration=integration, api_key=api_key, botpress=botpress,
-                   zendesk=zendesk, worker=celery_worker)
+    return Gateway(
+        url=live_server.url,
+        integration=integration,
+        api_key=api_key,
+        botpress=botpress,
+        zendesk=zendesk,
+        worker=celery_worker,
+    )

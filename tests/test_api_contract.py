@@ -1,4 +1,5 @@
 """The REST transport: credentials scoped to one integration, and 400s that name each bad field."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,7 +29,9 @@ def client(integration):
 def session(integration):
     obj, _ = integration
     end_user = EndUser.objects.create(integration=obj, botpress_user_id="user_01ENDUSER0000000000000000", name="Ada")
-    return HitlSession.objects.create(integration=obj, end_user=end_user, botpress_conversation_id="conv_01X" + "0" * 24)
+    return HitlSession.objects.create(
+        integration=obj, end_user=end_user, botpress_conversation_id="conv_01X" + "0" * 24
+    )
 
 
 def _fields(response) -> dict:
@@ -40,7 +43,7 @@ def _fields(response) -> dict:
 
 def test_wrong_credentials_and_unknown_integration_look_the_same(integration):
     obj, api_key = integration
-    other, other_key = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9", name="B")
+    _other, other_key = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9", name="B")
     api = APIClient()
     answers = []
     for path, key in [
@@ -96,8 +99,9 @@ def test_start_hitl_fields(client):
 
 
 def test_start_hitl_for_an_unknown_user(client):
-    response = client.post(f"{client.base}/actions/startHitl", {"userId": "user_x", "messageHistory": []},
-                           format="json")
+    response = client.post(
+        f"{client.base}/actions/startHitl", {"userId": "user_x", "messageHistory": []}, format="json"
+    )
     assert _fields(response) == {"userId": ["Unknown user: call createUser first."]}
 
 
@@ -111,8 +115,10 @@ def test_start_hitl_for_an_unknown_user(client):
         ({"type": "video", "payload": {}}, "payload.videoUrl"),
         ({"type": "file", "payload": {"fileUrl": "", "title": "t"}}, "payload.fileUrl"),
         ({"type": "bloc", "payload": {"items": []}}, "payload.items"),
-        ({"type": "bloc", "payload": {"items": [{"type": "location", "payload": {"latitude": 1}}]}},
-         "payload.items[0].payload.longitude"),
+        (
+            {"type": "bloc", "payload": {"items": [{"type": "location", "payload": {"latitude": 1}}]}},
+            "payload.items[0].payload.longitude",
+        ),
         ({"type": "card", "payload": {}}, "type"),
         ({"payload": {"text": "a"}}, "type"),
         ({"type": "text"}, "payload"),
@@ -124,8 +130,11 @@ def test_channel_message_fields(client, session, message, bad_field):
 
 
 def test_channel_message_for_unknown_conversation_and_unknown_author(client, session):
-    response = client.post(f"{client.base}/channels/hitl/messages",
-                           {"conversationId": "conv_nope", "type": "text", "payload": {"text": "a"}}, format="json")
+    response = client.post(
+        f"{client.base}/channels/hitl/messages",
+        {"conversationId": "conv_nope", "type": "text", "payload": {"text": "a"}},
+        format="json",
+    )
     assert response.status_code == 404 and "conversationId" in response.json()["fields"]
     response = client.post(
         f"{client.base}/channels/hitl/messages",
@@ -136,8 +145,12 @@ def test_channel_message_for_unknown_conversation_and_unknown_author(client, ses
 
 
 def test_the_same_botpress_message_twice_is_one_message(client, session, django_capture_on_commit_callbacks):
-    body = {"conversationId": session.botpress_conversation_id, "messageId": "msg_1", "type": "text",
-            "payload": {"text": "once"}}
+    body = {
+        "conversationId": session.botpress_conversation_id,
+        "messageId": "msg_1",
+        "type": "text",
+        "payload": {"text": "once"},
+    }
     with django_capture_on_commit_callbacks() as callbacks:
         first = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
         second = client.post(f"{client.base}/channels/hitl/messages", body, format="json")

@@ -1,4 +1,5 @@
 """The Botpress client's error parsing and SDK-like retries, against a real local HTTP server."""
+
 import json
 
 import pytest
@@ -12,13 +13,20 @@ ERROR = {"id": "err_20260101000000xABCDEF01", "code": 400, "type": "InvalidPaylo
 
 @pytest.fixture
 def client(httpserver):
-    return BotpressClient(base_url=httpserver.url_for("/"), token="t0k", bot_id="bot_1", integration_id="intg_1",
-                          max_retries=3, max_retry_wait=0.05)
+    return BotpressClient(
+        base_url=httpserver.url_for("/"),
+        token="t0k",
+        bot_id="bot_1",
+        integration_id="intg_1",
+        max_retries=3,
+        max_retry_wait=0.05,
+    )
 
 
 def test_headers_and_body(client, httpserver):
     httpserver.expect_request(
-        "/v1/chat/users/get-or-create", method="POST",
+        "/v1/chat/users/get-or-create",
+        method="POST",
         headers={"Authorization": "Bearer t0k", "x-bot-id": "bot_1", "x-integration-id": "intg_1"},
         json={"tags": {"id": "7"}, "name": "Grace", "discriminateByTags": ["id"]},
     ).respond_with_json({"user": {"id": "user_1"}, "meta": {"created": True}})
@@ -31,7 +39,10 @@ def test_errors_are_parsed_by_type(client, httpserver):
     with pytest.raises(PermanentError) as error:
         client.event_create(type="hitlStopped", payload={})
     assert (error.value.error_type, error.value.status_code, error.value.message) == (
-        "InvalidPayload", 400, "tags is required")
+        "InvalidPayload",
+        400,
+        "tags is required",
+    )
 
 
 def test_a_body_without_id_is_unknown(client, httpserver):
@@ -47,8 +58,12 @@ def test_429_is_retried_honouring_retry_after_then_succeeds(client, httpserver):
     def handler(request):
         calls.append(request)
         if len(calls) < 3:
-            return Response(json.dumps(ERROR | {"code": 429, "type": "RateLimited"}), status=429,
-                            headers={"Retry-After": "0"}, content_type="application/json")
+            return Response(
+                json.dumps(ERROR | {"code": 429, "type": "RateLimited"}),
+                status=429,
+                headers={"Retry-After": "0"},
+                content_type="application/json",
+            )
         return Response(json.dumps({"event": {"id": "evt_1"}}), content_type="application/json")
 
     httpserver.expect_request("/v1/chat/events").respond_with_handler(handler)
@@ -69,8 +84,7 @@ def test_5xx_is_retried_for_put_but_not_for_post(client, httpserver):
 
 
 def test_the_outbox_client_never_retries_in_process(httpserver):
-    client = BotpressClient(base_url=httpserver.url_for("/"), token="t", bot_id="b", integration_id="i",
-                            max_retries=0)
+    client = BotpressClient(base_url=httpserver.url_for("/"), token="t", bot_id="b", integration_id="i", max_retries=0)
     httpserver.expect_request("/v1/chat/events").respond_with_data("busy", status=429, headers={"Retry-After": "7"})
     with pytest.raises(RetryableError) as error:
         client.event_create(type="x", payload={})

@@ -1,4 +1,5 @@
 """Whole HITL sessions through the public endpoints, a real worker, and the stand-ins."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 def _create_user(gateway, name="Ada Lovelace", email="ada@example.com") -> str:
-    response = gateway.action("createUser", {"name": name, "email": email, "pictureUrl": "https://cdn.example.com/a.png"})
+    response = gateway.action(
+        "createUser", {"name": name, "email": email, "pictureUrl": "https://cdn.example.com/a.png"}
+    )
     assert response.status_code == 200, response.text
     return response.json()["userId"]
 
@@ -53,18 +56,39 @@ def test_whole_session_agent_solves(gateway, httpserver):
     assert botpress.users()  # the Botpress user exists
     history = [
         {"source": {"type": "user", "userId": user_id}, "type": "text", "payload": {"text": "I want a refund"}},
-        {"source": {"type": "bot"}, "type": "choice",
-         "payload": {"text": "Which order?", "options": [{"label": "Order 42", "value": "42"}]}},
+        {
+            "source": {"type": "bot"},
+            "type": "choice",
+            "payload": {"text": "Which order?", "options": [{"label": "Order 42", "value": "42"}]},
+        },
         {"source": {"type": "bot"}, "type": "image", "payload": {"imageUrl": "https://cdn.example.com/i.png"}},
-        {"source": {"type": "user", "userId": user_id}, "type": "bloc",
-         "payload": {"items": [{"type": "text", "payload": {"text": "this one"}},
-                               {"type": "location", "payload": {"latitude": 48.85, "longitude": 2.35,
-                                                                "title": "Paris"}}]}},
-        {"source": {"type": "bot"}, "type": "carousel", "payload": {"items": [
-            {"title": "Card A", "actions": [{"action": "url", "label": "Open", "value": "https://a.example"}]}]}},
+        {
+            "source": {"type": "user", "userId": user_id},
+            "type": "bloc",
+            "payload": {
+                "items": [
+                    {"type": "text", "payload": {"text": "this one"}},
+                    {"type": "location", "payload": {"latitude": 48.85, "longitude": 2.35, "title": "Paris"}},
+                ]
+            },
+        },
+        {
+            "source": {"type": "bot"},
+            "type": "carousel",
+            "payload": {
+                "items": [
+                    {"title": "Card A", "actions": [{"action": "url", "label": "Open", "value": "https://a.example"}]}
+                ]
+            },
+        },
     ]
-    conversation_id = _start(gateway, user_id, description="Customer asks for a refund",
-                             hitlSession={"priority": "high"}, messageHistory=history)
+    conversation_id = _start(
+        gateway,
+        user_id,
+        description="Customer asks for a refund",
+        hitlSession={"priority": "high"},
+        messageHistory=history,
+    )
     conversation = next(c for c in botpress.conversations() if c["id"] == conversation_id)
     assert conversation["channel"] == "hitl"
 
@@ -74,8 +98,15 @@ def test_whole_session_agent_solves(gateway, httpserver):
     assert ticket["priority"] == "high"
     assert ticket["subject"] == "Refund request"
     transcript = zendesk.comments(ticket["id"])[0]["body"]
-    for expected in ("Customer asks for a refund", "👤 Ada Lovelace:\nI want a refund", '"Order 42" (42)',
-                     "https://cdn.example.com/i.png", "this one", "Paris", 'Card: "Card A"'):
+    for expected in (
+        "Customer asks for a refund",
+        "👤 Ada Lovelace:\nI want a refund",
+        '"Order 42" (42)',
+        "https://cdn.example.com/i.png",
+        "this one",
+        "Paris",
+        'Card: "Card A"',
+    ):
         assert expected in transcript
 
     # End-user and bot messages of every type, in order.
@@ -83,14 +114,23 @@ def test_whole_session_agent_solves(gateway, httpserver):
         {"type": "text", "payload": {"text": "Hello?", "userId": user_id}},
         {"type": "image", "payload": {"imageUrl": photo_url, "title": "receipt", "userId": user_id}},
         {"type": "audio", "payload": {"audioUrl": "http://127.0.0.1:9/nothing.mp3", "userId": user_id}},
-        {"type": "video", "payload": {"videoUrl": "https://video.example.com/v.mp4", "title": "clip",
-                                      "userId": user_id}},
+        {
+            "type": "video",
+            "payload": {"videoUrl": "https://video.example.com/v.mp4", "title": "clip", "userId": user_id},
+        },
         {"type": "file", "payload": {"fileUrl": photo_url, "title": "invoice", "userId": user_id}},
-        {"type": "bloc", "payload": {"userId": user_id, "items": [
-            {"type": "text", "payload": {"text": "bloc text"}},
-            {"type": "image", "payload": {"imageUrl": photo_url}},
-            {"type": "markdown", "payload": {"markdown": "**bold**"}},
-            {"type": "location", "payload": {"latitude": 1.5, "longitude": 2.5, "address": "1 Main St"}}]}},
+        {
+            "type": "bloc",
+            "payload": {
+                "userId": user_id,
+                "items": [
+                    {"type": "text", "payload": {"text": "bloc text"}},
+                    {"type": "image", "payload": {"imageUrl": photo_url}},
+                    {"type": "markdown", "payload": {"markdown": "**bold**"}},
+                    {"type": "location", "payload": {"latitude": 1.5, "longitude": 2.5, "address": "1 Main St"}},
+                ],
+            },
+        },
         {"type": "text", "payload": {"text": "An agent will be with you shortly.", "additionalData": "x" * 500}},
     ]
     for index, message in enumerate(sent):
@@ -174,8 +214,12 @@ def test_duplicated_webhook_yields_one_message(gateway):
     ]
     deliveries = [d for d in gateway.zendesk.webhook_deliveries() if d.get("status") == 200]
     assert len(deliveries) >= 2, "the webhook really did arrive twice"
-    assert WebhookEvent.objects.filter(integration=gateway.integration, status__in=[
-        WebhookStatus.PROCESSED, WebhookStatus.ACCEPTED]).count() == 1
+    assert (
+        WebhookEvent.objects.filter(
+            integration=gateway.integration, status__in=[WebhookStatus.PROCESSED, WebhookStatus.ACCEPTED]
+        ).count()
+        == 1
+    )
 
 
 def _post_webhook(gateway, body: bytes, headers: dict, integration_id=None):
@@ -197,15 +241,19 @@ def test_unsigned_forged_and_stale_webhooks_are_rejected(gateway):
     stale = (now - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def signed(timestamp, key=secret, payload=body):
-        return {"X-Zendesk-Webhook-Signature": signature_compute(secret=key, timestamp=timestamp, body=payload),
-                "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
+        return {
+            "X-Zendesk-Webhook-Signature": signature_compute(secret=key, timestamp=timestamp, body=payload),
+            "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+        }
 
     cases = {
         "unsigned": _post_webhook(gateway, body, {}),
         "forged": _post_webhook(gateway, body, signed(fresh, key="not-the-secret")),
         "stale": _post_webhook(gateway, body, signed(stale)),
         "tampered": _post_webhook(gateway, body + b" ", signed(fresh)),
-        "unknown integration": _post_webhook(gateway, body, signed(fresh), integration_id="7d0f5a8e-0000-4000-8000-000000000000"),
+        "unknown integration": _post_webhook(
+            gateway, body, signed(fresh), integration_id="7d0f5a8e-0000-4000-8000-000000000000"
+        ),
         "not a uuid": _post_webhook(gateway, body, signed(fresh), integration_id="nope"),
     }
     bodies = {name: (r.status_code, r.json()) for name, r in cases.items()}

@@ -1,4 +1,5 @@
 """Media fetched for upload stays within limits and never reaches private addresses."""
+
 import pytest
 
 from outbound.http import make_session
@@ -18,8 +19,14 @@ def test_fetches_within_limits(httpserver):
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/a.png", "file:///etc/passwd", "http://127.0.0.1:1/a.png", "http://10.0.0.1/a.png",
-     "http://[::1]/a.png", "http://169.254.169.254/latest/meta-data"],
+    [
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "http://127.0.0.1:1/a.png",
+        "http://10.0.0.1/a.png",
+        "http://[::1]/a.png",
+        "http://169.254.169.254/latest/meta-data",
+    ],
 )
 def test_refuses_non_http_and_private_addresses(url):
     with pytest.raises(MediaRefused):

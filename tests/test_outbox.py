@@ -3,6 +3,7 @@
 Executors are replaced by recorders here (narrow tests of the mechanism); the end-to-end tests
 run the real ones.
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,9 @@ from tests.conftest import integration_for
 def scheduled(monkeypatch):
     """Record what would be sent to the broker instead of sending it."""
     calls: list[tuple[int, float]] = []
-    monkeypatch.setattr(outbox, "delivery_schedule", lambda *, delivery_id, countdown=0: calls.append(
-        (delivery_id, countdown)))
+    monkeypatch.setattr(
+        outbox, "delivery_schedule", lambda *, delivery_id, countdown=0: calls.append((delivery_id, countdown))
+    )
     return calls
 
 
@@ -87,8 +89,9 @@ def test_a_lane_drains_in_order(session, scheduled, executor):
 
 
 def test_a_failing_head_holds_back_only_its_own_lane(session, scheduled, executor):
-    other = HitlSession.objects.create(integration=session.integration, end_user=session.end_user,
-                                       botpress_conversation_id="conv_2")
+    other = HitlSession.objects.create(
+        integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
+    )
     head = _enqueue(session, n=1, fail="retry", retry_after=30)
     behind = _enqueue(session, n=2)
     elsewhere = _enqueue(other, n=3)
@@ -158,8 +161,12 @@ def test_retry_of_a_dead_delivery(session, scheduled, executor, django_capture_o
 def test_sweeper_resends_only_idle_due_lane_heads(session, scheduled, executor, settings):
     settings.HITL = settings.HITL | {"DELIVERY_STALE_SECONDS": 0}
     head, behind = _enqueue(session, n=1), _enqueue(session, n=2)
-    later = _enqueue(HitlSession.objects.create(integration=session.integration, end_user=session.end_user,
-                                                botpress_conversation_id="conv_3"), n=3)
+    later = _enqueue(
+        HitlSession.objects.create(
+            integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_3"
+        ),
+        n=3,
+    )
     Delivery.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
     sent: list[int] = []
     assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 1

@@ -1,4 +1,5 @@
 """The ticket transcript renders every history message type."""
+
 from providers.rendering import render_payload, transcript_render
 
 
@@ -15,10 +16,18 @@ def test_every_type_is_rendered():
             "location": {"latitude": 1.5, "longitude": -2, "address": "1 Main St", "title": "Shop"},
             "choice": {"text": "Pick", "options": [{"label": "A", "value": "a"}]},
             "dropdown": {"text": "Pick", "options": [{"label": "B", "value": "b"}]},
-            "card": {"title": "T", "subtitle": "S", "actions": [{"action": "url", "label": "Go", "value": "https://g"}]},
+            "card": {
+                "title": "T",
+                "subtitle": "S",
+                "actions": [{"action": "url", "label": "Go", "value": "https://g"}],
+            },
             "carousel": {"items": [{"title": "C1", "actions": []}, {"title": "C2", "actions": []}]},
-            "bloc": {"items": [{"type": "text", "payload": {"text": "x"}},
-                               {"type": "image", "payload": {"imageUrl": "https://x/j.png"}}]},
+            "bloc": {
+                "items": [
+                    {"type": "text", "payload": {"text": "x"}},
+                    {"type": "image", "payload": {"imageUrl": "https://x/j.png"}},
+                ]
+            },
         }.items()
     }
     assert rendered["text"] == "hi\nthere"

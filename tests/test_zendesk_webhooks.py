@@ -1,4 +1,5 @@
 """Zendesk webhook signatures and parsing (pure functions: no database, no network)."""
+
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,11 @@ NOW = datetime(2021, 7, 25, 10, 1, tzinfo=UTC)
 def test_signature_follows_the_documented_vector():
     # Zendesk's published vector was computed over BODY+TIMESTAMP (the old page's order);
     # current docs say TIMESTAMP+BODY, which is what we verify. Both facts pinned here.
-    secret, body, timestamp = "HRkRd4BeOAoUkfZr-mhauJT64rvBASlJRoIyPsd3zeA=", b'{"say": "hello"}', "2021-07-25T10:00:00Z"
+    secret, body, timestamp = (
+        "HRkRd4BeOAoUkfZr-mhauJT64rvBASlJRoIyPsd3zeA=",
+        b'{"say": "hello"}',
+        "2021-07-25T10:00:00Z",
+    )
     import base64
     import hashlib
     import hmac
@@ -62,28 +67,47 @@ def _render(event_type, **values):
     return re.sub(r"\{\{[^}]+\}\}", "", template).encode()
 
 
-AGENT = {"current_user.id": "7", "current_user.name": "Grace", "current_user.role": "agent",
-         "ticket.id": "42", "ticket.external_id": "conv_1"}
+AGENT = {
+    "current_user.id": "7",
+    "current_user.name": "Grace",
+    "current_user.role": "agent",
+    "ticket.id": "42",
+    "ticket.external_id": "conv_1",
+}
 
 
 def test_agent_comment_is_an_agent_message():
-    body = _render("newMessage", **AGENT, **{"ticket.public_comments[0].id": "900",
-                                            "ticket.latest_public_comment_html": "<p>Hello &amp; welcome</p>"})
+    body = _render(
+        "newMessage",
+        **AGENT,
+        **{"ticket.public_comments[0].id": "900", "ticket.latest_public_comment_html": "<p>Hello &amp; welcome</p>"},
+    )
     parsed = webhook_parse(headers={"x-zendesk-webhook-invocation-id": "inv-1"}, body=body)
     assert parsed.dedup_key == "zendesk:newMessage:inv-1"
     [event] = parsed.events
     assert (event.kind, event.ticket_external_id, event.reference, event.message_external_id, event.text) == (
-        "agent_message", "42", "conv_1", "900", "Hello & welcome")
+        "agent_message",
+        "42",
+        "conv_1",
+        "900",
+        "Hello & welcome",
+    )
     assert event.agent.external_id == "7" and event.agent.name == "Grace"
 
 
 @pytest.mark.parametrize("role", ["end-user", "End-user", ""])
 def test_end_user_and_system_comments_are_not_relayed(role):
-    values = AGENT | {"current_user.role": role, "ticket.public_comments[0].id": "900",
-                      "ticket.latest_public_comment_html": "<p>hi</p>"}
+    values = AGENT | {
+        "current_user.role": role,
+        "ticket.public_comments[0].id": "900",
+        "ticket.latest_public_comment_html": "<p>hi</p>",
+    }
     assert webhook_parse(headers={}, body=_render("newMessage", **values)).events == []
-    system = AGENT | {"current_user.id": "-1", "ticket.public_comments[0].id": "900",
-                      "ticket.latest_public_comment_html": "<p>hi</p>"}
+    system = AGENT | {
+        "current_user.id": "-1",
+        "ticket.public_comments[0].id": "900",
+        "ticket.latest_public_comment_html": "<p>hi</p>",
+    }
     assert webhook_parse(headers={}, body=_render("newMessage", **system)).events == []
 
 

@@ -1,4 +1,5 @@
 """Zendesk's ``hitlSession`` entity, as Botpress's own Zendesk integration (``hitlTicket``) defines it."""
+
 from rest_framework import serializers
 
 

@@ -1,4 +1,5 @@
 """Zendesk's error envelopes, turned into one readable line."""
+
 import requests
 
 

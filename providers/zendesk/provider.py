@@ -1,4 +1,5 @@
 """The Zendesk Support adapter: API-token auth, tickets, public comments, uploads, triggers."""
+
 from __future__ import annotations
 
 import base64
@@ -94,7 +95,9 @@ class ZendeskProvider(HelpDeskProvider):
 
     # --- comments ---------------------------------------------------------------------------
     def message_post(self, *, ticket_external_id: str, message: OutboundMessage) -> str:
-        items = message.payload["items"] if message.type == "bloc" else [{"type": message.type, "payload": message.payload}]
+        items = (
+            message.payload["items"] if message.type == "bloc" else [{"type": message.type, "payload": message.payload}]
+        )
         lines: list[str] = []
         uploads: list[str] = []
         for item in items:
@@ -163,7 +166,9 @@ class ZendeskProvider(HelpDeskProvider):
             trigger = {
                 "title": f"{WEBHOOK_NAME} {event_type}",
                 "conditions": conditions,
-                "actions": [{"field": "notification_webhook", "value": [webhook_id, webhooks.trigger_body(event_type)]}],
+                "actions": [
+                    {"field": "notification_webhook", "value": [webhook_id, webhooks.trigger_body(event_type)]}
+                ],
             }
             trigger_ids.append(str(self._call("POST", "triggers.json", json={"trigger": trigger})["trigger"]["id"]))
         return WebhookInstallation(signing_secret=secret, state={"webhook_id": webhook_id, "trigger_ids": trigger_ids})

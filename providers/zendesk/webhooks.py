@@ -3,6 +3,7 @@
 We install our own triggers, so we choose the body they send (``TRIGGER_BODY``): Zendesk
 renders its placeholders, every value arriving as a string.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,9 +64,7 @@ def signature_compute(*, secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def signature_verify(
-    *, headers: Mapping[str, str], body: bytes, secret: str, now: datetime, window: timedelta
-) -> None:
+def signature_verify(*, headers: Mapping[str, str], body: bytes, secret: str, now: datetime, window: timedelta) -> None:
     if not secret:
         raise WebhookRejected("no signing secret configured for this integration")
     signature = headers.get(SIGNATURE_HEADER, "")
@@ -113,7 +112,9 @@ def webhook_parse(*, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
         if agent.external_id and agent.external_id != "-1":
             events.append(InboundEvent(kind="assigned", ticket_external_id=ticket_id, reference=reference, agent=agent))
     if event_type == SOLVED:
-        events.append(InboundEvent(kind="stopped", ticket_external_id=ticket_id, reference=reference, agent=current_user))
+        events.append(
+            InboundEvent(kind="stopped", ticket_external_id=ticket_id, reference=reference, agent=current_user)
+        )
     return ParsedWebhook(dedup_key=dedup_key, event_type=event_type, events=events)
 
 

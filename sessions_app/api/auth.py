@@ -1,4 +1,5 @@
 """Botpress-facing credentials: a bearer key valid for exactly one integration."""
+
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions, permissions

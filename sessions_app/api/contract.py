@@ -3,6 +3,7 @@
 Non-empty strings (``minLength 1`` in the interface) are ``CharField(allow_blank=False)``;
 ``additionalData`` is at most 500 characters, the runtime's message-tag size.
 """
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -87,8 +88,15 @@ class TypedPayloadSerializer(serializers.Serializer):
 
 
 class BlocItem(TypedPayloadSerializer):
-    PAYLOADS = {"text": TextPayload, "image": ImagePayload, "audio": AudioPayload, "video": VideoPayload,
-                "file": FilePayload, "location": LocationPayload, "markdown": MarkdownPayload}
+    PAYLOADS = {
+        "text": TextPayload,
+        "image": ImagePayload,
+        "audio": AudioPayload,
+        "video": VideoPayload,
+        "file": FilePayload,
+        "location": LocationPayload,
+        "markdown": MarkdownPayload,
+    }
 
 
 class BlocPayload(serializers.Serializer):
@@ -114,9 +122,18 @@ CHANNEL_PAYLOADS = {
 }
 
 HISTORY_PAYLOADS = {
-    "text": TextPayload, "image": ImagePayload, "audio": AudioPayload, "video": VideoPayload, "file": FilePayload,
-    "location": LocationPayload, "carousel": CarouselPayload, "card": CardPayload, "dropdown": ChoicePayload,
-    "choice": ChoicePayload, "bloc": BlocPayload, "markdown": MarkdownPayload,
+    "text": TextPayload,
+    "image": ImagePayload,
+    "audio": AudioPayload,
+    "video": VideoPayload,
+    "file": FilePayload,
+    "location": LocationPayload,
+    "carousel": CarouselPayload,
+    "card": CardPayload,
+    "dropdown": ChoicePayload,
+    "choice": ChoicePayload,
+    "bloc": BlocPayload,
+    "markdown": MarkdownPayload,
 }
 
 

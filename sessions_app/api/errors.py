@@ -1,4 +1,5 @@
 """One error body for every 4xx: ``{"error", "message", "fields": {"dotted.path": [...]}}``."""
+
 from __future__ import annotations
 
 from rest_framework import exceptions, status
@@ -40,7 +41,9 @@ def exception_handler(exc, context):
         fields = {exc.field: [exc.message]} if exc.field else None
         return error_response(exc.code, exc.message, exc.status, fields)
     if isinstance(exc, exceptions.ValidationError):
-        return error_response("invalid_request", "Invalid input.", status.HTTP_400_BAD_REQUEST, flatten_errors(exc.detail))
+        return error_response(
+            "invalid_request", "Invalid input.", status.HTTP_400_BAD_REQUEST, flatten_errors(exc.detail)
+        )
     if isinstance(exc, exceptions.ParseError):
         return error_response("invalid_request", "The body is not valid JSON.", 400, {"body": [str(exc.detail)]})
     if isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated):

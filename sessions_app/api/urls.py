@@ -8,6 +8,9 @@ urlpatterns = [
     path("integrations/<str:integration_id>/actions/createUser", views.CreateUserApi.as_view(), name="createUser"),
     path("integrations/<str:integration_id>/actions/startHitl", views.StartHitlApi.as_view(), name="startHitl"),
     path("integrations/<str:integration_id>/actions/stopHitl", views.StopHitlApi.as_view(), name="stopHitl"),
-    path("integrations/<str:integration_id>/channels/hitl/messages", views.ChannelMessageApi.as_view(),
-         name="hitlMessage"),
+    path(
+        "integrations/<str:integration_id>/channels/hitl/messages",
+        views.ChannelMessageApi.as_view(),
+        name="hitlMessage",
+    ),
 ]

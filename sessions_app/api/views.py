@@ -1,4 +1,5 @@
 """REST endpoints for the HITL contract and the help-desk webhooks."""
+
 from __future__ import annotations
 
 from django.http import JsonResponse
@@ -12,6 +13,7 @@ from rest_framework.views import APIView
 from providers import provider_class
 from sessions_app.api import contract
 from sessions_app.api.auth import HasIntegration, IntegrationKeyAuthentication
+from sessions_app.models import StoppedBy
 from sessions_app.services.sessions import (
     end_user_create,
     message_relay_to_agent,
@@ -20,7 +22,6 @@ from sessions_app.services.sessions import (
     session_stop,
 )
 from sessions_app.services.webhooks import webhook_receive
-from sessions_app.models import StoppedBy
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input; `fields` names each bad field."),
@@ -41,8 +42,11 @@ class IntegrationApi(APIView):
 
 
 class CreateUserApi(IntegrationApi):
-    @extend_schema(operation_id="createUser", request=contract.CreateUserInput,
-                   responses={200: contract.CreateUserOutput, **ERRORS})
+    @extend_schema(
+        operation_id="createUser",
+        request=contract.CreateUserInput,
+        responses={200: contract.CreateUserOutput, **ERRORS},
+    )
     def post(self, request, integration_id: str):
         data = self.validated(contract.CreateUserInput)
         end_user = end_user_create(
@@ -55,8 +59,9 @@ class CreateUserApi(IntegrationApi):
 
 
 class StartHitlApi(IntegrationApi):
-    @extend_schema(operation_id="startHitl", request=contract.StartHitlInput,
-                   responses={200: contract.StartHitlOutput, **ERRORS})
+    @extend_schema(
+        operation_id="startHitl", request=contract.StartHitlInput, responses={200: contract.StartHitlOutput, **ERRORS}
+    )
     def post(self, request, integration_id: str):
         entity = provider_class(request.auth.provider).entity_serializer
         data = self.validated(contract.StartHitlInput, entity_serializer=entity)
@@ -72,20 +77,31 @@ class StartHitlApi(IntegrationApi):
 
 
 class StopHitlApi(IntegrationApi):
-    @extend_schema(operation_id="stopHitl", request=contract.StopHitlInput,
-                   responses={200: OpenApiResponse(description="`{}`"), 404: OpenApiResponse(), **ERRORS})
+    @extend_schema(
+        operation_id="stopHitl",
+        request=contract.StopHitlInput,
+        responses={200: OpenApiResponse(description="`{}`"), 404: OpenApiResponse(), **ERRORS},
+    )
     def post(self, request, integration_id: str):
         data = self.validated(contract.StopHitlInput)
         session = session_for_conversation(integration=request.auth, conversation_id=data["conversationId"])
-        session_stop(session=session, stopped_by=StoppedBy.BOTPRESS, reason="stopHitl", close_ticket=True,
-                     notify_botpress=False)
+        session_stop(
+            session=session, stopped_by=StoppedBy.BOTPRESS, reason="stopHitl", close_ticket=True, notify_botpress=False
+        )
         return Response({})
 
 
 class ChannelMessageApi(IntegrationApi):
-    @extend_schema(operation_id="hitlMessage", request=contract.ChannelMessageInput,
-                   responses={202: contract.ChannelMessageOutput, 404: OpenApiResponse(),
-                              409: OpenApiResponse(description="The session is stopped."), **ERRORS})
+    @extend_schema(
+        operation_id="hitlMessage",
+        request=contract.ChannelMessageInput,
+        responses={
+            202: contract.ChannelMessageOutput,
+            404: OpenApiResponse(),
+            409: OpenApiResponse(description="The session is stopped."),
+            **ERRORS,
+        },
+    )
     def post(self, request, integration_id: str):
         data = self.validated(contract.ChannelMessageInput)
         message, created = message_relay_to_agent(
@@ -96,8 +112,9 @@ class ChannelMessageApi(IntegrationApi):
             botpress_message_id=data.get("messageId", ""),
             sender_user_id=data.get("userId", ""),
         )
-        return Response({"id": message.pk, "status": "accepted", "duplicate": not created},
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {"id": message.pk, "status": "accepted", "duplicate": not created}, status=status.HTTP_202_ACCEPTED
+        )
 
 
 @csrf_exempt

@@ -6,6 +6,7 @@ errors for the outbox to retry. Every step is safe to repeat: Zendesk replays ti
 by Idempotency-Key, user upserts are keyed by external id, Botpress messages are get-or-create
 on the help desk's message id.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,7 +27,9 @@ EXTERNAL_MESSAGE_TAG = "externalMessageId"
 def _external_user_ensure(end_user: EndUser) -> str:
     if not end_user.external_user_id:
         spec = ExternalUserSpec(
-            reference=end_user.botpress_user_id, name=end_user.name, email=end_user.email,
+            reference=end_user.botpress_user_id,
+            name=end_user.name,
+            email=end_user.email,
             picture_url=end_user.picture_url,
         )
         end_user.external_user_id = integration_provider(integration=end_user.integration).external_user_upsert(spec)
@@ -58,9 +61,9 @@ def _ticket_body(session: HitlSession, bot_name: str) -> str:
     if not session.message_history:
         return intro
     names = dict(
-        EndUser.objects.filter(integration_id=session.integration_id).filter(
-            botpress_user_id__in={h.get("source", {}).get("userId") for h in session.message_history}
-        ).values_list("botpress_user_id", "name")
+        EndUser.objects.filter(integration_id=session.integration_id)
+        .filter(botpress_user_id__in={h.get("source", {}).get("userId") for h in session.message_history})
+        .values_list("botpress_user_id", "name")
     )
     transcript = transcript_render(
         session.message_history, user_name=lambda uid: names.get(uid, "User"), bot_name=bot_name
@@ -87,8 +90,12 @@ def execute_ticket_create(delivery: Delivery) -> dict:
         spec, idempotency_key=str(delivery.idempotency_key)
     )
     Ticket.objects.create(
-        session=session, integration=session.integration, external_id=ref.external_id, url=ref.url,
-        status=ref.status, priority=ref.priority,
+        session=session,
+        integration=session.integration,
+        external_id=ref.external_id,
+        url=ref.url,
+        status=ref.status,
+        priority=ref.priority,
     )
     return {"ticket_id": ref.external_id}
 

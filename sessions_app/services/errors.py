@@ -1,4 +1,5 @@
 """Errors services raise; transports translate them (the REST API into 4xx bodies naming the field)."""
+
 from __future__ import annotations
 
 

@@ -1,11 +1,12 @@
 """Integrations: creation, the Botpress credential, and the one place secrets are read."""
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
 import uuid
-from functools import lru_cache
+from functools import cache
 
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +29,7 @@ def _timeout() -> tuple[float, float]:
     return settings.HITL["HTTP_CONNECT_TIMEOUT"], settings.HITL["HTTP_READ_TIMEOUT"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _http_session():
     """One pooled session per process: keep-alive connections to each remote host are reused."""
     return make_session(pool_size=32)

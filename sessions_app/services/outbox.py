@@ -9,6 +9,7 @@ Guarantees:
 - *Retries*: exponential backoff with full jitter, at least what Retry-After asks, until the
   retry budget is spent; permanent refusals (4xx) are dead at once.
 """
+
 from __future__ import annotations
 
 import random
@@ -97,7 +98,10 @@ def lane_drain(*, delivery_id: int) -> int:
 
 def _lane_head_id(lane: str) -> int | None:
     return (
-        Delivery.objects.filter(lane=lane, status=DeliveryStatus.PENDING).order_by("id").values_list("id", flat=True).first()
+        Delivery.objects.filter(lane=lane, status=DeliveryStatus.PENDING)
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
     )
 
 
@@ -137,7 +141,7 @@ def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
         skipped, delivery.last_error = True, str(exc)
     except OutboundError as exc:
         error = exc
-    except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery; it is retried and shown
+    except Exception as exc:
         log.exception("delivery.executor_crashed", delivery_id=delivery.pk, kind=delivery.kind)
         error = RetryableError(f"internal error: {type(exc).__name__}: {exc}")
 
@@ -219,7 +223,9 @@ def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
     stale = timezone.now() - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
     earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
     heads = (
-        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now(), updated_at__lte=stale)
+        Delivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now(), updated_at__lte=stale
+        )
         .exclude(Exists(earlier))
         .values_list("id", flat=True)[:1000]
     )

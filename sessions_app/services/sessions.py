@@ -4,6 +4,7 @@ Each runs in one transaction, records the change, and writes the outbox rows tha
 the help desk or to Botpress. Only ``end_user_create`` and ``session_start`` call Botpress
 inline, because their answer must contain the id Botpress gives.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -48,7 +49,11 @@ def end_user_create(*, integration: Integration, name: str, email: str = "", pic
     if email:
         tags["email"] = email.lower()
         user = _botpress_call(
-            botpress.user_get_or_create, tags=tags, name=name, picture_url=picture_url or None, discriminate_by=["email"]
+            botpress.user_get_or_create,
+            tags=tags,
+            name=name,
+            picture_url=picture_url or None,
+            discriminate_by=["email"],
         )
     else:
         user = _botpress_call(botpress.user_create, tags=tags, name=name, picture_url=picture_url or None)
@@ -106,7 +111,10 @@ def session_start(
             message_history=message_history or [],
         )
         delivery_enqueue(
-            integration_id=integration.pk, kind=DeliveryKind.TICKET_CREATE, direction=Direction.TO_AGENT, session=session
+            integration_id=integration.pk,
+            kind=DeliveryKind.TICKET_CREATE,
+            direction=Direction.TO_AGENT,
+            session=session,
         )
     return session
 
@@ -133,13 +141,18 @@ def session_stop(
     session.save(update_fields=["status", "stopped_at", "last_activity_at", "stopped_by", "stop_reason"])
     if close_ticket:
         delivery_enqueue(
-            integration_id=session.integration_id, kind=DeliveryKind.TICKET_CLOSE, direction=Direction.TO_AGENT,
+            integration_id=session.integration_id,
+            kind=DeliveryKind.TICKET_CLOSE,
+            direction=Direction.TO_AGENT,
             session=session,
         )
     if notify_botpress:
         delivery_enqueue(
-            integration_id=session.integration_id, kind=DeliveryKind.EVENT_TO_USER, direction=Direction.TO_USER,
-            session=session, payload={"event": EVENT_STOPPED},
+            integration_id=session.integration_id,
+            kind=DeliveryKind.EVENT_TO_USER,
+            direction=Direction.TO_USER,
+            session=session,
+            payload={"event": EVENT_STOPPED},
         )
     return session
 
@@ -234,15 +247,20 @@ def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> Hu
 
 def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     """Assign the agent and tell Botpress, unless nothing changes (concurrent or repeated webhooks)."""
-    if session.status == SessionStatus.STOPPED or (session.status == SessionStatus.ASSIGNED and session.agent_id == agent.pk):
+    if session.status == SessionStatus.STOPPED or (
+        session.status == SessionStatus.ASSIGNED and session.agent_id == agent.pk
+    ):
         return False
     now = timezone.now()
     session.agent, session.status, session.last_activity_at = agent, SessionStatus.ASSIGNED, now
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
     delivery_enqueue(
-        integration_id=session.integration_id, kind=DeliveryKind.EVENT_TO_USER, direction=Direction.TO_USER,
-        session=session, payload={"event": EVENT_ASSIGNED, "agent_id": agent.pk},
+        integration_id=session.integration_id,
+        kind=DeliveryKind.EVENT_TO_USER,
+        direction=Direction.TO_USER,
+        session=session,
+        payload={"event": EVENT_ASSIGNED, "agent_id": agent.pk},
     )
     return True
 
@@ -273,8 +291,11 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     except IntegrityError:  # the same comment committed by a concurrent webhook
         return None
     delivery_enqueue(
-        integration_id=session.integration_id, kind=DeliveryKind.MESSAGE_TO_USER, direction=Direction.TO_USER,
-        session=session, message=message,
+        integration_id=session.integration_id,
+        kind=DeliveryKind.MESSAGE_TO_USER,
+        direction=Direction.TO_USER,
+        session=session,
+        message=message,
     )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
     return message
@@ -296,7 +317,12 @@ def session_events_apply(*, integration: Integration, events: list[InboundEvent]
             agent = human_agent_upsert(integration=integration, profile=event.agent)
             outcomes.append(f"assigned: {'changed' if session_assign(session=session, agent=agent) else 'no change'}")
         elif event.kind == "stopped":
-            session_stop(session=session, stopped_by=StoppedBy.AGENT, reason="ticket solved in the help desk",
-                         close_ticket=False, notify_botpress=True)
+            session_stop(
+                session=session,
+                stopped_by=StoppedBy.AGENT,
+                reason="ticket solved in the help desk",
+                close_ticket=False,
+                notify_botpress=True,
+            )
             outcomes.append("stopped")
     return session, "; ".join(outcomes) or "nothing to relay"

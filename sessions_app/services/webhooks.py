@@ -4,6 +4,7 @@ The acknowledgement does verify + one insert + enqueue and no outbound HTTP. The
 deduplication: a unique (integration, dedup key) row, so a webhook delivered twice is stored
 and processed once.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -24,8 +25,14 @@ from sessions_app.services.sessions import session_events_apply
 log = structlog.get_logger(__name__)
 
 # Headers worth keeping for the audit trail; never the signature.
-KEPT_HEADERS = ("content-type", "user-agent", "x-zendesk-account-id", "x-zendesk-webhook-id",
-                "x-zendesk-webhook-invocation-id", "x-zendesk-webhook-signature-timestamp")
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-zendesk-account-id",
+    "x-zendesk-webhook-id",
+    "x-zendesk-webhook-invocation-id",
+    "x-zendesk-webhook-signature-timestamp",
+)
 # A rejected request is kept for audit only, so only its start is stored.
 MAX_REJECTED_BODY = 4096
 
@@ -79,8 +86,14 @@ def webhook_receive(
         parsed = adapter.webhook_parse(headers=lowered, body=body)
     except WebhookInvalid as exc:
         WebhookEvent.objects.create(status=WebhookStatus.FAILED, detail=f"invalid: {exc}", **record)
-        return WebhookOutcome(400, {"error": "invalid_payload", "message": "The webhook body is invalid.",
-                                    "fields": {exc.field: [exc.message]}})
+        return WebhookOutcome(
+            400,
+            {
+                "error": "invalid_payload",
+                "message": "The webhook body is invalid.",
+                "fields": {exc.field: [exc.message]},
+            },
+        )
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(
@@ -128,7 +141,9 @@ def webhook_events_sweep(*, older_than_seconds: int) -> int:
     """Re-enqueue accepted webhooks whose task was lost."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(
-        WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED, received_at__lte=cutoff).values_list("pk", flat=True)[:1000]
+        WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED, received_at__lte=cutoff).values_list(
+            "pk", flat=True
+        )[:1000]
     )
     for webhook_event_id in ids:
         webhook_schedule(webhook_event_id=webhook_event_id)

@@ -1,9 +1,10 @@
 """Create an integration from the command line and print what Botpress and the help desk need."""
+
 import json
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from sessions_app.models import Provider
 from sessions_app.services.integrations import (
@@ -19,7 +20,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--provider", default=Provider.ZENDESK, choices=Provider.values)
-        parser.add_argument("--provider-url", required=True, help="Help-desk account URL, e.g. https://acme.zendesk.com")
+        parser.add_argument(
+            "--provider-url", required=True, help="Help-desk account URL, e.g. https://acme.zendesk.com"
+        )
         parser.add_argument("--zendesk-email", default="", help="Agent email for Zendesk API-token auth")
         parser.add_argument("--zendesk-api-token", default="")
         parser.add_argument("--webhook-secret", default="", help="Signing secret, if the webhook already exists")
@@ -29,8 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--integration-id", required=True, help="Botpress integration id (x-integration-id)")
         parser.add_argument("--integration-alias", default="")
         parser.add_argument("--bot-user-id", default="", help="Botpress user id of the bot")
-        parser.add_argument("--install-webhook", action="store_true",
-                            help="Install the help-desk webhook and triggers now (calls the help desk)")
+        parser.add_argument(
+            "--install-webhook",
+            action="store_true",
+            help="Install the help-desk webhook and triggers now (calls the help desk)",
+        )
 
     def handle(self, *args, **o):
         credentials = {}
@@ -57,10 +63,14 @@ class Command(BaseCommand):
         if o["install_webhook"]:
             integration_webhook_install(integration=integration)
         base = f"{settings.PUBLIC_BASE_URL}/api/v1/integrations/{integration.pk}"
-        self.stdout.write(json.dumps({
-            "id": str(integration.pk),
-            "api_key": api_key,
-            "api_base_url": base,
-            "webhook_urls": [integration_webhook_url(integration=integration)],
-            "webhook_installed": bool(integration.provider_installation),
-        }))
+        self.stdout.write(
+            json.dumps(
+                {
+                    "id": str(integration.pk),
+                    "api_key": api_key,
+                    "api_base_url": base,
+                    "webhook_urls": [integration_webhook_url(integration=integration)],
+                    "webhook_installed": bool(integration.provider_installation),
+                }
+            )
+        )

@@ -1,4 +1,5 @@
 """Install (or reinstall) the help-desk webhook and triggers of an integration."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -18,8 +19,12 @@ class Command(BaseCommand):
         if integration is None:
             raise CommandError(f"no integration {integration_id}")
         integration = integration_webhook_install(integration=integration)
-        self.stdout.write(json.dumps({
-            "id": str(integration.pk),
-            "webhook_url": integration_webhook_url(integration=integration),
-            "installation": integration.provider_installation,
-        }))
+        self.stdout.write(
+            json.dumps(
+                {
+                    "id": str(integration.pk),
+                    "webhook_url": integration_webhook_url(integration=integration),
+                    "installation": integration.provider_installation,
+                }
+            )
+        )
