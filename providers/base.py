@@ -140,6 +140,15 @@ class HelpDeskProvider(abc.ABC):
     @abc.abstractmethod
     def ticket_close(self, *, ticket_external_id: str) -> None: ...
 
+    # --- reconciliation: only after an attempt whose outcome is unknown ---------------------
+    @abc.abstractmethod
+    def ticket_find(self, *, reference: str) -> TicketRef | None:
+        """The ticket carrying ``reference`` (our conversation id), if a lost attempt created it."""
+
+    @abc.abstractmethod
+    def message_find(self, *, ticket_external_id: str, message: OutboundMessage, exclude: set[str]) -> str | None:
+        """The id of a message a lost attempt posted, ignoring ids in ``exclude`` (already ours)."""
+
     # --- inbound ----------------------------------------------------------------------------
     # Class methods: the acknowledgement path needs no credentials and no HTTP session.
     @classmethod

@@ -142,6 +142,7 @@ class HitlSession(models.Model):
                 fields=["integration", "botpress_conversation_id"], name="session_unique_conversation"
             ),
         ]
+        verbose_name = "HITL session"
         indexes = [
             models.Index(fields=["status", "-created_at"]),
             models.Index(fields=["-last_activity_at"]),
@@ -250,6 +251,11 @@ class Delivery(models.Model):
     # Sent as Zendesk's Idempotency-Key / used as a Botpress discriminating tag.
     idempotency_key = models.UUIDField(default=uuid.uuid4, editable=False)
     attempts = models.PositiveIntegerField(default=0)
+    # Set while a worker executes the row; a lease that expires means that worker died mid-call.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # The last attempt may have reached the remote side without us learning it (timeout, lost
+    # answer, dead worker): the executor checks before sending again.
+    maybe_delivered = models.BooleanField(default=False)
     next_attempt_at = models.DateTimeField()
     # When retrying stops and the delivery is dead (the retry budget, reset by a manual retry).
     retry_deadline = models.DateTimeField()
@@ -261,6 +267,7 @@ class Delivery(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["lane", "id"], name="delivery_lane_head", condition=Q(status="pending")),
             models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(status="pending")),

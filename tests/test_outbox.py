@@ -210,3 +210,44 @@ def test_concurrent_workers_never_overtake_each_other(scheduled, monkeypatch):
     assert seen == list(range(40))
     assert max(overlaps) == 1
     assert Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 40
+
+
+def test_a_worker_that_died_mid_call_leaves_a_lease_that_marks_the_retry(session, scheduled, monkeypatch):
+    seen = []
+    monkeypatch.setitem(deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT,
+                        lambda d: seen.append(d.maybe_delivered) or {})
+    row = _enqueue(session, n=1)
+    assert outbox._lane_claim(row.lane).pk == row.pk  # claimed, then the worker is "killed"
+    assert outbox.lane_drain(delivery_id=row.pk) == 0, "a live lease is respected"
+    Delivery.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert outbox.lane_drain(delivery_id=row.pk) == 1
+    row.refresh_from_db()
+    assert seen == [True] and row.attempts == 2 and row.status == DeliveryStatus.SUCCEEDED
+    assert not row.maybe_delivered and row.lease_until is None
+
+
+def test_an_error_without_an_answer_marks_the_retry(session, scheduled, monkeypatch):
+    calls = []
+
+    def run(delivery):
+        calls.append(delivery.maybe_delivered)
+        if len(calls) == 1:
+            raise RetryableError("timed out: ReadTimeout")
+        return {}
+
+    monkeypatch.setitem(deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT, run)
+    row = _enqueue(session, n=1)
+    outbox.lane_drain(delivery_id=row.pk)
+    Delivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    outbox.lane_drain(delivery_id=row.pk)
+    assert calls == [False, True]
+
+
+def test_sweeper_resends_a_head_whose_lease_expired(session, scheduled, executor, settings):
+    settings.HITL = settings.HITL | {"DELIVERY_STALE_SECONDS": 0}
+    row = _enqueue(session, n=1)
+    outbox._lane_claim(row.lane)
+    sent: list[int] = []
+    assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 0
+    Delivery.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 1

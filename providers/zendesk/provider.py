@@ -93,33 +93,31 @@ class ZendeskProvider(HelpDeskProvider):
                 return
             raise
 
+    def ticket_find(self, *, reference: str) -> TicketRef | None:
+        data = self._call("GET", "tickets.json", params={"external_id": reference})
+        tickets = data.get("tickets") or []
+        return _ticket_ref(tickets[0], self.base_url) if tickets else None
+
     # --- comments ---------------------------------------------------------------------------
     def message_post(self, *, ticket_external_id: str, message: OutboundMessage) -> str:
-        items = (
-            message.payload["items"] if message.type == "bloc" else [{"type": message.type, "payload": message.payload}]
-        )
-        lines: list[str] = []
-        uploads: list[str] = []
-        for item in items:
-            text, token = self._render_item(item["type"], item["payload"])
-            lines.append(text)
-            if token:
-                uploads.append(token)
-        comment = {"body": "\n\n".join(lines), "public": True, "author_id": int(message.author_external_id)}
+        body, media_urls = _comment_parts(message)
+        comment = {"body": body, "public": True, "author_id": int(message.author_external_id)}
+        uploads = [token for token in map(self._upload, media_urls) if token]
         if uploads:
             comment["uploads"] = uploads
         data = self._call("PUT", f"tickets/{ticket_external_id}.json", json={"ticket": {"comment": comment}})
         return _comment_id(data)
 
-    def _render_item(self, kind: str, payload: Mapping) -> tuple[str, str | None]:
-        if kind not in MEDIA_FIELDS:
-            return render_payload(kind, payload), None
-        url = payload[MEDIA_FIELDS[kind]]
-        title = payload.get("title", "")
-        token = self._upload(url)
-        label = f"{MEDIA_LABELS[kind]}: {title}" if title else MEDIA_LABELS[kind]
-        # The link stays in the text even when attached: agents can open the original.
-        return f"{label}\n{url}", token
+    def message_find(self, *, ticket_external_id: str, message: OutboundMessage, exclude: set[str]) -> str | None:
+        """The comment a lost attempt may have posted: same author and text, not already known."""
+        body, _ = _comment_parts(message)
+        data = self._call("GET", f"tickets/{ticket_external_id}/comments.json", params={"sort_order": "desc"})
+        for comment in data.get("comments", []):
+            if str(comment["id"]) in exclude or str(comment.get("author_id")) != str(message.author_external_id):
+                continue
+            if (comment.get("body") or "").strip() == body.strip():
+                return str(comment["id"])
+        return None
 
     def _upload(self, url: str) -> str | None:
         """Attach the file when it can be fetched within limits; otherwise the link will do."""
@@ -183,6 +181,22 @@ class ZendeskProvider(HelpDeskProvider):
             except PermanentError as exc:
                 if exc.status_code != 404:  # already gone is what we wanted
                     raise
+
+
+def _comment_parts(message: OutboundMessage) -> tuple[str, list[str]]:
+    """The comment's text, and the media URLs to attach; all parts of a bloc go in one comment."""
+    items = message.payload["items"] if message.type == "bloc" else [{"type": message.type, "payload": message.payload}]
+    lines, media_urls = [], []
+    for item in items:
+        kind, payload = item["type"], item["payload"]
+        if kind not in MEDIA_FIELDS:
+            lines.append(render_payload(kind, payload))
+            continue
+        url, title = payload[MEDIA_FIELDS[kind]], payload.get("title", "")
+        # The link stays in the text even when attached: agents can open the original.
+        lines.append(f"{MEDIA_LABELS[kind]}: {title}\n{url}" if title else f"{MEDIA_LABELS[kind]}\n{url}")
+        media_urls.append(url)
+    return "\n\n".join(lines), media_urls
 
 
 def _ticket_ref(ticket: dict, base_url: str) -> TicketRef:

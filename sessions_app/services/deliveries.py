@@ -13,7 +13,17 @@ from collections.abc import Callable
 
 from providers.base import ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.rendering import transcript_render
-from sessions_app.models import Delivery, DeliveryKind, EndUser, HitlSession, HumanAgent, Integration, Ticket
+from sessions_app.models import (
+    Delivery,
+    DeliveryKind,
+    Direction,
+    EndUser,
+    HitlSession,
+    HumanAgent,
+    Integration,
+    Message,
+    Ticket,
+)
 from sessions_app.services.integrations import integration_botpress, integration_provider
 from sessions_app.services.outbox import DeliverySkipped
 from sessions_app.services.sessions import EVENT_ASSIGNED
@@ -86,7 +96,10 @@ def execute_ticket_create(delivery: Delivery) -> dict:
         reference=session.botpress_conversation_id,
         extras=extras,
     )
-    ref = integration_provider(integration=session.integration).ticket_create(
+    provider = integration_provider(integration=session.integration)
+    # Zendesk's Idempotency-Key covers quick retries; after an attempt with an unknown outcome
+    # we also look the ticket up by our reference, which holds however long the outage lasted.
+    ref = (delivery.maybe_delivered and provider.ticket_find(reference=spec.reference)) or provider.ticket_create(
         spec, idempotency_key=str(delivery.idempotency_key)
     )
     Ticket.objects.create(
@@ -114,10 +127,17 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
         author = _external_user_ensure(EndUser.objects.select_related("integration").get(pk=message.author_end_user_id))
     else:
         author = _helpdesk_bot_user_ensure(ticket.integration)
-    comment_id = integration_provider(integration=ticket.integration).message_post(
-        ticket_external_id=ticket.external_id,
-        message=OutboundMessage(type=message.type, payload=message.payload, author_external_id=author),
-    )
+    provider = integration_provider(integration=ticket.integration)
+    outbound = OutboundMessage(type=message.type, payload=message.payload, author_external_id=author)
+    comment_id = None
+    if delivery.maybe_delivered:  # a lost attempt may have posted it: adopt that comment
+        known = set(
+            Message.objects.filter(session_id=delivery.session_id, direction=Direction.TO_AGENT)
+            .exclude(external_message_id="")
+            .values_list("external_message_id", flat=True)
+        )
+        comment_id = provider.message_find(ticket_external_id=ticket.external_id, message=outbound, exclude=known)
+    comment_id = comment_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
     message.external_message_id = comment_id
     message.save(update_fields=["external_message_id"])
     return {"external_message_id": comment_id}

@@ -4,8 +4,10 @@ Guarantees:
 - *Nothing lost*: a row is committed before anything is enqueued (``on_commit``), and the
   sweeper re-enqueues due rows, so a lost broker message or a killed worker only delays work.
 - *In order*: rows of one lane (a session and a direction) go out strictly by ``id``. Only the
-  lane's head is ever executed, under a row lock taken with SKIP LOCKED, so a second worker
-  backs off instead of overtaking. A failing head holds back only its own lane.
+  lane's head is ever executed, claimed with a lease taken under SKIP LOCKED, so a second
+  worker backs off instead of overtaking. A failing head holds back only its own lane.
+- *Not doubled*: a lease that expired, or an error without an answer, marks the row
+  ``maybe_delivered``; its executor then looks for what the lost attempt may have created.
 - *Retries*: exponential backoff with full jitter, at least what Retry-After asks, until the
   retry budget is spent; permanent refusals (4xx) are dead at once.
 """
@@ -20,11 +22,11 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from outbound.http import OutboundError, PermanentError, RetryableError
-from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, Direction, HitlSession, Message
+from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 
 log = structlog.get_logger(__name__)
 
@@ -105,56 +107,82 @@ def _lane_head_id(lane: str) -> int | None:
     )
 
 
-def _lane_step(lane: str) -> bool:
-    """Execute the lane's head if it is due and nobody else holds it; True when it was settled."""
+def _lease_seconds() -> float:
+    """Longer than any execution can last (the task's hard time limit), so a live worker keeps it."""
+    return settings.CELERY_TASK_TIME_LIMIT + 30
+
+
+def _lane_claim(lane: str) -> Delivery | None:
+    """Lease the lane's head if it is due and free; the lease, not a held transaction, guards it.
+
+    No transaction stays open during the remote call, so a killed worker leaves its lease
+    behind: the next claim after it expires knows the call's outcome is unknown.
+    """
+    now = timezone.now()
     with transaction.atomic():
         head_id = _lane_head_id(lane)
         if head_id is None:
-            return False
+            return None
         head = (
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(pk=head_id, status=DeliveryStatus.PENDING)
             .first()
         )
-        # Locked: another worker runs the head and will carry on with the lane after it.
-        if head is None or head.next_attempt_at > timezone.now():
-            return False
-        settled, retry_in = _attempt(head)
+        # Locked or leased: another worker runs the head and carries on with the lane after it.
+        if head is None or head.next_attempt_at > now or (head.lease_until and head.lease_until > now):
+            return None
+        if head.lease_until is not None:
+            head.maybe_delivered = True
+            log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
+        head.lease_until = now + timedelta(seconds=_lease_seconds())
+        head.attempts += 1
+        head.save(update_fields=["lease_until", "maybe_delivered", "attempts", "updated_at"])
+    return head
+
+
+def _lane_step(lane: str) -> bool:
+    """Execute the lane's head once; True when it was settled (succeeded, skipped or dead)."""
+    head = _lane_claim(lane)
+    if head is None:
+        return False
+    settled, retry_in = _attempt(head)
     if retry_in is not None:
         delivery_schedule(delivery_id=head.pk, countdown=retry_in)
     return settled
 
 
-def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
-    """Run the executor once and record the attempt; return (settled, seconds until retry)."""
+def _execute(delivery: Delivery) -> tuple[dict, OutboundError | None, bool]:
+    """Run the executor: (result, error, skipped). Unexpected exceptions become retryable errors."""
     from sessions_app.services.deliveries import EXECUTORS
 
-    hitl = settings.HITL
-    started_at, clock = timezone.now(), time.monotonic()
-    delivery.attempts += 1
-    error: OutboundError | None = None
-    skipped = False
     try:
-        with transaction.atomic():  # a savepoint: a failed executor leaves no half-written rows
-            delivery.result = EXECUTORS[delivery.kind](delivery) or {}
+        return EXECUTORS[delivery.kind](delivery) or {}, None, False
     except DeliverySkipped as exc:
-        skipped, delivery.last_error = True, str(exc)
+        return {"skipped": str(exc)}, None, True
     except OutboundError as exc:
-        error = exc
+        return {}, exc, False
     except Exception as exc:
         log.exception("delivery.executor_crashed", delivery_id=delivery.pk, kind=delivery.kind)
-        error = RetryableError(f"internal error: {type(exc).__name__}: {exc}")
+        return {}, RetryableError(f"internal error: {type(exc).__name__}: {exc}"), False
 
+
+def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
+    """Run the leased delivery once and record the attempt; return (settled, seconds until retry)."""
+    hitl = settings.HITL
+    started_at, clock = timezone.now(), time.monotonic()
+    result, error, skipped = _execute(delivery)
     now = timezone.now()
     retry_in: float | None = None
+    delivery.lease_until = None
     if error is None:
         delivery.status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.SUCCEEDED
-        delivery.completed_at, delivery.last_status_code = now, None
+        delivery.result, delivery.completed_at, delivery.last_status_code = result, now, None
+        delivery.maybe_delivered, delivery.last_error = False, result.get("skipped", "")
         outcome = delivery.status
-        if not skipped:
-            delivery.last_error = ""
     else:
         delivery.last_error, delivery.last_status_code = str(error)[:2000], error.status_code
+        # No status code: the request may have been processed before the connection failed.
+        delivery.maybe_delivered = delivery.maybe_delivered or error.status_code is None
         backoff = min(
             hitl["DELIVERY_BACKOFF_MAX_SECONDS"],
             hitl["DELIVERY_BACKOFF_BASE_SECONDS"] * 2 ** (delivery.attempts - 1),
@@ -162,19 +190,26 @@ def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
         delay = max(backoff, error.retry_after or 0.0)
         if isinstance(error, PermanentError) or now + timedelta(seconds=delay) > delivery.retry_deadline:
             delivery.status, delivery.completed_at, outcome = DeliveryStatus.DEAD, now, "dead"
-            _delivery_dead(delivery)
         else:
             delivery.next_attempt_at, outcome, retry_in = now + timedelta(seconds=delay), "retry", delay
-    delivery.save()
-    DeliveryAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
-        started_at=started_at,
-        duration_ms=int((time.monotonic() - clock) * 1000),
-        status_code=error.status_code if error else None,
-        outcome=outcome,
-        error=str(error)[:2000] if error else "",
-    )
+    with transaction.atomic():
+        delivery.save(
+            update_fields=[
+                "status", "result", "completed_at", "last_status_code", "last_error", "maybe_delivered",
+                "lease_until", "next_attempt_at", "updated_at",
+            ]
+        )
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempts,
+            started_at=started_at,
+            duration_ms=int((time.monotonic() - clock) * 1000),
+            status_code=error.status_code if error else None,
+            outcome=outcome,
+            error=str(error)[:2000] if error else "",
+        )
+        if outcome == "dead":
+            _delivery_dead(delivery)
     log.info(
         "delivery.attempt",
         delivery_id=delivery.pk,
@@ -211,7 +246,7 @@ def delivery_retry(*, delivery: Delivery) -> Delivery:
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
         if delivery.status != DeliveryStatus.DEAD:
             return delivery
-        delivery.status, delivery.completed_at = DeliveryStatus.PENDING, None
+        delivery.status, delivery.completed_at, delivery.lease_until = DeliveryStatus.PENDING, None, None
         delivery.next_attempt_at, delivery.retry_deadline = timezone.now(), _retry_deadline()
         delivery.save()
         transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
@@ -220,12 +255,12 @@ def delivery_retry(*, delivery: Delivery) -> Delivery:
 
 def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
     """Re-enqueue lane heads that are due but idle: the safety net under every enqueue."""
-    stale = timezone.now() - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
     earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
     heads = (
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now(), updated_at__lte=stale
-        )
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, updated_at__lte=stale)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
         .exclude(Exists(earlier))
         .values_list("id", flat=True)[:1000]
     )
@@ -235,12 +270,3 @@ def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
         count += 1
     return count
 
-
-__all__ = [
-    "DeliverySkipped",
-    "Direction",
-    "delivery_enqueue",
-    "delivery_retry",
-    "lane_drain",
-    "outbox_sweep",
-]

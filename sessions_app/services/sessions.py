@@ -301,6 +301,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     return message
 
 
+@transaction.atomic
 def session_events_apply(*, integration: Integration, events: list[InboundEvent]) -> tuple[HitlSession | None, str]:
     """Apply what one webhook said, in order (a solve relays its last comment before stopping)."""
     session, outcomes = None, []

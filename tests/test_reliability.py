@@ -1,0 +1,247 @@
+"""Nothing lost, nothing doubled: outages, refusals, retries and races.
+
+The outage tests run end to end (live server, real worker, stand-ins injecting faults); the race
+tests drive the services from concurrent threads on real PostgreSQL.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from providers.base import AgentProfile, InboundEvent
+from sessions_app.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    EndUser,
+    HitlSession,
+    Message,
+    SessionStatus,
+    StoppedBy,
+    Ticket,
+)
+from sessions_app.services import outbox
+from sessions_app.services.sessions import session_events_apply, session_stop
+from tests.conftest import integration_for
+from tests.test_e2e_zendesk import _create_user, _start, _ticket_for
+
+
+def _wait_settled(gateway, session, timeout=30):
+    gateway.botpress.wait_for(
+        lambda: not Delivery.objects.filter(session=session, status=DeliveryStatus.PENDING).exists(), timeout=timeout
+    )
+
+
+@pytest.mark.e2e
+def test_start_hitl_succeeds_while_the_help_desk_is_down(gateway):
+    zendesk = gateway.zendesk
+    user_id = _create_user(gateway)
+    zendesk.add_fault(method="POST", path=r"^/api/v2/tickets", kind="status", status=503)
+    conversation_id = _start(gateway, user_id)
+    for n in range(5):
+        response = gateway.message(
+            {"conversationId": conversation_id, "type": "text", "payload": {"text": f"m{n}", "userId": user_id}}
+        )
+        assert response.status_code == 202
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    head = zendesk.wait_for(
+        lambda: (d := Delivery.objects.get(session=session, kind=DeliveryKind.TICKET_CREATE)).attempts >= 2 and d,
+        timeout=20,
+    )
+    assert head.status == DeliveryStatus.PENDING and head.last_status_code == 503
+    assert not zendesk.tickets() and Message.objects.filter(session=session).count() == 5
+
+    zendesk.clear_faults()
+    ticket = _ticket_for(gateway, conversation_id)
+    comments = zendesk.wait_for(lambda: len(c := zendesk.comments(ticket["id"])) == 6 and c, timeout=30)
+    assert [c["body"] for c in comments[1:]] == [f"m{n}" for n in range(5)], "the backlog follows, in order"
+    assert len(zendesk.tickets()) == 1, "retries made one ticket (Idempotency-Key)"
+
+
+@pytest.mark.e2e
+def test_a_refused_ticket_ends_the_session_and_botpress_hears_it(gateway):
+    user_id = _create_user(gateway)
+    gateway.zendesk.add_fault(method="POST", path=r"^/api/v2/tickets", kind="status", status=422)
+    conversation_id = _start(gateway, user_id)
+    stopped = gateway.botpress.wait_for(lambda: gateway.botpress.events(type="hitlStopped"), timeout=20)
+    assert stopped[0]["payload"] == {"conversationId": conversation_id}
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    assert session.status == SessionStatus.STOPPED and session.stopped_by == StoppedBy.HELPDESK_REFUSED
+    assert "422" in session.stop_reason and session.needs_attention
+    dead = Delivery.objects.get(session=session, kind=DeliveryKind.TICKET_CREATE)
+    assert dead.status == DeliveryStatus.DEAD and dead.attempts == 1
+
+
+@pytest.mark.e2e
+def test_botpress_outage_delays_agent_replies_without_loss_or_reordering(gateway):
+    botpress, zendesk = gateway.botpress, gateway.zendesk
+    user_id = _create_user(gateway)
+    conversation_id = _start(gateway, user_id)
+    ticket = _ticket_for(gateway, conversation_id)
+    agent_id = zendesk.add_agent("Grace Hopper", "grace@acme.test")
+    zendesk.assign(ticket["id"], agent_id)
+    botpress.wait_for(lambda: botpress.events(type="hitlAssigned"), timeout=20)
+
+    botpress.add_fault(method="POST", path=r"^/v1/chat/messages", kind="rate_limit", retry_after=1, times=3)
+    botpress.add_fault(method="POST", path=r"^/v1/chat/messages", kind="status", status=502, times=2)
+    botpress.add_fault(method="POST", path=r"^/v1/chat/messages", kind="drop_after", times=1)
+    for n in range(6):
+        zendesk.agent_reply(ticket["id"], agent_id, f"reply {n}")
+    texts = botpress.wait_for(
+        lambda: len(m := botpress.messages(conversation_id=conversation_id)) >= 6 and [x["payload"]["text"] for x in m],
+        timeout=45,
+    )
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    _wait_settled(gateway, session)
+    texts = [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)]
+    assert texts == [f"reply {n}" for n in range(6)], "each reply once, in order, despite 429/502/lost answers"
+    retried = Delivery.objects.filter(session=session, kind=DeliveryKind.MESSAGE_TO_USER, attempts__gt=1)
+    assert retried.exists()
+
+
+@pytest.mark.e2e
+def test_lost_answers_from_zendesk_double_neither_ticket_nor_comment(gateway):
+    """Zendesk stores the request but the answer is lost: the retry finds what was created."""
+    zendesk = gateway.zendesk
+    user_id = _create_user(gateway)
+    zendesk.add_fault(method="POST", path=r"^/api/v2/tickets", kind="drop_after", times=1)
+    conversation_id = _start(gateway, user_id)
+    ticket = _ticket_for(gateway, conversation_id)
+    zendesk.add_fault(method="PUT", path=rf"^/api/v2/tickets/{ticket['id']}", kind="drop_after", times=2)
+    for n in range(4):
+        gateway.message({"conversationId": conversation_id, "type": "text", "payload": {"text": f"m{n}"}})
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    _wait_settled(gateway, session)
+    assert [c["body"] for c in zendesk.comments(ticket["id"])[1:]] == [f"m{n}" for n in range(4)]
+    assert len([t for t in zendesk.tickets() if t["external_id"] == conversation_id]) == 1
+    linked = Message.objects.filter(session=session).values_list("external_message_id", flat=True)
+    assert sorted(linked) == sorted(str(c["id"]) for c in zendesk.comments(ticket["id"])[1:])
+
+
+@pytest.mark.e2e
+def test_steady_state_costs_one_call_each_way(gateway):
+    """A known agent's reply costs one Botpress call; a bot text message one Zendesk call."""
+    botpress, zendesk = gateway.botpress, gateway.zendesk
+    user_id = _create_user(gateway)
+    conversation_id = _start(gateway, user_id)
+    ticket = _ticket_for(gateway, conversation_id)
+    agent_id = zendesk.add_agent("Grace Hopper", "grace@acme.test")
+    zendesk.agent_reply(ticket["id"], agent_id, "first reply creates the agent's Botpress user")
+    botpress.wait_for(lambda: botpress.messages(conversation_id=conversation_id), timeout=20)
+    gateway.message({"conversationId": conversation_id, "type": "text", "payload": {"text": "warm-up"}})
+    zendesk.wait_for(lambda: len(zendesk.comments(ticket["id"])) == 3, timeout=20)
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    _wait_settled(gateway, session)
+
+    botpress.clear_log()
+    zendesk.clear_log()
+    zendesk.agent_reply(ticket["id"], agent_id, "steady state")
+    botpress.wait_for(lambda: len(botpress.messages(conversation_id=conversation_id)) == 2, timeout=20)
+    _wait_settled(gateway, session)
+    assert [(r["method"], r["path"]) for r in botpress.requests_log()] == [("POST", "/v1/chat/messages/get-or-create")]
+
+    zendesk.clear_log()
+    gateway.message({"conversationId": conversation_id, "type": "text", "payload": {"text": "bot says hi"}})
+    zendesk.wait_for(lambda: len(zendesk.comments(ticket["id"])) == 5, timeout=20)
+    _wait_settled(gateway, session)
+    calls = [(r["method"], r["path"]) for r in zendesk.requests_log() if not r["path"].startswith("/__")]
+    assert calls == [("PUT", f"/api/v2/tickets/{ticket['id']}.json")]
+
+
+# --- races ----------------------------------------------------------------------------------
+@pytest.fixture
+def no_broker(monkeypatch):
+    monkeypatch.setattr(outbox, "delivery_schedule", lambda **kwargs: None)
+
+
+@pytest.fixture
+def live_session(transactional_db, no_broker):
+    integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+    end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
+    session = HitlSession.objects.create(integration=integration, end_user=end_user, botpress_conversation_id="conv_1")
+    Ticket.objects.create(session=session, integration=integration, external_id="42")
+    return session
+
+
+def _concurrently(*calls):
+    """Start the calls together (a barrier), each on its own connection, and wait for all."""
+    barrier, errors = threading.Barrier(len(calls)), []
+
+    def run(call):
+        try:
+            barrier.wait()
+            call()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+GRACE = AgentProfile(external_id="7", name="Grace")
+
+
+def _reply(comment_id="900", reference="conv_1", ticket="42"):
+    return InboundEvent(kind="agent_message", ticket_external_id=ticket, reference=reference, agent=GRACE,
+                        message_external_id=comment_id, text="hello")
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_stop_hitl_racing_an_agent_reply_ends_consistent(live_session, round_):
+    integration = live_session.integration
+    _concurrently(
+        lambda: session_stop(session=live_session, stopped_by=StoppedBy.BOTPRESS, close_ticket=True,
+                             notify_botpress=False),
+        lambda: session_events_apply(integration=integration, events=[_reply()]),
+    )
+    session = HitlSession.objects.get(pk=live_session.pk)
+    assert session.status == SessionStatus.STOPPED
+    replies = Message.objects.filter(session=session, direction="to_user")
+    closes = Delivery.objects.filter(session=session, kind=DeliveryKind.TICKET_CLOSE)
+    assert closes.count() == 1
+    if replies.exists():  # the reply won the race: it was accepted before the stop, and is delivered
+        reply = replies.get()
+        assert reply.created_at <= session.stopped_at and hasattr(reply, "delivery")
+    # Either way nothing is relayed after the stop.
+    assert not Delivery.objects.filter(session=session, kind=DeliveryKind.MESSAGE_TO_USER,
+                                       created_at__gt=session.stopped_at).exists()
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_two_assignment_webhooks_at_once_assign_once(live_session, round_):
+    integration = live_session.integration
+    assigned = InboundEvent(kind="assigned", ticket_external_id="42", reference="conv_1", agent=GRACE)
+    _concurrently(*[lambda: session_events_apply(integration=integration, events=[assigned])] * 3)
+    session = HitlSession.objects.get(pk=live_session.pk)
+    assert session.status == SessionStatus.ASSIGNED and session.agent.external_user_id == "7"
+    assert Delivery.objects.filter(session=session, kind=DeliveryKind.EVENT_TO_USER).count() == 1
+    assert session.integration.agents.count() == 1
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_the_same_comment_from_concurrent_webhooks_is_relayed_once(live_session, round_):
+    integration = live_session.integration
+    _concurrently(*[lambda: session_events_apply(integration=integration, events=[_reply("901")])] * 3)
+    assert Message.objects.filter(session=live_session, direction="to_user").count() == 1
+    assert Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).count() == 1
+
+
+def test_a_webhook_before_the_ticket_row_is_committed_finds_its_session(live_session):
+    """The ticket exists in Zendesk before our Ticket row commits; the reference finds the session."""
+    Ticket.objects.filter(session=live_session).delete()
+    session, detail = session_events_apply(
+        integration=live_session.integration, events=[_reply("902", reference="conv_1", ticket="43")]
+    )
+    assert session.pk == live_session.pk and "relayed" in detail
+    unrelated, detail = session_events_apply(
+        integration=live_session.integration, events=[_reply("903", reference="", ticket="44")]
+    )
+    assert unrelated is None and "not a gateway ticket" in detail
