@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parent.parent
 BOT_ID, BP_TOKEN, BP_INTEGRATION_ID = "bot_01HITLGATEWAYTESTBOT000001", "bp_test_token", "intg_01HITLTESTINTEGRATION01"
 ZD_EMAIL, ZD_TOKEN = "gateway@acme.test", "zd_test_api_token"
