@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 
-.PHONY: run test install browser lint bench clean
+.PHONY: run demo test install browser lint bench clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile
 
+# A whole HITL session on this machine, no external service: the gateway, both stand-ins (with an
+# end-user chat and an agent desk) and a demo integration. Ctrl-C stops it; each run starts afresh.
+demo: install
+	$(BIN)/python -m demo $(DEMO_ARGS)
+
 # Browser tests drive Debian's Chromium; installed once, from Debian's packages (needs root).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -33,6 +38,11 @@ test: install browser
 
 lint: install
 	$(BIN)/ruff check .
+
+# 200 sessions, 5,000 messages, injected faults, a SIGKILLed worker and a web restart.
+# CHAOS_ARGS="--sessions 20 --messages 400" for a smaller run.
+chaos: install
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m chaos $(CHAOS_ARGS)
 
 bench: install
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m bench

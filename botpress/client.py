@@ -121,6 +121,11 @@ class BotpressClient:
         body = _compact({"tags": tags, "name": name, "pictureUrl": picture_url})
         return self.call("PUT", f"/users/{user_id}", json=body)["user"]
 
+    def users_list(self, *, page_size: int = 20, tags: dict | None = None) -> list[dict]:
+        """One page of the bot's users (a cheap authenticated call for connection checks)."""
+        params = {"pageSize": page_size} | {f"tags.{k}": v for k, v in (tags or {}).items()}
+        return self.call("GET", "/users", params=params)["users"]
+
     # --- conversations ----------------------------------------------------------------------
     def conversation_get_or_create(self, *, channel: str, tags: dict, discriminate_by: list[str]) -> dict:
         body = {"channel": channel, "tags": tags, "discriminateByTags": discriminate_by}

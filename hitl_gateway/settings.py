@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django_filters",
     "django_prometheus",
     "health_check",
+    "rangefilter",
+    "axes",
     "sessions_app",
 ]
 
@@ -49,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hitl_gateway.urls"
@@ -79,7 +83,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # Reuse connections across requests (a new PostgreSQL connection costs milliseconds per
+    # request); health checks drop a connection the server has closed meanwhile.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Admin log-in rate limiting (django-axes) -------------------------------------------------
+# Axes first: it refuses a locked-out attempt before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env.bool("HITL_LOGIN_RATE_LIMIT", default=True)
+# A user name from one address is locked after this many failures, for this long; others are not
+# locked out by someone guessing their password from elsewhere.
+AXES_FAILURE_LIMIT = env.int("HITL_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("HITL_LOGIN_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address is REMOTE_ADDR: behind a proxy every client shares it, and the lock is then in
+# effect per user name (still the point: no unlimited password guessing).
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -141,8 +163,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process: a slow help desk never strands prefetched work.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Outbound calls time out in seconds; these only catch a task that is truly stuck.
-CELERY_TASK_SOFT_TIME_LIMIT = 90
-CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = env.int("HITL_TASK_TIME_LIMIT", 120)
+CELERY_TASK_SOFT_TIME_LIMIT = int(CELERY_TASK_TIME_LIMIT * 0.75)
 # Delivery state lives in our outbox tables, not in a result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -165,6 +187,9 @@ HITL = {
     "DELIVERY_RETRY_BUDGET_SECONDS": env.int("HITL_DELIVERY_RETRY_BUDGET_SECONDS", 86400),
     "DELIVERY_BACKOFF_BASE_SECONDS": env.float("HITL_DELIVERY_BACKOFF_BASE_SECONDS", 2.0),
     "DELIVERY_BACKOFF_MAX_SECONDS": env.float("HITL_DELIVERY_BACKOFF_MAX_SECONDS", 600.0),
+    # How long a worker holds a delivery it executes: longer than a task can live (its hard time
+    # limit), so only a dead worker's lease expires; then the delivery is retried with care.
+    "DELIVERY_LEASE_SECONDS": env.int("HITL_DELIVERY_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30),
     # A pending delivery untouched for this long is re-enqueued by the sweeper.
     "DELIVERY_STALE_SECONDS": env.int("HITL_DELIVERY_STALE_SECONDS", 30),
     # Media relayed as Zendesk attachments: fetched only within these limits, else sent as a link.

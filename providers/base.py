@@ -42,6 +42,7 @@ class TicketRef:
     url: str = ""
     status: str = ""
     priority: str = ""
+    initial_message_id: str = ""  # the ticket's first message (our transcript), never relayed back
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class InboundEvent:
 class ParsedWebhook:
     dedup_key: str
     event_type: str
+    ticket_external_id: str  # webhooks about one ticket are applied in the order they arrived
     events: list[InboundEvent]
 
 
@@ -84,6 +86,18 @@ class ParsedWebhook:
 class WebhookInstallation:
     signing_secret: str
     state: dict  # what uninstall needs (webhook and trigger ids)
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """What a remote service answered to a harmless authenticated call, for an operator.
+
+    ``summary`` is one readable line and ``details`` plain values; neither ever holds a secret.
+    """
+
+    ok: bool
+    summary: str
+    details: Mapping = field(default_factory=dict)
 
 
 class WebhookRejected(Exception):
@@ -173,3 +187,16 @@ class HelpDeskProvider(abc.ABC):
 
     @abc.abstractmethod
     def webhook_uninstall(self, *, state: Mapping) -> None: ...
+
+    # --- operators' console -----------------------------------------------------------------
+    # Not abstract, so an adapter written before them still loads; each says what it lacks.
+    def connection_check(self, *, installation: Mapping) -> ConnectionCheck:
+        """Who the stored credentials authenticate as, and the state of our webhook there.
+
+        Raises ``outbound.http`` errors; the caller reports them.
+        """
+        return ConnectionCheck(ok=False, summary=f"{self.kind}: connection check not implemented")
+
+    def webhook_secret_rotate(self, *, state: Mapping) -> str:
+        """Have the help desk issue a new signing secret for our webhook; return it."""
+        raise NotImplementedError(f"{self.kind} cannot rotate its webhook secret")

@@ -1,10 +1,15 @@
-"""The operators' admin: see what the gateway relayed, and act on it through the services.
+"""The operators' console: see what the gateway relayed, and act on it through the services.
 
 Rules kept here:
-- Business logic lives in ``sessions_app.services``; this module only calls it. The only domain
-  writes made directly are plain field edits of an ``Integration``.
-- Records the gateway creates (sessions, messages, deliveries, webhooks, end users, agents) are
-  never added, edited or deleted here.
+- Business logic lives in ``sessions_app.services`` (writes, each audited in
+  ``services.operators``) and ``sessions_app.selectors`` (reads); this module only calls them and
+  checks permissions. The only domain writes made directly are plain field edits of an
+  ``Integration``.
+- Records the gateway creates (sessions, messages, deliveries, webhooks, end users, agents, the
+  audit trail) are never added, edited or deleted here.
+- Acting needs a permission of ``HitlSession``: ``close_session``, ``retry_delivery``,
+  ``resend_message`` (the "HITL supervisors" group has them; "HITL operators (read-only)" only
+  looks). Buttons are shown only to those who have it, and every URL checks it again.
 - Integration secrets are write-only: no page, list, history entry or message ever shows one.
   The gateway API key is shown once, in the message that follows its creation or rotation.
 """
@@ -12,52 +17,71 @@ Rules kept here:
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 import structlog
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
-from django.contrib.auth import get_permission_codename
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from rangefilter.filters import DateTimeRangeFilter
 
 from outbound.http import OutboundError
-from sessions_app.admin_forms import IntegrationForm
+from providers.rendering import MEDIA, render_payload
+from sessions_app import selectors
+from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm
 from sessions_app.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
+    Direction,
     EndUser,
     HitlSession,
     HumanAgent,
     Integration,
     Message,
+    OperatorAction,
+    Provider,
     SessionStatus,
-    StoppedBy,
     WebhookEvent,
+    WebhookStatus,
 )
+from sessions_app.services.errors import ServiceError
 from sessions_app.services.integrations import (
     integration_api_key_rotate,
     integration_create,
+    integration_secrets_redact,
     integration_webhook_install,
     integration_webhook_url,
 )
-from sessions_app.services.outbox import delivery_retry
-from sessions_app.services.sessions import session_stop
+from sessions_app.services.operators import (
+    deliveries_retry_by_operator,
+    integration_connection_test_by_operator,
+    integration_webhook_secret_rotate_by_operator,
+    message_resend,
+    session_close_by_operator,
+)
 
 log = structlog.get_logger(__name__)
 
 admin.site.site_header = "HITL gateway"
 admin.site.site_title = "HITL gateway admin"
 admin.site.index_title = "Operations"
+# The index leads to the dashboard first.
+admin.site.index_template = "admin/sessions_app/index.html"
 
 CONFIRMATION_TEMPLATE = "admin/sessions_app/action_confirmation.html"
-REDACTED = "[redacted]"
+REASON_TEMPLATE = "admin/sessions_app/operator_action_form.html"
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -75,29 +99,9 @@ def _pretty_json(value, *, sort_keys: bool = False) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=sort_keys)
 
 
-def _safe_http_url(url: str) -> str:
+def _safe_http_url(url) -> str:
     """The URL if it is a plain web address (never ``javascript:`` and the like), else ''."""
-    return url if url.lower().startswith(("https://", "http://")) else ""
-
-
-def _integration_secrets(integration: Integration) -> list[str]:
-    credentials = (
-        integration.provider_credentials if isinstance(integration.provider_credentials, dict) else {}
-    )
-    values = (
-        integration.botpress_token,
-        integration.webhook_signing_secret,
-        integration.api_key_hash,
-        credentials.get("api_token"),
-    )
-    # Very short values would redact ordinary words; a real secret is never that short.
-    return sorted({v for v in values if isinstance(v, str) and len(v) >= 6}, key=len, reverse=True)
-
-
-def _redact(text: str, integration: Integration) -> str:
-    for secret in _integration_secrets(integration):
-        text = text.replace(secret, REDACTED)
-    return text
+    return url if isinstance(url, str) and url.lower().startswith(("https://", "http://")) else ""
 
 
 def _describe_helpdesk_error(exc: Exception, integration: Integration) -> str:
@@ -106,19 +110,84 @@ def _describe_helpdesk_error(exc: Exception, integration: Integration) -> str:
         text = str(exc)
         if exc.status_code in (401, 403):
             text += " (check the help-desk email and API token)"
+    elif isinstance(exc, ServiceError):
+        text = exc.message
     else:
         text = f"unexpected error ({type(exc).__name__}: {exc})"
-    return _short(_redact(text, integration), 300)
+    return _short(integration_secrets_redact(integration=integration, text=text), 300)
+
+
+def _may(request: HttpRequest, codename: str) -> bool:
+    return request.user.has_perm(f"sessions_app.{codename}")
+
+
+def _admin_url(model: str, view: str, *args, **params) -> str:
+    url = reverse(f"admin:sessions_app_{model}_{view}", args=[quote(a) for a in args])
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def _since_params(field: str, since: datetime) -> dict[str, str]:
+    """Query parameters of a ``DateTimeRangeFilter`` on ``field`` from ``since`` on (local time)."""
+    local = timezone.localtime(since)
+    return {f"{field}__range__gte_0": local.date().isoformat(), f"{field}__range__gte_1": local.strftime("%H:%M:%S")}
+
+
+def _duration(value: timedelta | None) -> str:
+    """``3 h 05 min``, ``12 min 30 s``, ``42 s``, or a dash."""
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def _bar_chart(points: list[tuple[str, float, str]], *, width: int = 480, height: int = 120) -> dict:
+    """Geometry of a small server-rendered SVG bar chart: ``(label, value, tooltip)`` per bar."""
+    top = max((value for _, value, _ in points), default=0) or 1
+    plot, step = height - 16, width / max(len(points), 1)
+    bars = []
+    for i, (label, value, tooltip) in enumerate(points):
+        h = round(value / top * plot, 1)
+        bars.append(
+            {
+                "x": round(i * step + 1, 1),
+                "w": round(step - 2, 1),
+                "y": round(plot - h, 1),
+                "h": h,
+                "label": label,
+                "tooltip": tooltip,
+                "show_label": i in (0, len(points) // 2, len(points) - 1),
+                "anchor": "start" if i == 0 else "end" if i == len(points) - 1 else "middle",
+                "label_x": round(i * step + (0 if i == 0 else step if i == len(points) - 1 else step / 2), 1),
+            }
+        )
+    return {"width": width, "height": height, "bars": bars, "baseline": plot, "label_y": height - 3, "top": top}
 
 
 class ConfirmedActionMixin:
     """Actions that cannot be undone ask first, like Django's own "delete selected"."""
 
     def confirm_action(
-        self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, question: str, button: str
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        *,
+        action: str,
+        title: str,
+        question: str,
+        button: str,
+        reason_form: OperatorReasonForm | None = None,
     ) -> TemplateResponse | None:
-        """None once the operator has confirmed; otherwise the page that asks them."""
-        if request.POST.get("confirm") == "yes":
+        """None once the operator has confirmed (and given a valid reason, if one is asked)."""
+        if request.POST.get("confirm") == "yes" and (reason_form is None or reason_form.is_valid()):
             return None
         opts = self.model._meta
         context = {
@@ -130,6 +199,7 @@ class ConfirmedActionMixin:
             "opts": opts,
             "action_name": action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "reason_form": reason_form,
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
@@ -184,7 +254,10 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         "api_key_prefix",
         "webhook_url",
         "webhook_installed",
-        "provider_installation",
+        "webhook_state",
+        "signing_secret_set",
+        "last_webhook",
+        "webhooks_rejected_24h",
         "helpdesk_bot_user_id",
         "created_at",
         "updated_at",
@@ -230,12 +303,24 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                         "provider_base_url",
                         "provider_email",
                         "new_provider_api_token",
-                        "webhook_url",
-                        "webhook_installed",
-                        "new_webhook_signing_secret",
-                        "provider_installation",
                         "helpdesk_bot_user_id",
                     )
+                },
+            ),
+            (
+                "Help-desk webhook",
+                {
+                    "fields": (
+                        "webhook_url",
+                        "webhook_installed",
+                        "webhook_state",
+                        "signing_secret_set",
+                        "new_webhook_signing_secret",
+                        "last_webhook",
+                        "webhooks_rejected_24h",
+                    ),
+                    "description": "Installed by the “Install help-desk webhook” action. “Test connection” "
+                    "asks the help desk whether the webhook and its triggers are still active.",
                 },
             ),
             (
@@ -255,8 +340,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                 "Gateway API key",
                 {
                     "fields": ("api_key_prefix",),
-                    "description": "Only the first characters are kept; use “Rotate API key” "
-                    "to issue a new key.",
+                    "description": "Only the first characters are kept; use “Rotate API key” to issue a new key.",
                 },
             ),
             ("History", {"fields": ("created_at", "updated_at")}),
@@ -277,6 +361,45 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
     @admin.display(description="Webhook URL")
     def webhook_url(self, obj: Integration) -> str:
         return integration_webhook_url(integration=obj)
+
+    @admin.display(description="Installation")
+    def webhook_state(self, obj: Integration) -> str:
+        state = obj.provider_installation or {}
+        if not state:
+            return "not installed"
+        triggers = state.get("trigger_ids") or []
+        return f"webhook {state.get('webhook_id', '?')}, {len(triggers)} trigger(s)"
+
+    @admin.display(boolean=True, description="Signing secret set")
+    def signing_secret_set(self, obj: Integration) -> bool:
+        return bool(obj.webhook_signing_secret)
+
+    @admin.display(description="Last webhook received")
+    def last_webhook(self, obj: Integration):
+        event = obj.webhook_events.order_by("-received_at").first() if obj.pk else None
+        if event is None:
+            return "none yet"
+        return format_html(
+            '<a href="{}">{}</a> — {}',
+            _admin_url("webhookevent", "change", event.pk),
+            timezone.localtime(event.received_at).strftime("%Y-%m-%d %H:%M:%S"),
+            event.get_status_display(),
+        )
+
+    @admin.display(description="Rejected in the last 24 h")
+    def webhooks_rejected_24h(self, obj: Integration):
+        if not obj.pk:
+            return "-"
+        since = timezone.now() - timedelta(hours=24)
+        count = obj.webhook_events.filter(status=WebhookStatus.REJECTED, received_at__gte=since).count()
+        url = _admin_url(
+            "webhookevent",
+            "changelist",
+            status__exact="rejected",
+            integration__id__exact=obj.pk,
+            **_since_params("received_at", since),
+        )
+        return format_html('<a href="{}">{}</a>', url, count)
 
     def save_model(self, request, obj: Integration, form: IntegrationForm, change: bool) -> None:
         secrets = form.secret_values()
@@ -386,106 +509,173 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             )
         return None
 
+    # --- object tools: test connection, rotate the webhook secret ----------------------------
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/test-connection/",
+                wrap(self.test_connection_view),
+                name="{}_{}_test_connection".format(*info),
+            ),
+            path(
+                "<path:object_id>/rotate-webhook-secret/",
+                wrap(self.rotate_webhook_secret_view),
+                name="{}_{}_rotate_webhook_secret".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _integration_or_404(self, request, object_id: str) -> Integration:
+        integration = self.get_object(request, unquote(object_id))
+        if integration is None:
+            raise Http404("No such integration.")
+        return integration
+
+    def test_connection_view(self, request, object_id: str):
+        """Calls the help desk and Botpress with the stored credentials (POST; anyone who may look)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        integration = self._integration_or_404(request, object_id)
+        if not self.has_view_permission(request, integration):
+            raise PermissionDenied
+        answers = integration_connection_test_by_operator(integration=integration, operator=request.user)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Connection test of “{integration.name}”",
+            "opts": self.opts,
+            "original": integration,
+            "answers": answers,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/sessions_app/integration/connection_test.html", context)
+
+    def rotate_webhook_secret_view(self, request, object_id: str):
+        integration = self._integration_or_404(request, object_id)
+        if not self.has_change_permission(request, integration):
+            raise PermissionDenied
+        form = OperatorReasonForm(request.POST if request.method == "POST" else None, required=False)
+        if request.method == "POST" and form.is_valid():
+            try:
+                integration_webhook_secret_rotate_by_operator(
+                    integration=integration, operator=request.user, reason=form.cleaned_data["reason"]
+                )
+            except Exception as exc:  # noqa: BLE001 - any help-desk failure is reported, not a 500
+                self.message_user(
+                    request,
+                    f"The webhook secret was not rotated: {_describe_helpdesk_error(exc, integration)}",
+                    messages.ERROR,
+                )
+            else:
+                self.message_user(
+                    request,
+                    "The help desk issued a new webhook signing secret; the gateway stored it and checks "
+                    "webhooks with it from now on.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(_admin_url("integration", "change", integration.pk))
+        return _reason_page(
+            self,
+            request,
+            integration,
+            title=f"Rotate the webhook signing secret of “{integration.name}”",
+            question="The help desk issues a new signing secret and the gateway stores it. Webhooks signed "
+            "with the old one are refused from then on.",
+            button="Rotate the secret",
+            form=form,
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "show_connection_tools": True,
+            "can_rotate_webhook_secret": self.has_change_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def _reason_page(model_admin, request, obj, *, title: str, question: str, button: str, form, preview=None):
+    """The page that asks an operator to confirm an action and say why."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "question": question,
+        "button": button,
+        "form": form,
+        "opts": model_admin.opts,
+        "original": obj,
+        "preview": preview,
+        "cancel_url": _admin_url(model_admin.opts.model_name, "change", obj.pk),
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, REASON_TEMPLATE, context)
+
 
 # --- sessions -------------------------------------------------------------------------------
-class MessageInline(ReadOnlyTabularInline):
-    model = Message
-    verbose_name = "message"
-    verbose_name_plural = "message log"
-    show_change_link = False  # messages have no page of their own
-    fields = (
-        "created_at",
-        "direction",
-        "type",
-        "content",
-        "author",
-        "botpress_message_id",
-        "external_message_id",
-        "delivery_status",
-        "delivery_attempts",
-        "delivery_last_error",
-    )
-    readonly_fields = fields
-    ordering = ("created_at", "id")
+class ProviderFilter(admin.SimpleListFilter):
+    """The help desk, from the choices (no query over the sessions to list them)."""
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("author_end_user", "author_agent", "delivery")
+    title = "provider"
+    parameter_name = "provider"
 
-    @staticmethod
-    def _delivery(message: Message) -> Delivery | None:
-        try:
-            return message.delivery
-        except ObjectDoesNotExist:
-            return None
+    def lookups(self, request, model_admin):
+        return Provider.choices
 
-    @admin.display(description="content")
-    def content(self, message: Message) -> str:
-        payload = message.payload if isinstance(message.payload, dict) else {}
-        for key in ("text", "markdown"):
-            if payload.get(key):
-                return _short(payload[key], 120)
-        for key in ("imageUrl", "audioUrl", "videoUrl", "fileUrl", "url"):
-            if payload.get(key):
-                return _short(payload[key], 120)
-        if message.type == "location":
-            where = payload.get("address") or f"{payload.get('latitude')}, {payload.get('longitude')}"
-            return _short(f"[location] {where}", 120)
-        title = payload.get("title") or payload.get("text") or ""
-        return _short(f"[{message.type}] {title}", 120)
-
-    @admin.display(description="author")
-    def author(self, message: Message) -> str:
-        if message.author_agent is not None:
-            return f"agent: {message.author_agent}"
-        if message.author_end_user is not None:
-            return f"end user: {message.author_end_user}"
-        return "bot"
-
-    @admin.display(description="delivery")
-    def delivery_status(self, message: Message) -> str:
-        delivery = self._delivery(message)
-        return delivery.get_status_display() if delivery else "-"
-
-    @admin.display(description="attempts")
-    def delivery_attempts(self, message: Message):
-        delivery = self._delivery(message)
-        return delivery.attempts if delivery else "-"
-
-    @admin.display(description="last error")
-    def delivery_last_error(self, message: Message) -> str:
-        delivery = self._delivery(message)
-        return _short(delivery.last_error, 200) if delivery and delivery.last_error else "-"
+    def queryset(self, request, queryset):
+        return queryset.filter(integration__provider=self.value()) if self.value() else queryset
 
 
-class SessionDeliveryInline(ReadOnlyTabularInline):
-    model = Delivery
-    verbose_name = "delivery"
-    verbose_name_plural = "deliveries (outbox)"
-    fields = (
-        "kind",
-        "direction",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "last_status_code",
-        "last_error_short",
-        "created_at",
-    )
-    readonly_fields = fields
-    ordering = ("id",)
+class FailedDeliveriesFilter(admin.SimpleListFilter):
+    title = "failed deliveries"
+    parameter_name = "failed_deliveries"
 
-    @admin.display(description="last error")
-    def last_error_short(self, delivery: Delivery) -> str:
-        return _short(delivery.last_error, 120) or "-"
+    def lookups(self, request, model_admin):
+        return (("dead", "Has dead deliveries"), ("failing", "Has deliveries being retried"), ("none", "None"))
+
+    def queryset(self, request, queryset):
+        deliveries = Delivery.objects.filter(session=OuterRef("pk"))
+        dead = Exists(deliveries.filter(status=DeliveryStatus.DEAD))
+        failing = Exists(deliveries.filter(selectors.delivery_failing_q()))
+        if self.value() == "dead":
+            return queryset.filter(dead)
+        if self.value() == "failing":
+            return queryset.filter(failing)
+        if self.value() == "none":
+            return queryset.exclude(dead).exclude(failing)
+        return queryset
 
 
-class SessionWebhookEventInline(ReadOnlyTabularInline):
-    model = WebhookEvent
-    verbose_name = "webhook event"
-    verbose_name_plural = "webhook events"
-    fields = ("received_at", "event_type", "status", "detail")
-    readonly_fields = fields
-    ordering = ("received_at", "id")
+class ReachedFilter(admin.SimpleListFilter):
+    """The sessions the dashboard's response times are computed over."""
+
+    title = "reached"
+    parameter_name = "reached"
+
+    def lookups(self, request, model_admin):
+        return (("assigned", "An agent was assigned"), ("replied", "An agent replied"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "assigned":
+            return queryset.filter(assigned_at__isnull=False)
+        if self.value() == "replied":
+            replies = Message.objects.filter(session=OuterRef("pk"), direction=Direction.TO_USER)
+            return queryset.filter(Exists(replies))
+        return queryset
+
+
+class AgentFilter(admin.RelatedFieldListFilter):
+    """Agents by name (the related filter would list them in database order)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(a.pk, str(a)) for a in HumanAgent.objects.order_by("name", "email")]
+
+
+class SessionChangeList(ChangeList):
+    """The list never needs the sessions' big JSON and text columns."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer("message_history", "extras", "description")
 
 
 @admin.register(HitlSession)
@@ -497,20 +687,37 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         "agent",
         "ticket_link",
         "created_at",
+        "time_to_assignment",
         "last_activity_at",
+        "failed_deliveries",
         "needs_attention",
     )
-    list_filter = ("status", "integration", "needs_attention", "created_at")
-    search_fields = ("ticket__external_id", "end_user__email", "end_user__name", "botpress_conversation_id")
+    list_filter = (
+        "status",
+        "integration",
+        ProviderFilter,
+        ("created_at", DateTimeRangeFilter),
+        ("stopped_at", DateTimeRangeFilter),
+        FailedDeliveriesFilter,
+        ReachedFilter,
+        ("agent", AgentFilter),
+        "needs_attention",
+    )
+    # Searching is ``selectors.session_search``; a field here only makes the admin show the box.
+    search_fields = ("botpress_conversation_id",)
+    search_help_text = "Ticket id, conversation id, end-user email or name, or words of any message."
     list_select_related = ("integration", "end_user", "agent", "ticket")
+    # One count query, not two: the unfiltered total of 100,000 rows is not worth a second scan.
+    show_full_result_count = False
     ordering = ("-created_at",)
     actions = ("close_sessions",)
-    inlines = (MessageInline, SessionDeliveryInline, SessionWebhookEventInline)
     readonly_fields = ("ticket_link", "ticket_status")
+    # Folded: the page opens on a summary line and the conversation (see the change form template).
     fieldsets = (
         (
-            None,
+            "Session record",
             {
+                "classes": ("collapse",),
                 "fields": (
                     "id",
                     "integration",
@@ -521,12 +728,13 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
                     "ticket_status",
                     "title",
                     "description",
-                )
+                ),
             },
         ),
         (
-            "Status",
+            "Status fields",
             {
+                "classes": ("collapse",),
                 "fields": (
                     "status",
                     "needs_attention",
@@ -536,14 +744,21 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
                     "stopped_at",
                     "stopped_by",
                     "stop_reason",
-                )
+                ),
             },
         ),
         ("Botpress data", {"fields": ("extras", "message_history"), "classes": ("collapse",)}),
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("integration", "end_user", "agent", "ticket")
+        queryset = super().get_queryset(request).select_related("integration", "end_user", "agent", "ticket")
+        return selectors.session_list_annotate(queryset)
+
+    def get_changelist(self, request, **kwargs):
+        return SessionChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        return selectors.session_search(queryset=queryset, term=search_term), False
 
     @admin.display(description="end user", ordering="end_user__email")
     def end_user_display(self, session: HitlSession) -> str:
@@ -551,44 +766,49 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
 
     @admin.display(description="ticket", ordering="ticket__external_id")
     def ticket_link(self, session: HitlSession):
-        try:
-            ticket = session.ticket
-        except ObjectDoesNotExist:
+        ticket = getattr(session, "ticket", None)
+        if ticket is None:
             return "-"
         url = _safe_http_url(ticket.url)
         if not url:
             return ticket.external_id
-        return format_html(
-            '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, ticket.external_id
-        )
+        return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, ticket.external_id)
 
     @admin.display(description="ticket status")
     def ticket_status(self, session: HitlSession) -> str:
-        try:
-            return session.ticket.status or "-"
-        except ObjectDoesNotExist:
-            return "-"
+        ticket = getattr(session, "ticket", None)
+        return (ticket.status or "-") if ticket else "-"
 
-    # Closing is allowed to whoever may change sessions, although the page itself is read-only.
+    @admin.display(description="waited", ordering="waited")
+    def time_to_assignment(self, session: HitlSession) -> str:
+        if session.assigned_at:
+            return _duration(session.assigned_at - session.created_at)
+        if session.status == SessionStatus.PENDING:
+            return f"{_duration(timezone.now() - session.created_at)} so far"
+        return "-"
+
+    @admin.display(description="failed deliveries", boolean=True, ordering="has_failed_deliveries")
+    def failed_deliveries(self, session: HitlSession) -> bool:
+        return getattr(session, "has_failed_deliveries", False)
+
+    # --- permissions ------------------------------------------------------------------------
     def has_close_permission(self, request, obj=None) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+        return _may(request, "close_session")
 
-    def _close(self, request, sessions) -> None:
-        reason = f"closed by {request.user.get_username()} in the admin"
+    def has_retry_permission(self, request, obj=None) -> bool:
+        return _may(request, "retry_delivery")
+
+    def has_resend_permission(self, request, obj=None) -> bool:
+        return _may(request, "resend_message")
+
+    # --- closing ----------------------------------------------------------------------------
+    def _close(self, request, sessions, reason: str) -> None:
         closed, already = [], []
         for session in sessions:
-            if session.status == SessionStatus.STOPPED:
+            if session_close_by_operator(session=session, operator=request.user, reason=reason) is None:
                 already.append(session)
-                continue
-            session_stop(
-                session=session,
-                stopped_by=StoppedBy.OPERATOR,
-                reason=reason,
-                close_ticket=True,
-                notify_botpress=True,
-            )
-            closed.append(session)
+            else:
+                closed.append(session)
         if closed:
             self.message_user(
                 request,
@@ -596,15 +816,12 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
                 messages.SUCCESS,
             )
         if already:
-            names = ", ".join(s.botpress_conversation_id for s in already[:10]) + (
-                "…" if len(already) > 10 else ""
-            )
-            self.message_user(
-                request, f"{len(already)} session(s) were already stopped: {names}.", messages.INFO
-            )
+            names = ", ".join(s.botpress_conversation_id for s in already[:10]) + ("…" if len(already) > 10 else "")
+            self.message_user(request, f"{len(already)} session(s) were already stopped: {names}.", messages.INFO)
 
     @admin.action(description="Close session (closes the ticket and tells Botpress)", permissions=["close"])
     def close_sessions(self, request, queryset):
+        form = OperatorReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
         asked = self.confirm_action(
             request,
             queryset,
@@ -613,42 +830,310 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
             question="Closing a session closes its ticket in the help desk and tells Botpress the human "
             "handoff is over. It cannot be reopened.",
             button="Yes, close",
+            reason_form=form,
         )
         if asked is not None:
             return asked
-        self._close(request, queryset)
+        self._close(request, queryset, form.cleaned_data["reason"])
         return None
 
+    # --- the session page's buttons, and the dashboard -------------------------------------
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
-        close = path(
-            "<path:object_id>/close/",
-            self.admin_site.admin_view(self.close_view),
-            name="{}_{}_close".format(*info),
-        )
-        return [close, *super().get_urls()]  # before the catch-all "<path:object_id>/"
+        wrap = self.admin_site.admin_view
+        return [  # before the catch-all "<path:object_id>/"
+            path("dashboard/", wrap(self.dashboard_view), name="{}_{}_dashboard".format(*info)),
+            path("<path:object_id>/close/", wrap(self.close_view), name="{}_{}_close".format(*info)),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name="{}_{}_retry".format(*info)),
+            path(
+                "<path:object_id>/resend/<int:message_id>/",
+                wrap(self.resend_view),
+                name="{}_{}_resend".format(*info),
+            ),
+            *super().get_urls(),
+        ]
 
-    def close_view(self, request, object_id: str):
-        """The "Close session" button of the session page (POST only; CSRF by ``admin_view``)."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+    def _session_or_404(self, request, object_id: str) -> HitlSession:
         session = self.get_object(request, unquote(object_id))
         if session is None:
             raise Http404("No such session.")
+        return session
+
+    def _back(self, session: HitlSession) -> HttpResponseRedirect:
+        return HttpResponseRedirect(_admin_url("hitlsession", "change", session.pk))
+
+    def close_view(self, request, object_id: str):
+        """The "Close session" button: a page asking why, then the close (CSRF by ``admin_view``)."""
+        session = self._session_or_404(request, object_id)
         if not self.has_close_permission(request, session):
             raise PermissionDenied
-        self._close(request, [session])
-        return HttpResponseRedirect(
-            reverse(
-                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
-                args=(quote(session.pk),),
-                current_app=self.admin_site.name,
-            )
+        form = OperatorReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            self._close(request, [session], form.cleaned_data["reason"])
+            return self._back(session)
+        if not session.is_active and request.method != "POST":
+            self.message_user(request, "This session is already stopped.", messages.INFO)
+            return self._back(session)
+        return _reason_page(
+            self,
+            request,
+            session,
+            title=f"Close {session}",
+            question="Closing the session closes its ticket in the help desk and tells Botpress the human "
+            "handoff is over (hitlStopped). It cannot be reopened.",
+            button="Close the session",
+            form=form,
         )
 
+    def retry_view(self, request, object_id: str):
+        """Retry the session's dead deliveries, or the one named by ``delivery`` (POST)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        session = self._session_or_404(request, object_id)
+        if not self.has_retry_permission(request, session):
+            raise PermissionDenied
+        deliveries = session.deliveries.filter(status=DeliveryStatus.DEAD)
+        if request.POST.get("delivery"):
+            deliveries = deliveries.filter(pk=request.POST["delivery"])
+        retried = deliveries_retry_by_operator(
+            deliveries=list(deliveries), operator=request.user, reason=request.POST.get("reason", "")
+        )
+        if retried:
+            self.message_user(
+                request, f"{len(retried)} dead delivery(ies) queued again with a fresh retry budget.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "No dead delivery to retry.", messages.INFO)
+        return self._back(session)
+
+    def resend_view(self, request, object_id: str, message_id: int):
+        session = self._session_or_404(request, object_id)
+        if not self.has_resend_permission(request, session):
+            raise PermissionDenied
+        message = get_object_or_404(Message, pk=message_id, session=session)
+        form = OperatorReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                copy = message_resend(message=message, operator=request.user, reason=form.cleaned_data["reason"])
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Message #{message.pk} will be sent again (as message #{copy.pk}).",
+                    messages.SUCCESS,
+                )
+            return self._back(session)
+        where = "the ticket" if message.direction == Direction.TO_AGENT else "Botpress (the end user)"
+        return _reason_page(
+            self,
+            request,
+            session,
+            title=f"Resend message #{message.pk}",
+            question=f"A copy of this message is sent to {where} once more, after whatever is already "
+            "queued for this session. The recipient sees it twice.",
+            button="Resend",
+            form=form,
+            preview=_message_view(message),
+        )
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        figures = selectors.dashboard_get()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dashboard",
+            "opts": self.opts,
+            "d": figures,
+            "cards": _dashboard_cards(figures, self.list_display),
+            "durations": _dashboard_durations(figures),
+            "charts": _dashboard_charts(figures),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/sessions_app/dashboard.html", context)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "show_close_session": self.has_close_permission(request)}
-        return super().change_view(request, object_id, form_url, extra_context)
+        session = self.get_object(request, unquote(object_id))
+        extra = {}
+        if session is not None:
+            story = selectors.session_story(session=session)
+            may_retry = self.has_retry_permission(request, session)
+            may_resend = self.has_resend_permission(request, session) and session.is_active
+            extra = {
+                "story": story,
+                "ticket_link": self.ticket_link(session),
+                "waited": self.time_to_assignment(session),
+                "timeline": [_message_view(m, may_resend=may_resend) for m in story.messages],
+                "deliveries": [_delivery_view(d) for d in story.deliveries],
+                "webhooks": [_webhook_view(w) for w in story.webhooks],
+                "show_close_session": self.has_close_permission(request, session) and session.is_active,
+                "show_retry": may_retry,
+                "show_resend": may_resend,
+            }
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+
+# Presentation of the session page: plain dicts the template lays out.
+def _message_parts(message_type: str, payload: dict) -> list[dict]:
+    if message_type == "bloc":
+        parts = []
+        for item in payload.get("items") or []:
+            if isinstance(item, dict):
+                parts += _message_parts(item.get("type", ""), item.get("payload") or {})
+        return parts
+    if message_type in MEDIA:
+        label, key = MEDIA[message_type]
+        url = _safe_http_url(payload.get(key))
+        kind = "image" if message_type == "image" and url else "link"
+        return [
+            {
+                "kind": kind,
+                "kind_label": message_type,
+                "url": url,
+                "label": payload.get("title") or label,
+                "raw": payload.get(key, ""),
+            }
+        ]
+    return [{"kind": "text", "text": render_payload(message_type, payload)}]
+
+
+def _message_view(message: Message, *, may_resend: bool = False) -> dict:
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    if message.author_agent is not None:
+        author, role = f"agent: {message.author_agent}", "agent"
+    elif message.author_end_user is not None:
+        author, role = f"end user: {message.author_end_user}", "user"
+    else:
+        author, role = "bot", "bot"
+    delivery = getattr(message, "delivery", None)
+    return {
+        "message": message,
+        "side": "right" if message.direction == Direction.TO_USER else "left",
+        "role": role,
+        "author": author,
+        "parts": _message_parts(message.type, payload),
+        "delivery": delivery,
+        "resend_url": _admin_url("hitlsession", "resend", message.session_id, message.pk) if may_resend else "",
+    }
+
+
+def _delivery_view(delivery: Delivery) -> dict:
+    return {"delivery": delivery, "attempts": list(delivery.attempt_log.all())}
+
+
+def _webhook_view(event: WebhookEvent) -> dict:
+    try:
+        body = _pretty_json(json.loads(event.body))
+    except ValueError:
+        body = event.body
+    return {"event": event, "headers": _pretty_json(event.headers, sort_keys=True), "body": body}
+
+
+def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
+    oldest_first = {"o": str(list_display.index("created_at") + 1)}
+    return [
+        {
+            "label": "Waiting for an agent",
+            "value": d.waiting,
+            "url": _admin_url("hitlsession", "changelist", status__exact="pending", **oldest_first),
+            "note": f"longest wait {_duration(d.longest_wait)}" if d.waiting else "nobody waiting",
+            "alert": bool(d.longest_wait and d.longest_wait > timedelta(minutes=15)),
+        },
+        {
+            "label": "Assigned",
+            "value": d.assigned,
+            "url": _admin_url("hitlsession", "changelist", status__exact="assigned"),
+        },
+        {
+            "label": "Stopped today",
+            "value": d.stopped_today,
+            "url": _admin_url(
+                "hitlsession", "changelist", status__exact="stopped", **_since_params("stopped_at", d.today)
+            ),
+        },
+        {
+            "label": "Sessions needing attention",
+            "value": d.sessions_needing_attention,
+            "url": _admin_url("hitlsession", "changelist", needs_attention__exact="1"),
+            "alert": d.sessions_needing_attention > 0,
+        },
+        {
+            "label": "Deliveries dead",
+            "value": d.deliveries_dead,
+            "url": _admin_url("delivery", "changelist", status__exact="dead"),
+            "alert": d.deliveries_dead > 0,
+            "note": "gave up; retry them from the session",
+        },
+        {
+            "label": "Deliveries failing",
+            "value": d.deliveries_failing,
+            "url": _admin_url("delivery", "changelist", state="failing"),
+            "note": "being retried",
+        },
+        {
+            "label": "Webhooks rejected (24 h)",
+            "value": d.webhooks_rejected_24h,
+            "url": _admin_url(
+                "webhookevent",
+                "changelist",
+                status__exact="rejected",
+                **_since_params("received_at", d.now - selectors.WINDOWS["24h"]),
+            ),
+            "note": f"{d.webhooks_rejected_7d} in 7 days",
+            "alert": d.webhooks_rejected_24h > 0,
+        },
+    ]
+
+
+def _dashboard_durations(d: selectors.Dashboard) -> list[dict]:
+    rows = []
+    for metric, label in (("assignment", "Time to assignment"), ("first_reply", "Time to first agent reply")):
+        for window, span in selectors.WINDOWS.items():
+            p = d.durations[metric][window]
+            rows.append(
+                {
+                    "label": label,
+                    "window": window,
+                    "count": p.count,
+                    "median": _duration(p.median),
+                    "p90": _duration(p.p90),
+                    "url": _admin_url(
+                        "hitlsession",
+                        "changelist",
+                        reached="assigned" if metric == "assignment" else "replied",
+                        **_since_params("created_at", d.now - span),
+                    ),
+                }
+            )
+    return rows
+
+
+def _dashboard_charts(d: selectors.Dashboard) -> list[dict]:
+    hourly = [
+        (timezone.localtime(hour).strftime("%H:00"), n, f"{timezone.localtime(hour):%H:00}: {n} session(s)")
+        for hour, n in d.started_per_hour
+    ]
+    daily = [
+        (
+            day.strftime("%d %b"),
+            (median.total_seconds() / 60) if median else 0,
+            f"{day:%d %b}: median {_duration(median)}",
+        )
+        for day, median in d.assignment_median_per_day
+    ]
+    return [
+        {
+            "title": "Sessions started per hour, last 24 h",
+            "top_label": f"{max(n for _, n, _ in hourly)}",
+            **_bar_chart(hourly),
+        },
+        {
+            "title": f"Median time to assignment per day, last {selectors.TREND_DAYS} days",
+            "top_label": _duration(timedelta(minutes=max(v for _, v, _ in daily))),
+            **_bar_chart(daily),
+        },
+    ]
 
 
 # --- deliveries -----------------------------------------------------------------------------
@@ -660,6 +1145,17 @@ class DeliveryAttemptInline(ReadOnlyTabularInline):
     fields = ("number", "started_at", "duration_ms", "status_code", "outcome", "error")
     readonly_fields = fields
     ordering = ("number",)
+
+
+class DeliveryStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return (("failing", "Failing (pending, last attempt failed)"),)
+
+    def queryset(self, request, queryset):
+        return queryset.filter(selectors.delivery_failing_q()) if self.value() == "failing" else queryset
 
 
 @admin.register(Delivery)
@@ -675,7 +1171,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "last_status_code",
         "last_error_short",
     )
-    list_filter = ("status", "kind", "direction", "integration")
+    list_filter = (
+        "status",
+        DeliveryStateFilter,
+        "kind",
+        "direction",
+        "integration",
+        ("created_at", DateTimeRangeFilter),
+    )
     search_fields = ("=id", "lane", "session__botpress_conversation_id", "session__ticket__external_id")
     list_select_related = ("session",)
     ordering = ("-id",)
@@ -729,30 +1232,24 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def session_link(self, delivery: Delivery):
         if delivery.session_id is None:
             return "-"
-        target = reverse(
-            f"admin:{HitlSession._meta.app_label}_{HitlSession._meta.model_name}_change",
-            args=(quote(delivery.session_id),),
-            current_app=self.admin_site.name,
+        return format_html(
+            '<a href="{}">{}</a>',
+            _admin_url("hitlsession", "change", delivery.session_id),
+            delivery.session.botpress_conversation_id,
         )
-        return format_html('<a href="{}">{}</a>', target, delivery.session.botpress_conversation_id)
 
     def has_retry_permission(self, request, obj=None) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+        return _may(request, "retry_delivery")
 
     @admin.action(description="Retry dead deliveries", permissions=["retry"])
     def retry_dead_deliveries(self, request, queryset):
-        retried = skipped = 0
-        for delivery in queryset:
-            if delivery.status != DeliveryStatus.DEAD:
-                skipped += 1
-                continue
-            delivery_retry(delivery=delivery)
-            retried += 1
+        deliveries = list(queryset)
+        retried = deliveries_retry_by_operator(deliveries=deliveries, operator=request.user)
+        skipped = len(deliveries) - len(retried)
         if retried:
             self.message_user(
                 request,
-                f"{retried} dead delivery(ies) queued again with a fresh retry budget.",
+                f"{len(retried)} dead delivery(ies) queued again with a fresh retry budget.",
                 messages.SUCCESS,
             )
         if skipped:
@@ -773,7 +1270,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "detail_short",
         "remote_addr",
     )
-    list_filter = ("status", "provider", "integration")
+    list_filter = ("status", "provider", "integration", ("received_at", DateTimeRangeFilter))
     search_fields = ("event_type", "dedup_key", "detail")
     list_select_related = ("integration",)
     ordering = ("-received_at",)
@@ -816,6 +1313,36 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             return _pre(_pretty_json(json.loads(event.body)))
         except ValueError:
             return _pre(event.body)
+
+
+# --- the audit trail ------------------------------------------------------------------------
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "username", "action", "session_link", "integration", "reason_short")
+    list_filter = ("action", ("created_at", DateTimeRangeFilter), "integration")
+    search_fields = ("username", "reason", "session__botpress_conversation_id")
+    list_select_related = ("session", "integration")
+    ordering = ("-created_at", "-id")
+    fields = ("created_at", "username", "user", "action", "reason", "session", "integration", "detail_pretty")
+    readonly_fields = ("detail_pretty",)
+
+    @admin.display(description="session")
+    def session_link(self, action: OperatorAction):
+        if action.session_id is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>',
+            _admin_url("hitlsession", "change", action.session_id),
+            action.session.botpress_conversation_id,
+        )
+
+    @admin.display(description="reason")
+    def reason_short(self, action: OperatorAction) -> str:
+        return _short(action.reason, 80) or "-"
+
+    @admin.display(description="detail")
+    def detail_pretty(self, action: OperatorAction):
+        return _pre(_pretty_json(action.detail, sort_keys=True))
 
 
 # --- people ---------------------------------------------------------------------------------

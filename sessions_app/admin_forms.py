@@ -69,9 +69,7 @@ class IntegrationForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "provider_email" in self.fields and not self.is_bound and self.instance.pk:
-            self.fields["provider_email"].initial = (self.instance.provider_credentials or {}).get(
-                "email", ""
-            )
+            self.fields["provider_email"].initial = (self.instance.provider_credentials or {}).get("email", "")
         if self.instance._state.adding:
             # A new integration needs its credentials now; on edit, blank means "keep".
             for name in ("new_provider_api_token", "new_botpress_token"):
@@ -82,3 +80,19 @@ class IntegrationForm(forms.ModelForm):
     def secret_values(self) -> dict[str, str]:
         """The secrets typed in this submission (blank ones omitted: they keep the stored value)."""
         return {name: self.cleaned_data[name] for name in self.SECRET_FIELDS if self.cleaned_data.get(name)}
+
+
+class OperatorReasonForm(forms.Form):
+    """Why an operator acts; kept in the audit trail (and, for a close, on the session)."""
+
+    reason = forms.CharField(
+        label="Reason",
+        max_length=2000,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded in the audit trail with your name and the time.",
+    )
+
+    def __init__(self, *args, required: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].required = required

@@ -4,8 +4,10 @@ Every mapping between Botpress and a help desk lives here, so steady-state relay
 look-up calls. A delivery's state lives only in its outbox row (``Delivery``).
 """
 
+import secrets
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -17,6 +19,17 @@ class Provider(models.TextChoices):
 class Direction(models.TextChoices):
     TO_AGENT = "to_agent", "Botpress → help desk"
     TO_USER = "to_user", "help desk → Botpress"
+
+
+class BotpressTransport(models.TextChoices):
+    """How the gateway reaches Botpress (see ``botpress.sink``)."""
+
+    RUNTIME_API = "runtime_api", "Runtime API (the gateway is the bot's HITL integration)"
+    HITL_API = "hitl_api", 'Hub integration "Human in the Loop API" (plus/hitl-api)'
+
+
+def botpress_url_secret_new() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class Integration(models.Model):
@@ -44,6 +57,22 @@ class Integration(models.Model):
     # SHA-256 of the credential Botpress uses to call us; the credential itself is shown once.
     api_key_hash = models.CharField(max_length=64)
     api_key_prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key")
+    # Botpress sends no credential on the wire protocol nor on the hitl-api: this unguessable
+    # path segment of the URLs it calls (``/botpress/<id>/<secret>/``, ``/hitl-api/<id>/<secret>``)
+    # is the credential, compared in constant time.
+    botpress_url_secret = models.CharField(max_length=64, default=botpress_url_secret_new)
+    # With ``hitl_api`` the Hub integration owns the Botpress side and names users and
+    # conversations by the remote ids we issue: those are what ``EndUser.botpress_user_id`` and
+    # ``HitlSession.botpress_conversation_id`` then hold.
+    botpress_transport = models.CharField(
+        max_length=16, choices=BotpressTransport.choices, default=BotpressTransport.RUNTIME_API
+    )
+    # The integration's own names for the HITL interface's actions, events and channel
+    # (``{"actions": {"startHitl": "createTicket"}, "events": {...}, "channel": "supportTicket"}``).
+    botpress_names = models.JSONField(default=dict, blank=True)
+    # The bot's webhook URL of its hitl-api integration (``https://webhook.botpress.cloud/<id>``);
+    # it holds the webhook id, Botpress's only check, so it is a secret too.
+    hitl_api_webhook_url = models.URLField(max_length=2048, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -147,8 +176,18 @@ class HitlSession(models.Model):
             models.Index(fields=["status", "-created_at"]),
             models.Index(fields=["-last_activity_at"]),
             models.Index(fields=["botpress_conversation_id"]),
+            # The operators' console: default order and date range, per integration, stopped today.
+            models.Index(fields=["-created_at", "-id"], name="session_created"),
+            models.Index(fields=["integration", "-created_at"], name="session_integration_created"),
+            models.Index(fields=["-stopped_at"], name="session_stopped"),
         ]
         ordering = ["-created_at"]
+        # What an operator may do besides looking; the groups are made in a data migration.
+        permissions = [
+            ("close_session", "Can close a session (closes the ticket, tells Botpress)"),
+            ("retry_delivery", "Can retry failed deliveries"),
+            ("resend_message", "Can resend a message"),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.botpress_conversation_id}"
@@ -164,6 +203,8 @@ class Ticket(models.Model):
     session = models.OneToOneField(HitlSession, on_delete=models.CASCADE, related_name="ticket")
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tickets")
     external_id = models.CharField(max_length=64)
+    # The ticket's first message (the transcript we wrote); a "solved" webhook may carry it.
+    initial_message_id = models.CharField(max_length=64, blank=True)
     url = models.URLField(max_length=2048, blank=True)
     status = models.CharField(max_length=32, blank=True)
     priority = models.CharField(max_length=32, blank=True)
@@ -174,6 +215,8 @@ class Ticket(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["integration", "external_id"], name="ticket_unique_external"),
         ]
+        # Operators search by ticket number without naming the integration.
+        indexes = [models.Index(fields=["external_id"], name="ticket_external_id")]
 
     def __str__(self) -> str:
         return f"ticket {self.external_id}"
@@ -312,6 +355,8 @@ class WebhookEvent(models.Model):
     provider = models.CharField(max_length=32, choices=Provider.choices)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
     event_type = models.CharField(max_length=64, blank=True)
+    # Webhooks about one ticket are processed in the order they were accepted.
+    ticket_external_id = models.CharField(max_length=64, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     body = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=WebhookStatus.choices)
@@ -329,8 +374,57 @@ class WebhookEvent(models.Model):
                 name="webhook_unique_dedup_key",
             ),
         ]
-        indexes = [models.Index(fields=["status", "-received_at"])]
+        indexes = [
+            models.Index(fields=["status", "-received_at"]),
+            models.Index(
+                fields=["integration", "ticket_external_id", "id"],
+                name="webhook_ticket_queue",
+                condition=Q(status="accepted"),
+            ),
+        ]
         ordering = ["-received_at"]
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_type or 'webhook'} #{self.pk}"
+
+
+class OperatorActionKind(models.TextChoices):
+    SESSION_CLOSE = "session_close", "Closed the session"
+    DELIVERY_RETRY = "delivery_retry", "Retried failed deliveries"
+    MESSAGE_RESEND = "message_resend", "Resent a message"
+    CONNECTION_TEST = "connection_test", "Tested the connections"
+    WEBHOOK_SECRET_ROTATE = "webhook_secret_rotate", "Rotated the webhook signing secret"
+
+
+class OperatorAction(models.Model):
+    """The audit trail of the operators' console: who did what, when and why.
+
+    Written by ``services.operators`` in the transaction of the action itself, never edited.
+    ``detail`` names what was touched (ids, outcomes) and never holds a secret.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as written, so the record outlives the account.
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=32, choices=OperatorActionKind.choices)
+    reason = models.TextField(blank=True)
+    session = models.ForeignKey(
+        HitlSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="operator_actions"
+    )
+    integration = models.ForeignKey(
+        Integration, null=True, blank=True, on_delete=models.SET_NULL, related_name="operator_actions"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["session", "-created_at"], name="operatoraction_session"),
+            models.Index(fields=["-created_at"], name="operatoraction_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.get_action_display()}"

@@ -12,10 +12,10 @@ def delivery_run(delivery_id: int) -> int:
 
 
 @shared_task
-def webhook_process(webhook_event_id: int) -> None:
-    from sessions_app.services.webhooks import webhook_event_process
+def webhook_process(webhook_event_id: int) -> int:
+    from sessions_app.services.webhooks import webhook_queue_drain
 
-    webhook_event_process(webhook_event_id=webhook_event_id)
+    return webhook_queue_drain(webhook_event_id=webhook_event_id)
 
 
 @shared_task

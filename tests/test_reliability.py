@@ -245,3 +245,91 @@ def test_a_webhook_before_the_ticket_row_is_committed_finds_its_session(live_ses
         integration=live_session.integration, events=[_reply("903", reference="", ticket="44")]
     )
     assert unrelated is None and "not a gateway ticket" in detail
+
+
+def _accepted_webhook(session, comment_id: str, text: str):
+    from sessions_app.models import WebhookEvent, WebhookStatus
+    from tests.test_zendesk_webhooks import AGENT, _render
+
+    body = _render("newMessage", **AGENT, **{"ticket.public_comments[0].id": comment_id,
+                                            "ticket.latest_public_comment_html": f"<p>{text}</p>"})
+    return WebhookEvent.objects.create(
+        integration=session.integration, provider="zendesk", dedup_key=f"k{comment_id}", event_type="newMessage",
+        ticket_external_id="42", body=body.decode(), status=WebhookStatus.ACCEPTED,
+    )
+
+
+def test_webhooks_of_a_ticket_apply_in_arrival_order_whichever_task_runs(live_session):
+    from sessions_app.services.webhooks import webhook_queue_drain
+
+    events = [_accepted_webhook(live_session, str(900 + n), f"reply {n}") for n in range(6)]
+    # Tasks arrive out of order and concurrently (a killed worker's task is redelivered late).
+    _concurrently(*[lambda e=e: webhook_queue_drain(webhook_event_id=e.pk) for e in reversed(events)])
+    texts = list(Message.objects.filter(session=live_session, direction="to_user").order_by("id")
+                 .values_list("payload__text", flat=True))
+    assert texts == [f"reply {n}" for n in range(6)]
+    lanes = Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).order_by("id")
+    assert [d.message.payload["text"] for d in lanes] == texts
+
+
+def test_a_webhook_that_fails_to_apply_does_not_block_its_ticket(live_session, monkeypatch):
+    from sessions_app.models import WebhookEvent, WebhookStatus
+    from sessions_app.services import webhooks
+
+    first, second = _accepted_webhook(live_session, "910", "boom"), _accepted_webhook(live_session, "911", "fine")
+    original = webhooks.session_events_apply
+
+    def flaky(*, integration, events):
+        if events and events[0].text == "boom":
+            raise RuntimeError("bug")
+        return original(integration=integration, events=events)
+
+    monkeypatch.setattr(webhooks, "session_events_apply", flaky)
+    assert webhooks.webhook_queue_drain(webhook_event_id=second.pk) == 2
+    assert WebhookEvent.objects.get(pk=first.pk).status == WebhookStatus.FAILED
+    assert WebhookEvent.objects.get(pk=second.pk).status == WebhookStatus.PROCESSED
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("last_comment", ["end user", "transcript"])
+def test_solving_without_a_comment_echoes_nothing_back(gateway, last_comment):
+    """A "solved" webhook carries the latest public comment, whoever wrote it; ours never go back."""
+    botpress, zendesk = gateway.botpress, gateway.zendesk
+    user_id = _create_user(gateway)
+    conversation_id = _start(gateway, user_id)
+    ticket = _ticket_for(gateway, conversation_id)
+    agent_id = zendesk.add_agent("Grace Hopper", "grace@acme.test")
+    if last_comment == "end user":
+        gateway.message({"conversationId": conversation_id, "type": "text",
+                         "payload": {"text": "Thank you!", "userId": user_id}})
+        zendesk.wait_for(lambda: len(zendesk.comments(ticket["id"])) == 2, timeout=20)
+    zendesk.solve(ticket["id"], agent_id)
+    botpress.wait_for(lambda: botpress.events(type="hitlStopped"), timeout=20)
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    _wait_settled(gateway, session)
+    assert botpress.messages(conversation_id=conversation_id) == []
+    assert not Message.objects.filter(session=session, direction="to_user").exists()
+
+
+def test_a_transient_database_error_retries_the_webhook_instead_of_failing_it(live_session, monkeypatch):
+    from django.db import OperationalError
+
+    from sessions_app.models import WebhookEvent, WebhookStatus
+    from sessions_app.services import webhooks
+
+    event = _accepted_webhook(live_session, "920", "after a deadlock")
+    retries, original, calls = [], webhooks.session_events_apply, []
+
+    def deadlock_once(*, integration, events):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected")
+        return original(integration=integration, events=events)
+
+    monkeypatch.setattr(webhooks, "session_events_apply", deadlock_once)
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: retries.append(kw))
+    assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 0
+    assert WebhookEvent.objects.get(pk=event.pk).status == WebhookStatus.ACCEPTED
+    assert retries == [{"webhook_event_id": event.pk, "countdown": 1.0}]
+    assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 1
+    assert Message.objects.filter(session=live_session, external_message_id="920").exists()

@@ -10,6 +10,7 @@ from outbound.http import PermanentError
 from outbound.http import request as http_request
 from outbound.media import MediaRefused
 from providers.base import (
+    ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
     OutboundMessage,
@@ -82,7 +83,8 @@ class ZendeskProvider(HelpDeskProvider):
             ticket["ticket_form_id"] = int(extras["ticketFormId"])
         # Zendesk replays the first answer for a repeated key, so a retried create makes one ticket.
         data = self._call("POST", "tickets.json", json={"ticket": ticket}, headers={"Idempotency-Key": idempotency_key})
-        return _ticket_ref(data["ticket"], self.base_url)
+        first_comment = next((e for e in data.get("audit", {}).get("events", []) if e.get("type") == "Comment"), {})
+        return _ticket_ref(data["ticket"], self.base_url, initial_message_id=str(first_comment.get("id", "")))
 
     def ticket_close(self, *, ticket_external_id: str) -> None:
         try:
@@ -171,6 +173,56 @@ class ZendeskProvider(HelpDeskProvider):
             trigger_ids.append(str(self._call("POST", "triggers.json", json={"trigger": trigger})["trigger"]["id"]))
         return WebhookInstallation(signing_secret=secret, state={"webhook_id": webhook_id, "trigger_ids": trigger_ids})
 
+    # --- operators' console -----------------------------------------------------------------
+    def connection_check(self, *, installation: Mapping) -> ConnectionCheck:
+        """``GET /users/me``, then our webhook and triggers if installed.
+
+        Zendesk answers ``/users/me`` with an anonymous user (id null) rather than 401 when
+        it does not recognise the caller, so that is reported as a failure too.
+        """
+        me = self._call("GET", "users/me.json").get("user") or {}
+        details: dict = {"user": me.get("name") or "", "role": me.get("role") or "", "user_id": me.get("id")}
+        if me.get("id") is None:
+            return ConnectionCheck(False, "Zendesk answered as an anonymous user: the email or API token "
+                                   "is not accepted", details)
+        summary = f"authenticated as {me.get('name')} ({me.get('role')})"
+        ok = me.get("role") in ("agent", "admin")
+        if not ok:
+            summary += ": the gateway needs an agent or admin"
+        webhook_id = installation.get("webhook_id")
+        if not webhook_id:
+            return ConnectionCheck(ok, f"{summary}; webhook not installed", details)
+        try:
+            hook = self._call("GET", f"webhooks/{webhook_id}")["webhook"]
+        except PermanentError as exc:
+            if exc.status_code != 404:
+                raise
+            details["webhook"] = "missing"
+            return ConnectionCheck(False, f"{summary}; webhook {webhook_id} no longer exists in Zendesk", details)
+        details |= {"webhook_status": hook.get("status"), "webhook_endpoint": hook.get("endpoint")}
+        triggers = []
+        for trigger_id in installation.get("trigger_ids", []):
+            try:
+                trigger = self._call("GET", f"triggers/{trigger_id}.json")["trigger"]
+            except PermanentError as exc:
+                if exc.status_code != 404:
+                    raise
+                trigger = {"active": None}
+            triggers.append(trigger.get("active"))
+        details["triggers_active"] = f"{sum(1 for t in triggers if t)}/{len(triggers)}"
+        ok = ok and hook.get("status") == "active" and all(triggers)
+        return ConnectionCheck(
+            ok,
+            f"{summary}; webhook {hook.get('status')}, triggers active {details['triggers_active']}",
+            details,
+        )
+
+    def webhook_secret_rotate(self, *, state: Mapping) -> str:
+        if not state.get("webhook_id"):
+            raise PermanentError("the webhook is not installed, so it has no secret to rotate")
+        answer = self._call("POST", f"webhooks/{state['webhook_id']}/signing_secret")
+        return answer["signing_secret"]["secret"]
+
     def webhook_uninstall(self, *, state: Mapping) -> None:
         paths = [f"triggers/{tid}.json" for tid in state.get("trigger_ids", [])]
         if state.get("webhook_id"):
@@ -199,8 +251,9 @@ def _comment_parts(message: OutboundMessage) -> tuple[str, list[str]]:
     return "\n\n".join(lines), media_urls
 
 
-def _ticket_ref(ticket: dict, base_url: str) -> TicketRef:
+def _ticket_ref(ticket: dict, base_url: str, initial_message_id: str = "") -> TicketRef:
     return TicketRef(
+        initial_message_id=initial_message_id,
         external_id=str(ticket["id"]),
         url=f"{base_url}/agent/tickets/{ticket['id']}",
         status=ticket.get("status") or "",

@@ -115,7 +115,7 @@ def webhook_parse(*, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
         events.append(
             InboundEvent(kind="stopped", ticket_external_id=ticket_id, reference=reference, agent=current_user)
         )
-    return ParsedWebhook(dedup_key=dedup_key, event_type=event_type, events=events)
+    return ParsedWebhook(dedup_key=dedup_key, event_type=event_type, ticket_external_id=ticket_id, events=events)
 
 
 def _agent_comment(data: dict, ticket_id: str, reference: str, author: AgentProfile) -> InboundEvent | None:

@@ -10,17 +10,11 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from providers import provider_class
-from sessions_app.api import contract
+from sessions_app.api import actions, contract
 from sessions_app.api.auth import HasIntegration, IntegrationKeyAuthentication
-from sessions_app.models import StoppedBy
-from sessions_app.services.sessions import (
-    end_user_create,
-    message_relay_to_agent,
-    session_for_conversation,
-    session_start,
-    session_stop,
-)
+from sessions_app.services.errors import NotFound
+from sessions_app.services.integrations import integration_botpress_names
+from sessions_app.services.sessions import message_relay_to_agent
 from sessions_app.services.webhooks import webhook_receive
 
 ERRORS = {
@@ -48,14 +42,7 @@ class CreateUserApi(IntegrationApi):
         responses={200: contract.CreateUserOutput, **ERRORS},
     )
     def post(self, request, integration_id: str):
-        data = self.validated(contract.CreateUserInput)
-        end_user = end_user_create(
-            integration=request.auth,
-            name=data["name"],
-            email=data.get("email", ""),
-            picture_url=data.get("pictureUrl", ""),
-        )
-        return Response({"userId": end_user.botpress_user_id})
+        return Response(actions.create_user(request.auth, self.validated(contract.CreateUserInput)))
 
 
 class StartHitlApi(IntegrationApi):
@@ -63,17 +50,9 @@ class StartHitlApi(IntegrationApi):
         operation_id="startHitl", request=contract.StartHitlInput, responses={200: contract.StartHitlOutput, **ERRORS}
     )
     def post(self, request, integration_id: str):
-        entity = provider_class(request.auth.provider).entity_serializer
-        data = self.validated(contract.StartHitlInput, entity_serializer=entity)
-        session = session_start(
-            integration=request.auth,
-            user_id=data["userId"],
-            title=data.get("title", ""),
-            description=data.get("description", ""),
-            extras=data.get("hitlSession", {}),
-            message_history=data["messageHistory"],
-        )
-        return Response({"conversationId": session.botpress_conversation_id})
+        serializer = actions.action_input(request.auth, "startHitl", request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(actions.start_hitl(request.auth, serializer.validated_data))
 
 
 class StopHitlApi(IntegrationApi):
@@ -83,12 +62,7 @@ class StopHitlApi(IntegrationApi):
         responses={200: OpenApiResponse(description="`{}`"), 404: OpenApiResponse(), **ERRORS},
     )
     def post(self, request, integration_id: str):
-        data = self.validated(contract.StopHitlInput)
-        session = session_for_conversation(integration=request.auth, conversation_id=data["conversationId"])
-        session_stop(
-            session=session, stopped_by=StoppedBy.BOTPRESS, reason="stopHitl", close_ticket=True, notify_botpress=False
-        )
-        return Response({})
+        return Response(actions.stop_hitl(request.auth, self.validated(contract.StopHitlInput)))
 
 
 class ChannelMessageApi(IntegrationApi):
@@ -115,6 +89,29 @@ class ChannelMessageApi(IntegrationApi):
         return Response(
             {"id": message.pk, "status": "accepted", "duplicate": not created}, status=status.HTTP_202_ACCEPTED
         )
+
+
+class RenamedActionApi(IntegrationApi):
+    """``actions/<name>`` under the integration's own names (``createTicket`` for ``startHitl``)."""
+
+    @extend_schema(exclude=True)
+    def post(self, request, integration_id: str, action: str):
+        interface_action = integration_botpress_names(integration=request.auth).interface_action(action)
+        if interface_action is None:
+            raise NotFound(f"No action {action} in this integration.", field="action")
+        serializer = actions.action_input(request.auth, interface_action, request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(actions.ACTIONS[interface_action].run(request.auth, serializer.validated_data))
+
+
+class RenamedChannelMessageApi(ChannelMessageApi):
+    """``channels/<name>/messages`` under the integration's own channel name."""
+
+    @extend_schema(exclude=True)
+    def post(self, request, integration_id: str, channel: str):
+        if channel != integration_botpress_names(integration=request.auth).channel:
+            raise NotFound(f"No channel {channel} in this integration.", field="channel")
+        return super().post(request, integration_id)
 
 
 @csrf_exempt

@@ -10,7 +10,9 @@ on the help desk's message id.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+from botpress.sink import EXTERNAL_MESSAGE_TAG, AgentRef, BotpressSink
 from providers.base import ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.rendering import transcript_render
 from sessions_app.models import (
@@ -24,13 +26,15 @@ from sessions_app.models import (
     Message,
     Ticket,
 )
-from sessions_app.services.integrations import integration_botpress, integration_provider
+from sessions_app.services.integrations import (
+    integration_bot_reference,
+    integration_botpress_sink,
+    integration_provider,
+)
 from sessions_app.services.outbox import DeliverySkipped
 from sessions_app.services.sessions import EVENT_ASSIGNED
 
 DEFAULT_BOT_NAME = "Botpress"
-# Tag under which a relayed help-desk message id is kept on the Botpress message (dedup key).
-EXTERNAL_MESSAGE_TAG = "externalMessageId"
 
 
 # --- help-desk side -------------------------------------------------------------------------
@@ -52,7 +56,7 @@ def _helpdesk_bot_user_ensure(integration: Integration, *, name: str = "", pictu
     if integration.helpdesk_bot_user_id and not name and not picture_url:
         return integration.helpdesk_bot_user_id
     spec = ExternalUserSpec(
-        reference=integration.botpress_bot_user_id or f"botpress-bot:{integration.botpress_bot_id}",
+        reference=integration_bot_reference(integration=integration),
         name=name or DEFAULT_BOT_NAME,
         picture_url=picture_url,
     )
@@ -109,6 +113,7 @@ def execute_ticket_create(delivery: Delivery) -> dict:
         url=ref.url,
         status=ref.status,
         priority=ref.priority,
+        initial_message_id=ref.initial_message_id,
     )
     return {"ticket_id": ref.external_id}
 
@@ -123,6 +128,8 @@ def _ticket_of(delivery: Delivery) -> Ticket:
 def execute_message_to_agent(delivery: Delivery) -> dict:
     ticket = _ticket_of(delivery)
     message = delivery.message
+    if message.external_message_id:  # posted by an earlier attempt: only the acknowledgement is left
+        return _message_acknowledge(delivery, message, ticket.integration)
     if message.author_end_user_id:
         author = _external_user_ensure(EndUser.objects.select_related("integration").get(pk=message.author_end_user_id))
     else:
@@ -140,7 +147,23 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
     comment_id = comment_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
     message.external_message_id = comment_id
     message.save(update_fields=["external_message_id"])
-    return {"external_message_id": comment_id}
+    return _message_acknowledge(delivery, message, ticket.integration)
+
+
+def _message_acknowledge(delivery: Delivery, message: Message, integration: Integration) -> dict:
+    """Tag the Botpress message with the comment id, as Botpress's integrations acknowledge.
+
+    Only for messages handed over by the wire protocol. The comment id is saved first (the
+    executor runs outside a transaction), so a failed acknowledgement is retried on its own
+    and never posts the comment twice.
+    """
+    result = {"external_message_id": message.external_message_id}
+    if delivery.payload.get("acknowledge") and message.botpress_message_id:
+        integration_botpress_sink(integration=integration, in_request=False).message_acknowledge(
+            message_id=message.botpress_message_id, tags={EXTERNAL_MESSAGE_TAG: message.external_message_id}
+        )
+        result["acknowledged"] = message.botpress_message_id
+    return result
 
 
 def execute_ticket_close(delivery: Delivery) -> dict:
@@ -152,48 +175,52 @@ def execute_ticket_close(delivery: Delivery) -> dict:
 
 
 # --- Botpress side --------------------------------------------------------------------------
-def _agent_botpress_user(agent: HumanAgent) -> str:
-    """The agent's Botpress user: one call the first time and when the profile changed, else none."""
+def _agent_ref(sink: BotpressSink, agent: HumanAgent) -> AgentRef:
+    """The agent as the sink names them; their Botpress user is written the first time and when
+    the profile changed, else no call."""
     profile = {"name": agent.name, "email": agent.email, "picture_url": agent.picture_url}
-    if agent.botpress_user_id and agent.synced_profile == profile:
-        return agent.botpress_user_id
-    tags = {"id": agent.external_user_id, "role": "agent"} | ({"email": agent.email} if agent.email else {})
-    user = integration_botpress(integration=agent.integration, in_request=False).user_get_or_create(
-        tags=tags, name=agent.name or None, picture_url=agent.picture_url or None, discriminate_by=["id"]
+    ref = AgentRef(
+        external_id=agent.external_user_id,
+        name=agent.name,
+        email=agent.email,
+        picture_url=agent.picture_url,
+        botpress_user_id=agent.botpress_user_id,
     )
-    agent.botpress_user_id, agent.synced_profile = user["id"], profile
-    agent.save(update_fields=["botpress_user_id", "synced_profile", "updated_at"])
-    return agent.botpress_user_id
+    if sink.keeps_agent_users and not (agent.botpress_user_id and agent.synced_profile == profile):
+        agent.botpress_user_id, agent.synced_profile = sink.agent_user_sync(ref), profile
+        agent.save(update_fields=["botpress_user_id", "synced_profile", "updated_at"])
+        ref = replace(ref, botpress_user_id=agent.botpress_user_id)
+    return ref
 
 
 def execute_message_to_user(delivery: Delivery) -> dict:
     message = delivery.message
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
     agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
-    created = integration_botpress(integration=session.integration, in_request=False).message_get_or_create(
+    sink = integration_botpress_sink(integration=session.integration, in_request=False)
+    botpress_message_id = sink.message_send(
         conversation_id=session.botpress_conversation_id,
-        user_id=_agent_botpress_user(agent),
+        author=_agent_ref(sink, agent),
         type=message.type,
         payload=message.payload,
-        tags={EXTERNAL_MESSAGE_TAG: message.external_message_id},
-        discriminate_by=[EXTERNAL_MESSAGE_TAG],
+        external_message_id=message.external_message_id,
     )
-    message.botpress_message_id = created["id"]
-    message.save(update_fields=["botpress_message_id"])
-    return {"botpress_message_id": created["id"]}
+    if botpress_message_id:
+        message.botpress_message_id = botpress_message_id
+        message.save(update_fields=["botpress_message_id"])
+    return {"botpress_message_id": botpress_message_id}
 
 
 def execute_event_to_user(delivery: Delivery) -> dict:
+    """Emit ``hitlAssigned``/``hitlStopped``; the sink names them as the integration does."""
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
     event = delivery.payload["event"]
-    payload = {"conversationId": session.botpress_conversation_id}
+    sink = integration_botpress_sink(integration=session.integration, in_request=False)
+    agent = None
     if event == EVENT_ASSIGNED:
-        agent = HumanAgent.objects.select_related("integration").get(pk=delivery.payload["agent_id"])
-        payload["userId"] = _agent_botpress_user(agent)
-    created = integration_botpress(integration=session.integration, in_request=False).event_create(
-        type=event, payload=payload
-    )
-    return {"botpress_event_id": created.get("id", "")}
+        agent = _agent_ref(sink, HumanAgent.objects.select_related("integration").get(pk=delivery.payload["agent_id"]))
+    event_id = sink.event_emit(event=event, conversation_id=session.botpress_conversation_id, agent=agent)
+    return {"botpress_event_id": event_id}
 
 
 EXECUTORS: dict[str, Callable[[Delivery], dict]] = {

@@ -6,17 +6,22 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
 from django.db import transaction
 
 from botpress.client import BotpressClient
-from outbound.http import make_session
+from botpress.hitl_api import HitlApiWebhooks
+from botpress.names import HitlNames, names_errors
+from botpress.sink import BotpressSink, HitlApiSink, RuntimeApiSink
+from outbound.http import OutboundError, make_session
 from outbound.media import MediaFile, media_fetch
 from providers import provider_class
 from providers.base import HelpDeskProvider
-from sessions_app.models import Integration, Provider
+from sessions_app.models import BotpressTransport, Integration, Provider, botpress_url_secret_new
+from sessions_app.services.errors import InvalidInput
 
 API_KEY_PREFIX = "hitl_"
 
@@ -142,13 +147,217 @@ def integration_botpress(*, integration: Integration, in_request: bool) -> Botpr
     )
 
 
-def integration_webhook_install(*, integration: Integration) -> Integration:
-    """Install the help-desk webhook and triggers pointing at us, and keep the signing secret."""
+def integration_webhook_install(*, integration: Integration, url: str = "") -> Integration:
+    """Install the help-desk webhook and triggers, and keep the signing secret.
+
+    They point at our webhook URL, or at ``url``: Botpress's webhook URL of the integration,
+    which relays what arrives there to us as ``webhook_received``.
+    """
     installation = integration_provider(integration=integration).webhook_install(
-        url=integration_webhook_url(integration=integration),
+        url=url or integration_webhook_url(integration=integration),
         previous_state=integration.provider_installation,
     )
     integration.webhook_signing_secret = installation.signing_secret
     integration.provider_installation = installation.state
     integration.save(update_fields=["webhook_signing_secret", "provider_installation", "updated_at"])
+    return integration
+
+
+def integration_webhook_uninstall(*, integration: Integration) -> Integration:
+    """Remove the help-desk webhook and triggers we installed; what is already gone is fine."""
+    integration_provider(integration=integration).webhook_uninstall(state=integration.provider_installation)
+    integration.webhook_signing_secret, integration.provider_installation = "", {}
+    integration.save(update_fields=["webhook_signing_secret", "provider_installation", "updated_at"])
+    return integration
+
+
+# --- Botpress, natively ---------------------------------------------------------------------
+def integration_botpress_register(*, integration: Integration, webhook_url: str, bot_user_id: str) -> Integration:
+    """Botpress's ``register``: remember the bot's user and install the help-desk webhook.
+
+    The webhook points at Botpress's webhook URL, as Botpress's own integrations do, so the
+    help desk reaches us through Botpress (``webhook_received``) like everything else.
+    """
+    if bot_user_id and bot_user_id != integration.botpress_bot_user_id:
+        integration.botpress_bot_user_id = bot_user_id
+        integration.save(update_fields=["botpress_bot_user_id", "updated_at"])
+    return integration_webhook_install(integration=integration, url=webhook_url)
+
+
+def _secret_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def integration_url_authenticate(*, integration_id: str, secret: str) -> Integration | None:
+    """The integration whose Botpress URLs carry this secret, or None, alike for every failure.
+
+    Digests of equal length are compared, in constant time, even for an unknown integration.
+    """
+    try:
+        integration = Integration.objects.get(pk=uuid.UUID(integration_id), is_active=True)
+        expected = integration.botpress_url_secret
+    except (ValueError, Integration.DoesNotExist):
+        integration, expected = None, ""
+    matches = hmac.compare_digest(_secret_digest(secret), _secret_digest(expected or "\0unset"))
+    return integration if matches and integration and expected else None
+
+
+def integration_url_secret_rotate(*, integration: Integration) -> str:
+    """A new secret: the old wire and hitl-api URLs stop working at once."""
+    integration.botpress_url_secret = botpress_url_secret_new()
+    integration.save(update_fields=["botpress_url_secret", "updated_at"])
+    return integration.botpress_url_secret
+
+
+def integration_botpress_endpoints(*, integration: Integration) -> dict[str, str]:
+    """The URLs Botpress calls: the wire protocol's, and the hitl-api's ``endpointBaseUrl``."""
+    base, secret = settings.PUBLIC_BASE_URL, integration.botpress_url_secret
+    return {
+        "wire_url": f"{base}/botpress/{integration.pk}/{secret}/",
+        "hitl_api_base_url": f"{base}/hitl-api/{integration.pk}/{secret}",
+    }
+
+
+def integration_botpress_names(*, integration: Integration) -> HitlNames:
+    return HitlNames.from_config(integration.botpress_names)
+
+
+def integration_botpress_configure(
+    *,
+    integration: Integration,
+    transport: str | None = None,
+    names: dict | None = None,
+    hitl_api_webhook_url: str | None = None,
+) -> Integration:
+    """Choose how the gateway speaks to Botpress; ``None`` leaves a setting as it is."""
+    if transport is not None:
+        if transport not in BotpressTransport.values:
+            raise InvalidInput(f"must be one of {', '.join(BotpressTransport.values)}", field="transport")
+        integration.botpress_transport = transport
+    if names is not None:
+        errors = names_errors(names)
+        if errors:
+            path, message = next(iter(errors.items()))
+            raise InvalidInput(message, field=f"names.{path}".rstrip("."))
+        integration.botpress_names = names
+    if hitl_api_webhook_url is not None:
+        integration.hitl_api_webhook_url = hitl_api_webhook_url.rstrip("/")
+    if integration.botpress_transport == BotpressTransport.HITL_API and not integration.hitl_api_webhook_url:
+        raise InvalidInput("The hitl-api transport needs the bot's webhook URL.", field="hitlApiWebhookUrl")
+    integration.save(update_fields=["botpress_transport", "botpress_names", "hitl_api_webhook_url", "updated_at"])
+    return integration
+
+
+def integration_botpress_sink(*, integration: Integration, in_request: bool) -> BotpressSink:
+    """How this integration reaches Botpress: its runtime API, or the hitl-api's webhooks."""
+    if integration.botpress_transport == BotpressTransport.HITL_API:
+        webhooks = HitlApiWebhooks(
+            webhook_url=integration.hitl_api_webhook_url, timeout=_timeout(), session=_http_session()
+        )
+        lookup = integration_botpress(integration=integration, in_request=in_request)
+        return HitlApiSink(webhooks=webhooks, namespace=str(integration.pk), lookup=lookup)
+    return RuntimeApiSink(
+        client=integration_botpress(integration=integration, in_request=in_request),
+        names=integration_botpress_names(integration=integration),
+    )
+
+
+def integration_bot_reference(*, integration: Integration) -> str:
+    """The bot's reference (external id) in the help desk, for its help-desk user."""
+    return integration.botpress_bot_user_id or f"botpress-bot:{integration.botpress_bot_id}"
+
+
+# --- operators' console ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectionAnswer:
+    """What one remote service answered a connection test, in words fit for any operator."""
+
+    system: str
+    ok: bool
+    summary: str
+    details: dict = field(default_factory=dict)
+
+
+def _integration_secrets(integration: Integration) -> list[str]:
+    credentials = integration.provider_credentials if isinstance(integration.provider_credentials, dict) else {}
+    values = (
+        integration.botpress_token,
+        integration.webhook_signing_secret,
+        integration.api_key_hash,
+        credentials.get("api_token"),
+        getattr(integration, "botpress_url_secret", ""),
+        getattr(integration, "hitl_api_webhook_url", ""),
+    )
+    # Very short values would redact ordinary words; a real secret is never that short.
+    return sorted({v for v in values if isinstance(v, str) and len(v) >= 6}, key=len, reverse=True)
+
+
+def integration_secrets_redact(*, integration: Integration, text: str) -> str:
+    """``text`` without any of the integration's secrets: remote error messages may echo them."""
+    for secret in _integration_secrets(integration):
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _failure(system: str, exc: Exception, hint: str) -> ConnectionAnswer:
+    if isinstance(exc, OutboundError):
+        text = str(exc) + (f" ({hint})" if exc.status_code in (401, 403) else "")
+        return ConnectionAnswer(system, False, text, {"status_code": exc.status_code})
+    return ConnectionAnswer(system, False, f"unexpected error ({type(exc).__name__}: {exc})")
+
+
+def _helpdesk_answer(integration: Integration) -> ConnectionAnswer:
+    system = integration.get_provider_display()
+    try:
+        check = integration_provider(integration=integration).connection_check(
+            installation=integration.provider_installation or {}
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure is an answer to report
+        return _failure(system, exc, "check the help-desk email and API token")
+    details = dict(check.details)
+    # The endpoint may embed a credential (a Botpress webhook id): say only whether it is ours.
+    endpoint = details.pop("webhook_endpoint", None)
+    if endpoint is not None:
+        details["webhook_points_at_this_gateway"] = endpoint == integration_webhook_url(integration=integration)
+    return ConnectionAnswer(system, check.ok, check.summary, details)
+
+
+def _botpress_answer(integration: Integration) -> ConnectionAnswer:
+    client = integration_botpress(integration=integration, in_request=False)
+    try:
+        if integration.botpress_bot_user_id:
+            user = client.user_get(integration.botpress_bot_user_id)
+            summary = f"authenticated; the bot's user {user.get('name') or user.get('id')} exists"
+        else:
+            users = client.users_list(page_size=1)
+            summary = f"authenticated; listing the bot's users works ({len(users)} shown)"
+    except Exception as exc:  # noqa: BLE001 - every failure is an answer to report
+        return _failure("Botpress", exc, "check the Botpress token, bot id and integration id")
+    return ConnectionAnswer("Botpress", True, summary, {"bot_id": integration.botpress_bot_id})
+
+
+def integration_connection_test(*, integration: Integration) -> list[ConnectionAnswer]:
+    """Call the help desk and Botpress with the stored credentials and say what each answered.
+
+    Harmless reads only; never raises for a remote failure, and no answer carries a secret.
+    """
+    answers = [_helpdesk_answer(integration), _botpress_answer(integration)]
+    return [
+        ConnectionAnswer(a.system, a.ok, integration_secrets_redact(integration=integration, text=a.summary), a.details)
+        for a in answers
+    ]
+
+
+def integration_webhook_secret_rotate(*, integration: Integration) -> Integration:
+    """Have the help desk issue a new webhook signing secret, and keep it.
+
+    A webhook signed with the new secret that arrives before our save (one round trip) is rejected.
+    """
+    if not (integration.provider_installation or {}).get("webhook_id"):
+        raise InvalidInput("The help-desk webhook is not installed: install it first.", field="integration")
+    secret = integration_provider(integration=integration).webhook_secret_rotate(
+        state=integration.provider_installation
+    )
+    integration.webhook_signing_secret = secret
+    integration.save(update_fields=["webhook_signing_secret", "updated_at"])
     return integration

@@ -107,11 +107,6 @@ def _lane_head_id(lane: str) -> int | None:
     )
 
 
-def _lease_seconds() -> float:
-    """Longer than any execution can last (the task's hard time limit), so a live worker keeps it."""
-    return settings.CELERY_TASK_TIME_LIMIT + 30
-
-
 def _lane_claim(lane: str) -> Delivery | None:
     """Lease the lane's head if it is due and free; the lease, not a held transaction, guards it.
 
@@ -134,7 +129,7 @@ def _lane_claim(lane: str) -> Delivery | None:
         if head.lease_until is not None:
             head.maybe_delivered = True
             log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
-        head.lease_until = now + timedelta(seconds=_lease_seconds())
+        head.lease_until = now + timedelta(seconds=settings.HITL["DELIVERY_LEASE_SECONDS"])
         head.attempts += 1
         head.save(update_fields=["lease_until", "maybe_delivered", "attempts", "updated_at"])
     return head

@@ -2,7 +2,9 @@
 
 Each runs in one transaction, records the change, and writes the outbox rows that carry it to
 the help desk or to Botpress. Only ``end_user_create`` and ``session_start`` call Botpress
-inline, because their answer must contain the id Botpress gives.
+inline, because their answer must contain the id Botpress gives. Every transport (REST, the
+wire protocol, the hitl-api) calls these same functions; how Botpress is reached is the
+integration's ``BotpressSink``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from sessions_app.models import (
     Ticket,
 )
 from sessions_app.services.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
-from sessions_app.services.integrations import integration_botpress
+from sessions_app.services.integrations import integration_bot_reference, integration_botpress_sink
 from sessions_app.services.outbox import delivery_enqueue
 
-HITL_CHANNEL = "hitl"
 EVENT_ASSIGNED, EVENT_STOPPED = "hitlAssigned", "hitlStopped"
+BOT_NAME = "Botpress"
 
 
 def _botpress_call(call, *args, **kwargs):
@@ -44,23 +46,12 @@ def _botpress_call(call, *args, **kwargs):
 # --- Botpress → gateway ---------------------------------------------------------------------
 def end_user_create(*, integration: Integration, name: str, email: str = "", picture_url: str = "") -> EndUser:
     """Create (or find, by email) the end user in Botpress, link it, and sync the external user."""
-    botpress = integration_botpress(integration=integration, in_request=True)
-    tags = {"role": "end-user"}
-    if email:
-        tags["email"] = email.lower()
-        user = _botpress_call(
-            botpress.user_get_or_create,
-            tags=tags,
-            name=name,
-            picture_url=picture_url or None,
-            discriminate_by=["email"],
-        )
-    else:
-        user = _botpress_call(botpress.user_create, tags=tags, name=name, picture_url=picture_url or None)
+    sink = integration_botpress_sink(integration=integration, in_request=True)
+    user_id = _botpress_call(sink.user_register, name=name, email=email, picture_url=picture_url)
     with transaction.atomic():
         end_user, _ = EndUser.objects.update_or_create(
             integration=integration,
-            botpress_user_id=user["id"],
+            botpress_user_id=user_id,
             defaults={"name": name, "email": email, "picture_url": picture_url},
         )
         delivery_enqueue(
@@ -76,7 +67,7 @@ def end_user_create(*, integration: Integration, name: str, email: str = "", pic
 def session_start(
     *,
     integration: Integration,
-    user_id: str,
+    user_id: str = "",
     title: str = "",
     description: str = "",
     extras: dict | None = None,
@@ -85,26 +76,28 @@ def session_start(
     """Open the Botpress conversation now and the ticket through the outbox.
 
     The ticket is created by a delivery, so a help-desk outage delays it instead of failing
-    the session; everything sent meanwhile follows it in order.
+    the session; everything sent meanwhile follows it in order. Without ``user_id`` (the
+    hitl-api opens a conversation without naming its user) the bot requests the ticket.
     """
-    end_user = EndUser.objects.filter(integration=integration, botpress_user_id=user_id).first()
-    if end_user is None:
-        raise InvalidInput("Unknown user: call createUser first.", field="userId")
+    if user_id:
+        end_user = EndUser.objects.filter(integration=integration, botpress_user_id=user_id).first()
+        if end_user is None:
+            raise InvalidInput("Unknown user: call createUser first.", field="userId")
+    else:
+        end_user, _ = EndUser.objects.get_or_create(
+            integration=integration,
+            botpress_user_id=integration_bot_reference(integration=integration),
+            defaults={"name": BOT_NAME},
+        )
     session_id = uuid.uuid4()
-    botpress = integration_botpress(integration=integration, in_request=True)
-    # Tagged with our id, so a retried call finds the conversation the first one created.
-    conversation = _botpress_call(
-        botpress.conversation_get_or_create,
-        channel=HITL_CHANNEL,
-        tags={"sessionId": str(session_id)},
-        discriminate_by=["sessionId"],
-    )
+    sink = integration_botpress_sink(integration=integration, in_request=True)
+    conversation_id = _botpress_call(sink.conversation_open, session_id=str(session_id))
     with transaction.atomic():
         session = HitlSession.objects.create(
             id=session_id,
             integration=integration,
             end_user=end_user,
-            botpress_conversation_id=conversation["id"],
+            botpress_conversation_id=conversation_id,
             title=title,
             description=description,
             extras=extras or {},
@@ -119,12 +112,35 @@ def session_start(
     return session
 
 
+def locked_sessions():
+    """Sessions locked for a state change, and nothing else.
+
+    FOR NO KEY UPDATE of this table only: rows inserted elsewhere that reference the session
+    (messages, deliveries) or the integration are not blocked, so no lock cycle can form.
+    """
+    return HitlSession.objects.select_for_update(no_key=True, of=("self",))
+
+
 def session_for_conversation(*, integration: Integration, conversation_id: str, lock: bool = False) -> HitlSession:
-    sessions = HitlSession.objects.filter(integration=integration, botpress_conversation_id=conversation_id)
-    session = (sessions.select_for_update() if lock else sessions).first()
+    sessions = locked_sessions() if lock else HitlSession.objects
+    session = sessions.filter(integration=integration, botpress_conversation_id=conversation_id).first()
     if session is None:
         raise NotFound("No HITL session has this conversation id.", field="conversationId")
     return session
+
+
+def session_for_botpress_conversation(*, integration: Integration, conversation_id: str) -> HitlSession:
+    """The session of a conversation named by Botpress's own id.
+
+    That is our id of it, except with the hitl-api, whose ``closeRemoteTicket`` sends Botpress's
+    id of a conversation we know by the remote id we issued: the sink resolves it.
+    """
+    session = HitlSession.objects.filter(integration=integration, botpress_conversation_id=conversation_id).first()
+    if session is not None:
+        return session
+    sink = integration_botpress_sink(integration=integration, in_request=True)
+    resolved = _botpress_call(sink.conversation_resolve, conversation_id)
+    return session_for_conversation(integration=integration, conversation_id=resolved or conversation_id)
 
 
 @transaction.atomic
@@ -132,7 +148,7 @@ def session_stop(
     *, session: HitlSession, stopped_by: str, reason: str = "", close_ticket: bool, notify_botpress: bool
 ) -> HitlSession:
     """End the session once; later stops (a duplicate webhook, a racing stopHitl) change nothing."""
-    session = HitlSession.objects.select_for_update().get(pk=session.pk)
+    session = locked_sessions().get(pk=session.pk)
     if session.status == SessionStatus.STOPPED:
         return session
     now = timezone.now()
@@ -166,10 +182,13 @@ def message_relay_to_agent(
     payload: dict,
     botpress_message_id: str = "",
     sender_user_id: str = "",
+    acknowledge: bool = False,
 ) -> tuple[Message, bool]:
     """Accept a channel message for the agent; the same Botpress message twice is one message.
 
     The author is ``payload.userId`` (the plugin's "real author"), else the sender, else the bot.
+    ``acknowledge``: once posted, tag the Botpress message with the help desk's id, as
+    Botpress's integrations acknowledge the messages Botpress hands them (the wire protocol).
     Returns the message and whether it was new.
     """
     session = session_for_conversation(integration=integration, conversation_id=conversation_id, lock=True)
@@ -202,6 +221,7 @@ def message_relay_to_agent(
         direction=Direction.TO_AGENT,
         session=session,
         message=message,
+        payload={"acknowledge": True} if acknowledge and botpress_message_id else None,
     )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
     return message, True
@@ -216,13 +236,9 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
     """
     ticket = Ticket.objects.filter(integration=integration, external_id=event.ticket_external_id).first()
     if ticket:
-        return HitlSession.objects.select_for_update().get(pk=ticket.session_id)
+        return locked_sessions().get(pk=ticket.session_id)
     if event.reference:
-        return (
-            HitlSession.objects.select_for_update()
-            .filter(integration=integration, botpress_conversation_id=event.reference)
-            .first()
-        )
+        return locked_sessions().filter(integration=integration, botpress_conversation_id=event.reference).first()
     return None
 
 
@@ -272,9 +288,12 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     """
     if session.status == SessionStatus.STOPPED:
         return None
-    if Message.objects.filter(
-        session=session, direction=Direction.TO_USER, external_message_id=event.message_external_id
-    ).exists():
+    # A "solved" webhook carries the ticket's latest public comment whoever wrote it: it may be
+    # one we posted (an end-user or bot message, or the transcript), or one already relayed.
+    if (
+        Message.objects.filter(session=session, external_message_id=event.message_external_id).exists()
+        or Ticket.objects.filter(session=session, initial_message_id=event.message_external_id).exists()
+    ):
         return None
     if session.status == SessionStatus.PENDING:
         session_assign(session=session, agent=agent)

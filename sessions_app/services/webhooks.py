@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from providers import provider_class
@@ -100,6 +100,7 @@ def webhook_receive(
                 status=WebhookStatus.ACCEPTED,
                 dedup_key=parsed.dedup_key,
                 event_type=parsed.event_type,
+                ticket_external_id=parsed.ticket_external_id,
                 **(record | {"body": body.decode("utf-8", errors="replace")}),
             )
             transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
@@ -108,26 +109,73 @@ def webhook_receive(
     return WebhookOutcome(200, {"status": "accepted"})
 
 
-def webhook_schedule(*, webhook_event_id: int) -> None:
+def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -> None:
     from sessions_app.tasks import webhook_process
 
     try:
-        webhook_process.delay(webhook_event_id)
+        webhook_process.apply_async((webhook_event_id,), countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
         log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
 
 
-@transaction.atomic
-def webhook_event_process(*, webhook_event_id: int) -> None:
-    """Apply an accepted webhook exactly once: the row lock and status guard repeated tasks."""
-    event = (
-        WebhookEvent.objects.select_for_update(skip_locked=True)
-        .select_related("integration")
-        .filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED)
-        .first()
+QUEUE_BUDGET = 100  # webhooks one task applies before handing the ticket's queue to a fresh task
+
+
+def webhook_queue_drain(*, webhook_event_id: int) -> int:
+    """Apply the accepted webhooks of this event's ticket, oldest first; return how many.
+
+    Webhooks about one ticket are applied in the order they were accepted, whatever worker
+    runs which task: only the queue's head is applied, under a row lock taken with SKIP LOCKED,
+    so a second worker backs off and the first carries on with the queue.
+    """
+    key = WebhookEvent.objects.filter(pk=webhook_event_id).values_list("integration_id", "ticket_external_id").first()
+    if key is None:
+        return 0
+    done = 0
+    while done < QUEUE_BUDGET and _queue_step(*key):
+        done += 1
+    if done == QUEUE_BUDGET:
+        webhook_schedule(webhook_event_id=webhook_event_id)
+    return done
+
+
+def _queue_step(integration_id, ticket_external_id: str) -> bool:
+    queue = WebhookEvent.objects.filter(
+        integration_id=integration_id, ticket_external_id=ticket_external_id, status=WebhookStatus.ACCEPTED
     )
-    if event is None:
-        return
+    try:
+        with transaction.atomic():
+            head_id = queue.order_by("id").values_list("id", flat=True).first()
+            if head_id is None:
+                return False
+            # This row only: FOR UPDATE through a join would also lock the integration row.
+            event = (
+                queue.select_for_update(skip_locked=True, of=("self",))
+                .select_related("integration")
+                .filter(pk=head_id)
+                .first()
+            )
+            if event is None:
+                return False
+            _webhook_event_apply(event)
+        return True
+    except (OperationalError, InterfaceError) as exc:
+        # Transient (a deadlock victim, a lost connection): the event stays accepted and is
+        # applied again shortly, still ahead of the rest of its ticket's queue.
+        log.warning("webhook.apply_retry", webhook_event_id=head_id, error=type(exc).__name__)
+        webhook_schedule(webhook_event_id=head_id, countdown=1.0)
+        return False
+    except Exception as exc:
+        log.exception("webhook.apply_failed", webhook_event_id=head_id)
+        WebhookEvent.objects.filter(pk=head_id, status=WebhookStatus.ACCEPTED).update(
+            status=WebhookStatus.FAILED,
+            detail=f"failed: {type(exc).__name__}: {exc}"[:2000],
+            processed_at=timezone.now(),
+        )
+        return True
+
+
+def _webhook_event_apply(event: WebhookEvent) -> None:
     adapter = provider_class(event.provider)
     parsed = adapter.webhook_parse(headers=event.headers, body=event.body.encode())
     session, detail = session_events_apply(integration=event.integration, events=parsed.events)

@@ -1,0 +1,200 @@
+"""The one seam through which the gateway names things in Botpress and sends to it.
+
+A ``BotpressSink`` is chosen per integration (``Integration.botpress_transport``):
+
+- ``RuntimeApiSink``: the gateway is (or acts as) the Botpress integration and calls Botpress's
+  runtime API: it creates the users and the ``hitl`` conversation, and emits events under the
+  integration's own names.
+- ``HitlApiSink``: Botpress Hub's "Human in the Loop API" integration owns the Botpress side; it
+  names users and conversations by the *remote* ids we issue, and we call its webhooks.
+
+Services and executors only ever talk to this interface, so neither knows which it is.
+Adapters here know nothing of Django: plain data in, ids out, ``outbound.http`` errors raised.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import ClassVar
+
+from botpress.client import BotpressClient
+from botpress.hitl_api import HitlApiWebhooks
+from botpress.names import EVENTS, HitlNames
+from outbound.http import PermanentError
+
+EVENT_ASSIGNED, EVENT_STOPPED = EVENTS
+# Tag under which a help-desk message id is kept on a Botpress message (both directions).
+EXTERNAL_MESSAGE_TAG = "externalMessageId"
+SESSION_TAG = "sessionId"
+# The hitl-api integration tags its users and conversations with the remote id we issued.
+HITL_API_TAG = "externalId"
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """A help-desk agent as a sink needs them; ``botpress_user_id`` is set once Botpress knows them."""
+
+    external_id: str
+    name: str = ""
+    email: str = ""
+    picture_url: str = ""
+    botpress_user_id: str = ""
+
+
+class BotpressSink(abc.ABC):
+    #: Whether agents are Botpress users we create and must remember (``agent_user_sync``).
+    keeps_agent_users: ClassVar[bool]
+
+    # --- naming, while Botpress waits for our answer --------------------------------------
+    @abc.abstractmethod
+    def user_register(self, *, name: str, email: str, picture_url: str) -> str:
+        """The id Botpress will use for this end user (the same email gives the same id)."""
+
+    @abc.abstractmethod
+    def conversation_open(self, *, session_id: str) -> str:
+        """The id Botpress will use for the session's conversation; repeatable for one session."""
+
+    @abc.abstractmethod
+    def conversation_resolve(self, botpress_conversation_id: str) -> str | None:
+        """Our id of a conversation Botpress names by its own id, when they differ and can be found."""
+
+    # --- to the user, from the outbox -------------------------------------------------------
+    def agent_user_sync(self, agent: AgentRef) -> str:
+        """Create or update the agent's Botpress user; return its id (only if ``keeps_agent_users``)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def message_send(
+        self, *, conversation_id: str, author: AgentRef, type: str, payload: dict, external_message_id: str
+    ) -> str:
+        """Relay an agent's message; return the Botpress message id when Botpress tells it."""
+
+    @abc.abstractmethod
+    def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
+        """Emit ``hitlAssigned`` (with the agent) or ``hitlStopped``; return the event id if known."""
+
+    @abc.abstractmethod
+    def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
+        """Tag a Botpress message we relayed to the agent, as Botpress's integrations do."""
+
+
+class RuntimeApiSink(BotpressSink):
+    keeps_agent_users = True
+
+    def __init__(self, *, client: BotpressClient, names: HitlNames) -> None:
+        self.client = client
+        self.names = names
+
+    def user_register(self, *, name: str, email: str, picture_url: str) -> str:
+        tags = {"role": "end-user"}
+        if not email:
+            return self.client.user_create(tags=tags, name=name, picture_url=picture_url or None)["id"]
+        tags["email"] = email.lower()
+        user = self.client.user_get_or_create(
+            tags=tags, name=name, picture_url=picture_url or None, discriminate_by=["email"]
+        )
+        return user["id"]
+
+    def conversation_open(self, *, session_id: str) -> str:
+        # Tagged with our id, so a retried call finds the conversation the first one created.
+        conversation = self.client.conversation_get_or_create(
+            channel=self.names.channel, tags={SESSION_TAG: session_id}, discriminate_by=[SESSION_TAG]
+        )
+        return conversation["id"]
+
+    def conversation_resolve(self, botpress_conversation_id: str) -> str | None:
+        return None  # our id of a conversation is Botpress's id
+
+    def agent_user_sync(self, agent: AgentRef) -> str:
+        tags = {"id": agent.external_id, "role": "agent"} | ({"email": agent.email} if agent.email else {})
+        user = self.client.user_get_or_create(
+            tags=tags, name=agent.name or None, picture_url=agent.picture_url or None, discriminate_by=["id"]
+        )
+        return user["id"]
+
+    def message_send(
+        self, *, conversation_id: str, author: AgentRef, type: str, payload: dict, external_message_id: str
+    ) -> str:
+        created = self.client.message_get_or_create(
+            conversation_id=conversation_id,
+            user_id=author.botpress_user_id,
+            type=type,
+            payload=payload,
+            tags={EXTERNAL_MESSAGE_TAG: external_message_id},
+            discriminate_by=[EXTERNAL_MESSAGE_TAG],
+        )
+        return created["id"]
+
+    def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
+        payload = {"conversationId": conversation_id}
+        if event == EVENT_ASSIGNED:
+            payload["userId"] = agent.botpress_user_id
+        created = self.client.event_create(type=self.names.event(event), payload=payload)
+        return created.get("id", "")
+
+    def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
+        self.client.message_update(message_id, tags=tags)
+
+
+class HitlApiSink(BotpressSink):
+    """Botpress Hub's ``plus/hitl-api``: we issue the remote ids and call its three webhooks.
+
+    Its ``closeRemoteTicket`` names a conversation by Botpress's id, which the contract never
+    tells us; ``lookup`` (a runtime API client, if the integration has a token that can read the
+    conversation) resolves it through the ``externalId`` tag the hitl-api puts on it.
+    """
+
+    keeps_agent_users = False
+
+    def __init__(self, *, webhooks: HitlApiWebhooks, namespace: str, lookup: BotpressClient | None = None) -> None:
+        self.webhooks = webhooks
+        self.namespace = namespace
+        self.lookup = lookup
+
+    def user_register(self, *, name: str, email: str, picture_url: str) -> str:
+        if not email:
+            return f"user_{uuid.uuid4().hex}"
+        # Derived from the email, like the runtime API's get-or-create by email.
+        return "user_" + hashlib.sha256(f"{self.namespace}:{email.lower()}".encode()).hexdigest()[:32]
+
+    def conversation_open(self, *, session_id: str) -> str:
+        return session_id
+
+    def conversation_resolve(self, botpress_conversation_id: str) -> str | None:
+        if self.lookup is None:
+            return None
+        try:
+            conversation = self.lookup.conversation_get(botpress_conversation_id)
+        except PermanentError:  # unknown to Botpress, or the token may not read it
+            return None
+        tags = conversation.get("tags") or {}
+        # Read as the integration the tag is bare; read as the bot it is prefixed ("plus/hitl-api:").
+        return next(
+            (value for key, value in tags.items() if key == HITL_API_TAG or key.endswith(f":{HITL_API_TAG}")), None
+        )
+
+    def message_send(
+        self, *, conversation_id: str, author: AgentRef, type: str, payload: dict, external_message_id: str
+    ) -> str:
+        self.webhooks.message_from_agent(
+            remote_conversation_id=conversation_id,
+            remote_user_id=author.external_id,
+            message_type=type,
+            payload=payload,
+        )
+        return ""  # the hitl-api answers without the message it created
+
+    def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
+        if event == EVENT_ASSIGNED:
+            self.webhooks.agent_assigned(remote_conversation_id=conversation_id, remote_user_id=agent.external_id)
+        elif event == EVENT_STOPPED:
+            self.webhooks.stop_hitl(remote_conversation_id=conversation_id)
+        else:
+            raise ValueError(f"no hitl-api endpoint for event {event!r}")
+        return ""
+
+    def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
+        """The hitl-api has no acknowledgement: its messages carry no ids back to us."""

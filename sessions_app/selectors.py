@@ -1,0 +1,353 @@
+"""Reads for the operators' console: the dashboard's figures, session search, a session's story.
+
+Percentiles are computed by PostgreSQL (``percentile_cont``) in one query; other databases (the
+embedded SQLite default) get the same interpolation in Python over the window's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import TruncDate, TruncHour
+from django.utils import timezone
+
+from sessions_app.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Direction,
+    EndUser,
+    HitlSession,
+    HumanAgent,
+    Message,
+    OperatorAction,
+    SessionStatus,
+    Ticket,
+    WebhookEvent,
+    WebhookStatus,
+)
+
+WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+TREND_DAYS = 14
+
+
+# --- percentiles ----------------------------------------------------------------------------
+class PercentileCont(Aggregate):
+    """PostgreSQL's ``percentile_cont(f) WITHIN GROUP (ORDER BY expr)`` over intervals."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    allow_distinct = False
+
+    def __init__(self, expression, *, fraction: float, **extra):
+        # A float we format ourselves: never user input in the SQL.
+        super().__init__(expression, fraction=repr(float(fraction)), output_field=DurationField(), **extra)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Linear interpolation between closest ranks: what ``percentile_cont`` computes."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    median: timedelta | None
+    p90: timedelta | None
+
+
+def _first_reply_at() -> Subquery:
+    replies = Message.objects.filter(session=OuterRef("pk"), direction=Direction.TO_USER).order_by("created_at")
+    return Subquery(replies.values("created_at")[:1])
+
+
+def _durations_in_db(sessions: QuerySet, windows: dict[str, datetime]) -> dict[str, dict[str, Percentiles]]:
+    to_assign = F("assigned_at") - F("created_at")
+    to_reply = F("first_reply_at") - F("created_at")
+    aggregates = {}
+    for name, since in windows.items():
+        recent = Q(created_at__gte=since)
+        for metric, expression, present in (
+            ("assignment", to_assign, Q(assigned_at__isnull=False)),
+            ("first_reply", to_reply, Q(first_reply_at__isnull=False)),
+        ):
+            aggregates[f"{metric}_{name}_n"] = Count("pk", filter=recent & present)
+            aggregates[f"{metric}_{name}_p50"] = PercentileCont(expression, fraction=0.5, filter=recent)
+            aggregates[f"{metric}_{name}_p90"] = PercentileCont(expression, fraction=0.9, filter=recent)
+    row = sessions.annotate(first_reply_at=_first_reply_at()).aggregate(**aggregates)
+    return {
+        metric: {
+            name: Percentiles(row[f"{metric}_{name}_n"], row[f"{metric}_{name}_p50"], row[f"{metric}_{name}_p90"])
+            for name in windows
+        }
+        for metric in ("assignment", "first_reply")
+    }
+
+
+def _durations_in_python(sessions: QuerySet, windows: dict[str, datetime]) -> dict[str, dict[str, Percentiles]]:
+    rows = list(
+        sessions.annotate(first_reply_at=_first_reply_at()).values_list("created_at", "assigned_at", "first_reply_at")
+    )
+    result: dict[str, dict[str, Percentiles]] = {"assignment": {}, "first_reply": {}}
+    for name, since in windows.items():
+        for metric, column in (("assignment", 1), ("first_reply", 2)):
+            seconds = [(r[column] - r[0]).total_seconds() for r in rows if r[0] >= since and r[column] is not None]
+            p50, p90 = percentile(seconds, 0.5), percentile(seconds, 0.9)
+            result[metric][name] = Percentiles(
+                len(seconds),
+                timedelta(seconds=p50) if p50 is not None else None,
+                timedelta(seconds=p90) if p90 is not None else None,
+            )
+    return result
+
+
+def session_durations(*, now: datetime, force_python: bool = False) -> dict[str, dict[str, Percentiles]]:
+    """Time to assignment and to the first agent reply, median and p90, per window.
+
+    Over the sessions *started* in each window that got there (an unanswered session counts
+    under "waiting" instead). First agent reply: the first ``to_user`` message.
+    """
+    windows = {name: now - span for name, span in WINDOWS.items()}
+    sessions = HitlSession.objects.filter(created_at__gte=min(windows.values())).order_by()
+    if connection.vendor == "postgresql" and not force_python:
+        return _durations_in_db(sessions, windows)
+    return _durations_in_python(sessions, windows)
+
+
+# --- the dashboard --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dashboard:
+    now: datetime
+    today: datetime
+    waiting: int
+    oldest_waiting_at: datetime | None
+    assigned: int
+    stopped_today: int
+    durations: dict[str, dict[str, Percentiles]]
+    deliveries_dead: int
+    deliveries_failing: int
+    sessions_needing_attention: int
+    webhooks_rejected_24h: int
+    webhooks_rejected_7d: int
+    started_per_hour: list[tuple[datetime, int]] = field(default_factory=list)
+    assignment_median_per_day: list[tuple[datetime, timedelta | None]] = field(default_factory=list)
+
+    @property
+    def longest_wait(self) -> timedelta | None:
+        return self.now - self.oldest_waiting_at if self.oldest_waiting_at else None
+
+
+def _started_per_hour(now: datetime) -> list[tuple[datetime, int]]:
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    counts = dict(
+        HitlSession.objects.filter(created_at__gte=start)
+        .annotate(hour=TruncHour("created_at"))
+        .order_by()
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    hours = [start + timedelta(hours=i) for i in range(24)]
+    return [(hour, counts.get(hour, 0)) for hour in hours]
+
+
+def _assignment_median_per_day(today: datetime, *, force_python: bool) -> list[tuple[datetime, timedelta | None]]:
+    start = today - timedelta(days=TREND_DAYS - 1)
+    sessions = HitlSession.objects.filter(created_at__gte=start, assigned_at__isnull=False).order_by()
+    days = [(start + timedelta(days=i)).date() for i in range(TREND_DAYS)]
+    if connection.vendor == "postgresql" and not force_python:
+        medians = dict(
+            sessions.annotate(day=TruncDate("created_at"))
+            .values("day")
+            .annotate(median=PercentileCont(F("assigned_at") - F("created_at"), fraction=0.5))
+            .values_list("day", "median")
+        )
+    else:
+        per_day: dict = {}
+        for created, assigned in sessions.values_list("created_at", "assigned_at"):
+            per_day.setdefault(timezone.localtime(created).date(), []).append((assigned - created).total_seconds())
+        medians = {day: timedelta(seconds=percentile(values, 0.5)) for day, values in per_day.items()}
+    return [(day, medians.get(day)) for day in days]
+
+
+def dashboard_get(*, now: datetime | None = None, force_python: bool = False) -> Dashboard:
+    """Everything the dashboard shows, in a fixed number of queries whatever the volume."""
+    now = now or timezone.now()
+    today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    sessions = (
+        HitlSession.objects.filter(
+            Q(status__in=[SessionStatus.PENDING, SessionStatus.ASSIGNED]) | Q(stopped_at__gte=today)
+        )
+        .order_by()
+        .aggregate(
+            waiting=Count("pk", filter=Q(status=SessionStatus.PENDING)),
+            oldest_waiting_at=Min("created_at", filter=Q(status=SessionStatus.PENDING)),
+            assigned=Count("pk", filter=Q(status=SessionStatus.ASSIGNED)),
+            stopped_today=Count("pk", filter=Q(status=SessionStatus.STOPPED, stopped_at__gte=today)),
+            needing_attention=Count("pk", filter=Q(needs_attention=True)),
+        )
+    )
+    deliveries = (
+        Delivery.objects.filter(status__in=[DeliveryStatus.DEAD, DeliveryStatus.PENDING])
+        .order_by()
+        .aggregate(
+            dead=Count("pk", filter=Q(status=DeliveryStatus.DEAD)),
+            failing=Count("pk", filter=Q(delivery_failing_q())),
+        )
+    )
+    webhooks = (
+        WebhookEvent.objects.filter(status=WebhookStatus.REJECTED, received_at__gte=now - WINDOWS["7d"])
+        .order_by()
+        .aggregate(
+            last_7d=Count("pk"),
+            last_24h=Count("pk", filter=Q(received_at__gte=now - WINDOWS["24h"])),
+        )
+    )
+    return Dashboard(
+        now=now,
+        today=today,
+        waiting=sessions["waiting"],
+        oldest_waiting_at=sessions["oldest_waiting_at"],
+        assigned=sessions["assigned"],
+        stopped_today=sessions["stopped_today"],
+        durations=session_durations(now=now, force_python=force_python),
+        deliveries_dead=deliveries["dead"],
+        deliveries_failing=deliveries["failing"],
+        sessions_needing_attention=sessions["needing_attention"],
+        webhooks_rejected_24h=webhooks["last_24h"],
+        webhooks_rejected_7d=webhooks["last_7d"],
+        started_per_hour=_started_per_hour(now),
+        assignment_median_per_day=_assignment_median_per_day(today, force_python=force_python),
+    )
+
+
+def delivery_failing_q() -> Q:
+    """Still pending, but its last attempt failed: the outbox is retrying it."""
+    return Q(status=DeliveryStatus.PENDING, attempts__gt=0) & ~Q(last_error="")
+
+
+# --- the session list -----------------------------------------------------------------------
+def session_list_annotate(queryset: QuerySet) -> QuerySet:
+    """The list's extra columns, in the list's own query (no query per row)."""
+    failed = Delivery.objects.filter(session=OuterRef("pk"), status=DeliveryStatus.DEAD)
+    return queryset.annotate(
+        has_failed_deliveries=Exists(failed),
+        waited=ExpressionWrapper(F("assigned_at") - F("created_at"), output_field=DurationField()),
+    )
+
+
+def session_search(*, queryset: QuerySet, term: str) -> QuerySet:
+    """Sessions matching ``term``: ticket id, conversation id or session id exactly; end-user
+    email or name, or the text of any message, as a substring (case-insensitive).
+
+    The matching ids are one UNION of index look-ups, each on its own table (btree for the ids;
+    on PostgreSQL trigram GIN indexes for the substrings, see migration ``operators_console``),
+    so the list never scans the sessions to search them.
+    """
+    term = " ".join(term.split())
+    if not term:
+        return queryset
+    people = EndUser.objects.filter(Q(email__icontains=term) | Q(name__icontains=term)).values("pk")
+    branches = [
+        Ticket.objects.filter(external_id=term).values("session_id"),
+        HitlSession.objects.filter(botpress_conversation_id=term).values("pk"),
+        HitlSession.objects.filter(end_user__in=people).values("pk"),
+        Message.objects.filter(payload__text__icontains=term).values("session_id"),
+    ]
+    with contextlib.suppress(ValueError):
+        branches.append(HitlSession.objects.filter(pk=uuid.UUID(term)).values("pk"))
+    first, *others = (branch.order_by() for branch in branches)
+    return queryset.filter(pk__in=first.union(*others))
+
+
+# --- one session ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transition:
+    at: datetime
+    state: str
+    detail: str
+
+
+@dataclass
+class SessionStory:
+    messages: list[Message]
+    deliveries: list[Delivery]
+    webhooks: list[WebhookEvent]
+    actions: list[OperatorAction]
+    transitions: list[Transition]
+    dead_deliveries: int
+
+
+def session_story(*, session: HitlSession) -> SessionStory:
+    """Everything that happened in a session, each list in time order, in a fixed number of queries.
+
+    There is no transition log: the transitions are read from the session's own timestamps and
+    from the ``hitlAssigned`` events it emitted (one per assignment or reassignment).
+    """
+    messages = list(
+        session.messages.select_related("author_end_user", "author_agent", "delivery").order_by("created_at", "id")
+    )
+    deliveries = list(
+        session.deliveries.select_related("message").prefetch_related(Prefetch("attempt_log")).order_by("id")
+    )
+    webhooks = list(session.webhooks.order_by("received_at", "id"))
+    actions = list(session.operator_actions.select_related("user").order_by("created_at", "id"))
+    agents = {
+        a.pk: a
+        for a in HumanAgent.objects.filter(
+            pk__in=[d.payload.get("agent_id") for d in deliveries if d.payload.get("agent_id")]
+        )
+    }
+    transitions = [Transition(session.created_at, SessionStatus.PENDING.label, "startHitl accepted")]
+    for delivery in deliveries:
+        if delivery.kind == DeliveryKind.TICKET_CREATE and delivery.status == DeliveryStatus.SUCCEEDED:
+            ticket = delivery.result.get("ticket_id") or ""
+            transitions.append(Transition(delivery.completed_at or delivery.created_at, "Ticket created", ticket))
+        elif delivery.kind == DeliveryKind.EVENT_TO_USER and delivery.payload.get("event") == "hitlAssigned":
+            agent = agents.get(delivery.payload.get("agent_id"))
+            transitions.append(Transition(delivery.created_at, SessionStatus.ASSIGNED.label, f"agent {agent or '?'}"))
+    if session.assigned_at and not any(t.state == SessionStatus.ASSIGNED.label for t in transitions):
+        transitions.append(
+            Transition(session.assigned_at, SessionStatus.ASSIGNED.label, f"agent {session.agent or '?'}")
+        )
+    if session.stopped_at:
+        transitions.append(
+            Transition(
+                session.stopped_at,
+                SessionStatus.STOPPED.label,
+                f"{session.get_stopped_by_display()}: {session.stop_reason}".strip(": "),
+            )
+        )
+    transitions.sort(key=lambda t: t.at)
+    return SessionStory(
+        messages=messages,
+        deliveries=deliveries,
+        webhooks=webhooks,
+        actions=actions,
+        transitions=transitions,
+        dead_deliveries=sum(1 for d in deliveries if d.status == DeliveryStatus.DEAD),
+    )

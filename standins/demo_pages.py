@@ -1,0 +1,425 @@
+"""The demo's two web pages: an end-user chat on the Botpress stand-in, an agent desk on the Zendesk one.
+
+`ChatBotpress` plays the bot and the webchat: before a handoff it answers by itself; "talk to a
+human" calls the gateway's `createUser` and `startHitl` with the conversation so far, later
+messages go to the gateway's `hitl` channel endpoint and "end the session" calls `stopHitl`; all of
+it over HTTP with the integration's API key, as a Botpress bot does. What the gateway sends back
+(agent messages, `hitlAssigned`, `hitlStopped`) is read from the stand-in's own Botpress state.
+
+`DeskZendesk` serves the agent desk at `/agent/` (the path of the ticket URLs the gateway stores,
+so the admin's ticket links open it). Its buttons call the stand-in's agent simulation under
+`/__standin__/`, which fires the installed triggers: real signed webhooks to the gateway.
+
+Demo routes bypass the stand-in's API machinery (lock, request log, faults): a chat request waits
+for the gateway, which meanwhile calls this very stand-in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from .botpress import BotpressStandin
+from .server import HttpError, Request, Response, iso_time, ulid
+from .zendesk import ZendeskStandin
+
+PAGES = Path(__file__).resolve().parent / "pages"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+HTML = "text/html; charset=utf-8"
+BOT_NAME = "Demo bot"
+HANDOFF_CHOICE = {"label": "Talk to a human", "value": "human"}
+ASKS_FOR_HUMAN = re.compile(r"\b(human|agent|person|someone)\b", re.IGNORECASE)
+
+
+def _page(name: str) -> Response:
+    return Response(200, (PAGES / name).read_bytes(), {"Cache-Control": "no-store"}, content_type=HTML)
+
+
+def _static(req: Request) -> Response:
+    path = PAGES / req.params["name"]
+    if not path.is_file():
+        raise HttpError(404, f"No such file: {req.params['name']}")
+    return Response(200, path.read_bytes(), {"Cache-Control": "no-store"}, content_type=STATIC_TYPES[path.suffix])
+
+
+def _redirect(location: str) -> Callable[[Request], Response]:
+    return lambda req: Response(302, None, {"Location": location})
+
+
+def _json_object(req: Request) -> dict[str, Any]:
+    body = req.json() if req.body else {}
+    if not isinstance(body, dict):
+        raise HttpError(400, "The body must be a JSON object")
+    return body
+
+
+class DemoPages:
+    """Mixin for a stand-in: serves page and demo routes before (and apart from) its API routes."""
+
+    def demo_route(self, method: str, pattern: str, handler: Callable[[Request], Any]) -> None:
+        routes = self.__dict__.setdefault("_demo_routes", [])
+        routes.append((method, re.compile(pattern), handler))
+
+    def serve_request(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        matches = [(m, r, h) for m, r, h in self.__dict__.get("_demo_routes", []) if r.fullmatch(path)]
+        if not matches:
+            super().serve_request(handler)
+            return
+        req = self._parse(handler)
+        try:
+            _, regex, route = next((m for m in matches if m[0] == req.method), (None, None, None))
+            if route is None:
+                raise HttpError(405, f"Method {req.method} is not allowed on {path}")
+            req.params = regex.fullmatch(path).groupdict()
+            result = route(req)
+            resp = result if isinstance(result, Response) else Response(200, result)
+        except HttpError as err:
+            resp = Response(err.status, {"error": err.type or "error", "message": err.message})
+        except Exception:
+            traceback.print_exc()
+            resp = Response(500, {"error": "internal", "message": "Internal demo error, see the demo's output"})
+        self._send(handler, resp)
+
+
+# --------------------------------------------------------------------- the chat (Botpress side)
+@dataclass
+class Chat:
+    """One visitor's chat with the demo bot, and the HITL sessions it handed over."""
+
+    id: str
+    name: str
+    email: str
+    user_id: str = ""
+    entries: list[dict[str, Any]] = field(default_factory=list)  # what the user and the bot said
+    calls: list[dict[str, Any]] = field(default_factory=list)  # the bot's calls to the gateway
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # {conversationId, endedByUser}
+    busy: bool = False  # a gateway call is under way
+
+
+@dataclass
+class Gateway:
+    url: str
+    integration_id: str
+    api_key: str
+
+
+class ChatBotpress(DemoPages, BotpressStandin):
+    """The Botpress stand-in, plus the end-user chat page at `/chat/` and its `/__demo__/chats` API."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+        super().__init__(port, host)
+        self.gateway: Gateway | None = None
+        self._chats: dict[str, Chat] = {}
+        self._chats_lock = threading.Lock()
+        self._entry_ids = itertools.count(1)
+        self.demo_route("GET", "/", _redirect("/chat/"))
+        self.demo_route("GET", "/chat/?", lambda req: _page("chat.html"))
+        self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
+        self.demo_route("POST", "/__demo__/chats", self._chat_create)
+        self.demo_route("GET", r"/__demo__/chats/(?P<id>\w+)", lambda req: self._view(self._chat(req)))
+        self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/messages", self._chat_message)
+        self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/handoff", self._chat_handoff)
+        self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/end", self._chat_end)
+
+    def connect_gateway(self, url: str, integration_id: str, api_key: str) -> None:
+        """Give the bot what a Botpress bot's HITL integration is configured with."""
+        self.gateway = Gateway(url.rstrip("/"), integration_id, api_key)
+
+    # ----------------------------------------------------------------- chat state
+    def _chat(self, req: Request) -> Chat:
+        chat = self._chats.get(req.params["id"])
+        if chat is None:
+            raise HttpError(404, "No such chat (the demo was restarted?)")
+        return chat
+
+    def _say(self, chat: Chat, kind: str, type_: str, payload: dict[str, Any], to_gateway: bool = False) -> None:
+        """Record a message of the user ("user"), the bot ("bot") or a notice ("notice")."""
+        with self._chats_lock:
+            chat.entries.append(
+                {
+                    "id": f"local_{next(self._entry_ids)}",
+                    "kind": kind,
+                    "type": type_,
+                    "payload": payload,
+                    "at": iso_time(),
+                    "toGateway": to_gateway,
+                }
+            )
+
+    def _active_session(self, chat: Chat) -> dict[str, Any] | None:
+        session = chat.sessions[-1] if chat.sessions else None
+        if session is None or session["endedByUser"] or self._events_of(session["conversationId"], "hitlStopped"):
+            return None
+        return session
+
+    def _events_of(self, conversation_id: str, type_: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events(type_) if e["payload"].get("conversationId") == conversation_id]
+
+    # ----------------------------------------------------------------- endpoints
+    def _chat_create(self, req: Request) -> Response:
+        body = _json_object(req)
+        chat = Chat(
+            id=ulid().lower(),
+            name=str(body.get("name") or "Ada Lovelace"),
+            email=str(body.get("email") or "ada@example.com"),
+        )
+        with self._chats_lock:
+            self._chats[chat.id] = chat
+        greeting = "Hi! I am the demo bot. I only repeat what you say, but I can hand you over to a human agent."
+        self._say(chat, "bot", "choice", {"text": greeting, "options": [HANDOFF_CHOICE]})
+        return Response(201, self._view(chat))
+
+    def _chat_message(self, req: Request) -> dict[str, Any]:
+        chat = self._chat(req)
+        text = str(_json_object(req).get("text") or "").strip()
+        if not text:
+            raise HttpError(400, "Type a message first")
+        session = self._active_session(chat)
+        if session is None:
+            self._say(chat, "user", "text", {"text": text})
+            if ASKS_FOR_HUMAN.search(text):
+                return self._handoff(chat)
+            reply = f"You said “{text}”. I am only a demo bot: ask for a human to reach an agent."
+            self._say(chat, "bot", "text", {"text": reply})
+            return self._view(chat)
+        # With an agent: the message goes to the gateway, as the HITL plugin forwards it.
+        self._say(chat, "user", "text", {"text": text}, to_gateway=True)
+        body = {
+            "conversationId": session["conversationId"],
+            "messageId": f"msg_{ulid()}",
+            "userId": chat.user_id,
+            "type": "text",
+            "payload": {"text": text},
+        }
+        self._call_gateway(chat, "hitl message", "channels/hitl/messages", body)
+        return self._view(chat)
+
+    def _chat_handoff(self, req: Request) -> dict[str, Any]:
+        chat = self._chat(req)
+        body = _json_object(req)
+        chat.name = str(body.get("name") or chat.name).strip() or chat.name
+        chat.email = str(body.get("email") or chat.email).strip() or chat.email
+        return self._handoff(chat, said=HANDOFF_CHOICE["label"])
+
+    def _handoff(self, chat: Chat, said: str = "") -> dict[str, Any]:
+        """createUser, then startHitl with the conversation so far, like Botpress's HITL card."""
+        with self._chats_lock:
+            if chat.busy or self._active_session(chat) is not None:
+                raise HttpError(409, "A human agent is already on this chat")
+            chat.busy = True
+        try:
+            if said:
+                self._say(chat, "user", "text", {"text": said})
+            self._say(chat, "bot", "text", {"text": "Sure, I am handing you over to a human agent."})
+            user = self._call_gateway(
+                chat, "createUser", "actions/createUser", {"name": chat.name, "email": chat.email}
+            )
+            if user is None:
+                return self._view(chat)
+            chat.user_id = user["userId"]
+            history = [
+                {
+                    "source": {"type": "user", "userId": chat.user_id} if e["kind"] == "user" else {"type": "bot"},
+                    "type": e["type"],
+                    "payload": e["payload"],
+                }
+                for e in chat.entries
+                if e["kind"] in ("user", "bot") and not e["toGateway"]
+            ]
+            started = self._call_gateway(
+                chat,
+                "startHitl",
+                "actions/startHitl",
+                {
+                    "userId": chat.user_id,
+                    "title": f"Chat with {chat.name}",
+                    "description": f"{chat.name} asked the demo bot for a human agent.",
+                    "hitlSession": {"priority": "normal", "chatbotName": BOT_NAME},
+                    "messageHistory": history,
+                },
+            )
+            if started is not None:
+                chat.sessions.append({"conversationId": started["conversationId"], "endedByUser": False})
+                self._say(chat, "notice", "text", {"text": "Handed over to the help desk: an agent will join soon."})
+            return self._view(chat)
+        finally:
+            chat.busy = False
+
+    def _chat_end(self, req: Request) -> dict[str, Any]:
+        chat = self._chat(req)
+        session = self._active_session(chat)
+        if session is None:
+            raise HttpError(409, "No human agent is on this chat")
+        stopped = self._call_gateway(
+            chat, "stopHitl", "actions/stopHitl", {"conversationId": session["conversationId"]}
+        )
+        if stopped is not None:
+            session["endedByUser"] = True
+            self._say(chat, "notice", "text", {"text": "You ended the session. You are back with the demo bot."})
+        return self._view(chat)
+
+    def _call_gateway(self, chat: Chat, name: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST to the gateway with the integration's key; record the call; None (and a notice) on failure."""
+        if self.gateway is None:
+            raise HttpError(503, "The demo bot is not connected to a gateway")
+        path = f"/api/v1/integrations/{self.gateway.integration_id}/{path}"
+        call = {"at": iso_time(), "direction": "out", "title": name, "what": f"POST {path}", "request": body}
+        try:
+            resp = requests.post(
+                self.gateway.url + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self.gateway.api_key}"},
+                timeout=30,
+            )
+            answer = resp.json() if resp.content else {}
+            call |= {"status": resp.status_code, "response": answer}
+        except (requests.RequestException, ValueError) as exc:
+            resp, answer = None, None
+            call |= {"status": None, "response": f"{type(exc).__name__}: {exc}"}
+        with self._chats_lock:
+            chat.calls.append(call)
+        if resp is not None and resp.ok:
+            return answer
+        detail = answer.get("message") if isinstance(answer, dict) else call["response"]
+        self._say(chat, "notice", "text", {"text": f"The gateway refused {name} ({call['status']}): {detail}"})
+        return None
+
+    # ----------------------------------------------------------------- what the page shows
+    def _view(self, chat: Chat) -> dict[str, Any]:
+        """The chat as the page draws it: the timeline, the mode, and what went over the wire."""
+        users = {u["id"]: u.get("name") or u["id"] for u in self.users()}
+        with self._chats_lock:
+            entries = [dict(e) for e in chat.entries]
+            trace = [dict(c) for c in chat.calls]
+            sessions = [dict(s) for s in chat.sessions]
+        agent = ""
+        for session in sessions:
+            conversation_id = session["conversationId"]
+            # What the gateway wrote into the hitl conversation through the runtime API.
+            for message in self.messages(conversation_id=conversation_id):
+                author = users.get(message["userId"], "Agent")
+                entries.append(
+                    {
+                        "id": message["id"],
+                        "kind": "agent",
+                        "author": author,
+                        "type": message["type"],
+                        "payload": message["payload"],
+                        "at": message["createdAt"],
+                    }
+                )
+                trace.append(self._incoming(message, f"message from {author}", "POST /v1/chat/messages"))
+            for event in self._events_of(conversation_id):
+                if event["type"] == "hitlAssigned":
+                    agent = users.get(event["payload"].get("userId"), "An agent")
+                    text = f"{agent} joined the conversation."
+                else:
+                    text = f"{agent or 'The agent'} ended the session. You are back with the demo bot."
+                notice = {"id": event["id"], "kind": "notice", "type": "text", "payload": {"text": text}}
+                entries.append(notice | {"at": event["createdAt"]})
+                trace.append(self._incoming(event, event["type"], "POST /v1/chat/events"))
+        active = self._active_session(chat)
+        if active is None:
+            mode = "bot"
+        elif self._events_of(active["conversationId"], "hitlAssigned"):
+            mode = "agent"
+        else:
+            mode = "waiting"
+        return {
+            "id": chat.id,
+            "name": chat.name,
+            "email": chat.email,
+            "mode": mode,
+            "agent": agent if mode == "agent" else "",
+            "busy": chat.busy,
+            "conversationId": active["conversationId"] if active else "",
+            "entries": sorted(entries, key=lambda e: e["at"]),
+            "trace": sorted(trace, key=lambda c: c["at"]),
+        }
+
+    @staticmethod
+    def _incoming(obj: dict[str, Any], title: str, what: str) -> dict[str, Any]:
+        """A call the gateway made to this stand-in, for the page's "behind the scenes" list."""
+        return {"at": obj["createdAt"], "direction": "in", "title": title, "what": what, "request": obj["payload"]}
+
+
+# --------------------------------------------------------------------- the desk (Zendesk side)
+class DeskZendesk(DemoPages, ZendeskStandin):
+    """The Zendesk stand-in, plus the agent desk page at `/agent/` and its read-only `/__demo__/desk`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.demo_route("GET", "/", _redirect("/agent/"))
+        self.demo_route("GET", r"/agent/?(?:tickets/\d+/?)?", lambda req: _page("desk.html"))
+        self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
+        self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())
+
+    def desk(self) -> dict[str, Any]:
+        """Agents and tickets (newest first) with their comments and the webhooks they fired."""
+        users = {u["id"]: u for u in self.users()}
+        webhooks: dict[str, list[dict[str, Any]]] = {}
+        for delivery in self.webhook_deliveries():
+            try:
+                sent = json.loads(delivery["body"])
+            except ValueError:
+                continue
+            webhooks.setdefault(str(sent.get("ticketId")), []).append(
+                {
+                    "at": delivery["timestamp"],
+                    "type": sent.get("type"),
+                    "status": delivery["status"],
+                    "error": delivery["error"],
+                    "attempt": delivery["attempt"],
+                }
+            )
+
+        def name(user_id: Any) -> str | None:
+            return users[user_id]["name"] if user_id in users else None
+
+        tickets = []
+        for ticket in sorted(self.tickets(), key=lambda t: t["id"], reverse=True):
+            comments = [
+                {
+                    "id": c["id"],
+                    "author": name(c["author_id"]) or str(c["author_id"]),
+                    "role": users.get(c["author_id"], {}).get("role", ""),
+                    "body": c["body"],
+                    "public": c["public"],
+                    "via": c["via"]["channel"],
+                    "at": c["created_at"],
+                    "attachments": [{"name": a["file_name"], "url": a["content_url"]} for a in c["attachments"]],
+                }
+                for c in self.comments(ticket["id"])
+            ]
+            tickets.append(
+                {
+                    "id": ticket["id"],
+                    "subject": ticket["subject"] or "(no subject)",
+                    "status": ticket["status"],
+                    "priority": ticket["priority"],
+                    "requester": name(ticket["requester_id"]),
+                    "assignee": name(ticket["assignee_id"]),
+                    "assigneeId": ticket["assignee_id"],
+                    "externalId": ticket["external_id"],
+                    "createdAt": ticket["created_at"],
+                    "updatedAt": ticket["updated_at"],
+                    "comments": comments,
+                    "webhooks": webhooks.get(str(ticket["id"]), []),
+                }
+            )
+        agents = [
+            {"id": u["id"], "name": u["name"], "email": u["email"]} for u in users.values() if u["role"] == "agent"
+        ]
+        return {"agents": agents, "tickets": tickets}

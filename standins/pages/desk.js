@@ -1,0 +1,186 @@
+"use strict";
+// The agent desk. It reads tickets from /__demo__/desk once a second; its buttons call the stand-in's
+// agent simulation (/__standin__/tickets/<id>/assign|reply|solve), which runs the installed triggers:
+// Zendesk-signed webhooks to the gateway, exactly as a real agent's clicks do.
+
+const $ = (selector) => document.querySelector(selector);
+const ROLES = { "end-user": "end user", agent: "agent", admin: "API user" };
+const VIAS = { api: "via API", web: "via web", email: "via email" };
+let desk = { agents: [], tickets: [] };
+let selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) || null;
+let drawnList = "";
+let drawnTicket = "";
+
+async function call(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.message || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clock(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+const agentId = () => Number($("#agent").value);
+const current = () => desk.tickets.find((t) => t.id === selected);
+
+function drawAgents() {
+  const select = $("#agent");
+  const key = desk.agents.map((a) => a.id).join();
+  if (select.dataset.key === key) return;
+  const chosen = select.value;
+  select.dataset.key = key;
+  select.replaceChildren(...desk.agents.map((a) => new Option(a.name, a.id)));
+  if (desk.agents.some((a) => String(a.id) === chosen)) select.value = chosen;
+}
+
+function drawList() {
+  $("#no-tickets").hidden = desk.tickets.length > 0;
+  const key = JSON.stringify(desk.tickets.map((t) => [t.id, t.status, t.assignee, t.id === selected]));
+  if (key === drawnList) return;
+  drawnList = key;
+  $("#tickets").replaceChildren(
+    ...desk.tickets.map((ticket) => {
+      const item = element("li", ticket.id === selected ? "selected" : "");
+      item.dataset.id = ticket.id;
+      const link = element("a");
+      link.href = `/agent/tickets/${ticket.id}`;
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        openTicket(ticket.id);
+      });
+      const badge = element("span", `badge ${ticket.status}`, ticket.status);
+      link.append(
+        element("span", "who", `#${ticket.id} · `),
+        badge,
+        element("span", "subject", ticket.subject),
+        element("span", "who", `${ticket.requester || "?"} · ${ticket.assignee ? "assigned to " + ticket.assignee : "unassigned"}`),
+      );
+      item.append(link);
+      return item;
+    }),
+  );
+}
+
+function drawComment(comment, index) {
+  const role = comment.role === "agent" ? "agent" : "";
+  const item = element("li", index === 0 ? "transcript" : role);
+  const meta = element("div", "meta");
+  meta.append(
+    element("b", "", comment.author),
+    ` · ${ROLES[comment.role] || comment.role} · ${VIAS[comment.via] || comment.via} · ${clock(comment.at)}`,
+    comment.public ? "" : " · internal note",
+    index === 0 ? " · ticket description (the bot's transcript)" : "",
+  );
+  item.append(meta, element("pre", "", comment.body));
+  if (comment.attachments.length) {
+    const files = element("div", "attachments");
+    for (const attachment of comment.attachments) {
+      const link = element("a", "", `📎 ${attachment.name}`);
+      link.href = attachment.url;
+      link.target = "_blank";
+      files.append(link);
+    }
+    item.append(files);
+  }
+  return item;
+}
+
+function drawTicket() {
+  const ticket = current();
+  $("#ticket").hidden = !ticket;
+  $("#no-ticket").hidden = Boolean(ticket);
+  if (!ticket) return;
+  const done = ticket.status === "solved" || ticket.status === "closed";
+  $("#assign").disabled = done || ticket.assigneeId === agentId();
+  $("#solve").disabled = done;
+  $("#reply-send").disabled = done;
+  $("#reply-body").disabled = done;
+  const key = JSON.stringify([ticket, agentId()]);
+  if (key === drawnTicket) return;
+  drawnTicket = key;
+  $("#ticket-subject").textContent = `#${ticket.id} ${ticket.subject}`;
+  $("#ticket-status").textContent = ticket.status;
+  $("#ticket-status").className = `badge ${ticket.status}`;
+  $("#ticket-priority").textContent = ticket.priority || "-";
+  $("#ticket-requester").textContent = ticket.requester || "-";
+  $("#ticket-assignee").textContent = ticket.assignee || "unassigned";
+  $("#comments").replaceChildren(...ticket.comments.map(drawComment));
+  $("#webhooks").replaceChildren(
+    ...ticket.webhooks.map((hook) => {
+      const item = element("li");
+      const ok = hook.status !== null && hook.status < 300;
+      item.append(
+        element("span", `badge ${ok ? "ok" : "bad"}`, hook.status ?? "error"),
+        element("b", "", hook.type),
+        element("span", "mono", hook.attempt > 1 ? `attempt ${hook.attempt}` : ""),
+        element("span", "when", clock(hook.at)),
+      );
+      return item;
+    }),
+  );
+}
+
+function draw() {
+  if (selected === null && desk.tickets.length) openTicket(desk.tickets[0].id, true);
+  drawAgents();
+  drawList();
+  drawTicket();
+}
+
+function openTicket(ticketId, replace = false) {
+  selected = ticketId;
+  const path = `/agent/tickets/${ticketId}`;
+  if (location.pathname !== path) history[replace ? "replaceState" : "pushState"]({}, "", path);
+  $("#error").textContent = "";
+  draw();
+}
+
+async function refresh() {
+  try {
+    desk = await call("GET", "/__demo__/desk");
+    draw();
+  } catch (error) {
+    $("#error").textContent = `Lost the demo (${error.message}); is it still running?`;
+  }
+}
+
+async function agentAction(action, body = {}) {
+  $("#error").textContent = "";
+  try {
+    await call("POST", `/__standin__/tickets/${selected}/${action}`, { agent_id: agentId(), ...body });
+    await refresh();
+    return true;
+  } catch (error) {
+    $("#error").textContent = error.message;
+    return false;
+  }
+}
+
+$("#assign").addEventListener("click", () => agentAction("assign"));
+$("#solve").addEventListener("click", () => agentAction("solve"));
+$("#agent").addEventListener("change", draw);
+$("#reply-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = $("#reply-body").value.trim();
+  if (body && (await agentAction("reply", { body }))) $("#reply-body").value = "";
+});
+window.addEventListener("popstate", () => {
+  selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) || null;
+  draw();
+});
+
+refresh();
+setInterval(refresh, 1000);
