@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
+
 from chaos.stack import Database, Session, Stack, log
 
 # Short timeouts, backoffs and lease, so a crash costs seconds, not minutes, in a run.
@@ -173,6 +175,22 @@ class ChaosRun:
         }
 
 
+def diagnose(database_url: str) -> None:
+    """Why a message did not arrive, from the gateway's own records (printed before the drop)."""
+    queries = {
+        "deliveries not delivered": "SELECT kind, status, attempts, maybe_delivered, last_status_code, "
+        "left(last_error, 200) FROM sessions_app_delivery WHERE status NOT IN ('succeeded', 'skipped')",
+        "webhooks not applied": "SELECT event_type, status, ticket_external_id, left(detail, 200) "
+        "FROM sessions_app_webhookevent WHERE status NOT IN ('processed', 'ignored')",
+    }
+    with psycopg.connect(database_url) as conn:
+        for title, sql in queries.items():
+            rows = conn.execute(sql).fetchall()
+            log(f"{title}: {len(rows)}")
+            for row in rows[:20]:
+                log(f"  {row}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=200)
@@ -215,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{accepted} messages accepted; waiting for delivery")
             run.wait_settled(accepted)
             result = run.report(accepted) | {"seconds": round(time.monotonic() - started, 1)}
+            if result["lost"] or result["duplicated"] or result["out_of_order"]:
+                diagnose(database.url)
         finally:
             stack.stop()
     if options.keep_logs:
