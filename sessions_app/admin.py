@@ -172,6 +172,14 @@ def _bar_chart(points: list[tuple[str, float, str]], *, width: int = 480, height
     return {"width": width, "height": height, "bars": bars, "baseline": plot, "label_y": height - 3, "top": top}
 
 
+
+def _object_or_404(model_admin: admin.ModelAdmin, request, object_id: str):
+    """The object an admin view acts on, with the admin's own permission-aware lookup."""
+    obj = model_admin.get_object(request, unquote(object_id))
+    if obj is None:
+        raise Http404(f"No such {model_admin.opts.verbose_name}.")
+    return obj
+
 class ConfirmedActionMixin:
     """Actions that cannot be undone ask first, like Django's own "delete selected"."""
 
@@ -527,17 +535,11 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _integration_or_404(self, request, object_id: str) -> Integration:
-        integration = self.get_object(request, unquote(object_id))
-        if integration is None:
-            raise Http404("No such integration.")
-        return integration
-
     def test_connection_view(self, request, object_id: str):
         """Calls the help desk and Botpress with the stored credentials (POST; anyone who may look)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        integration = self._integration_or_404(request, object_id)
+        integration = _object_or_404(self, request, object_id)
         if not self.has_view_permission(request, integration):
             raise PermissionDenied
         answers = integration_connection_test_by_operator(integration=integration, operator=request.user)
@@ -552,7 +554,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/sessions_app/integration/connection_test.html", context)
 
     def rotate_webhook_secret_view(self, request, object_id: str):
-        integration = self._integration_or_404(request, object_id)
+        integration = _object_or_404(self, request, object_id)
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
         form = OperatorReasonForm(request.POST if request.method == "POST" else None, required=False)
@@ -853,18 +855,12 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def _session_or_404(self, request, object_id: str) -> HitlSession:
-        session = self.get_object(request, unquote(object_id))
-        if session is None:
-            raise Http404("No such session.")
-        return session
-
     def _back(self, session: HitlSession) -> HttpResponseRedirect:
         return HttpResponseRedirect(_admin_url("hitlsession", "change", session.pk))
 
     def close_view(self, request, object_id: str):
         """The "Close session" button: a page asking why, then the close (CSRF by ``admin_view``)."""
-        session = self._session_or_404(request, object_id)
+        session = _object_or_404(self, request, object_id)
         if not self.has_close_permission(request, session):
             raise PermissionDenied
         form = OperatorReasonForm(request.POST if request.method == "POST" else None)
@@ -889,7 +885,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         """Retry the session's dead deliveries, or the one named by ``delivery`` (POST)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        session = self._session_or_404(request, object_id)
+        session = _object_or_404(self, request, object_id)
         if not self.has_retry_permission(request, session):
             raise PermissionDenied
         deliveries = session.deliveries.filter(status=DeliveryStatus.DEAD)
@@ -907,7 +903,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         return self._back(session)
 
     def resend_view(self, request, object_id: str, message_id: int):
-        session = self._session_or_404(request, object_id)
+        session = _object_or_404(self, request, object_id)
         if not self.has_resend_permission(request, session):
             raise PermissionDenied
         message = get_object_or_404(Message, pk=message_id, session=session)

@@ -3,34 +3,11 @@
 // calls the gateway (createUser, startHitl, hitl messages, stopHitl) once a human is asked for.
 // The page only draws what that API returns, and polls it once a second for the agent's side.
 
-const $ = (selector) => document.querySelector(selector);
 const STORAGE_KEY = "hitl-demo-chat";
 const STATUS = { bot: "Chatting with the demo bot", waiting: "Waiting for an agent…" };
 let chat = null;
 let drawnEntries = "";
 let drawnTrace = "";
-
-async function call(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.message || `${response.status} ${response.statusText}`);
-  return data;
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function clock(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-}
 
 function textOf(entry) {
   const p = entry.payload || {};

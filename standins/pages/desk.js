@@ -3,35 +3,12 @@
 // agent simulation (/__standin__/tickets/<id>/assign|reply|solve), which runs the installed triggers:
 // Zendesk-signed webhooks to the gateway, exactly as a real agent's clicks do.
 
-const $ = (selector) => document.querySelector(selector);
 const ROLES = { "end-user": "end user", agent: "agent", admin: "API user" };
 const VIAS = { api: "via API", web: "via web", email: "via email" };
 let desk = { agents: [], tickets: [] };
 let selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) || null;
 let drawnList = "";
 let drawnTicket = "";
-
-async function call(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.message || `${response.status} ${response.statusText}`);
-  return data;
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function clock(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-}
 
 const agentId = () => Number($("#agent").value);
 const current = () => desk.tickets.find((t) => t.id === selected);
