@@ -175,6 +175,8 @@ class Demo:
             "5",
             "--access-logfile",
             "-",
+            "--logger-class",
+            "hitl_gateway.gunicorn_logging.RedactingLogger",  # the Botpress URL secrets stay out
             "--no-control-socket",  # its default path is shared by every gunicorn of the user
         )
         celery = ("celery", "-A", "demo.celery_app")

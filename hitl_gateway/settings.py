@@ -181,6 +181,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 HITL = {
     # Zendesk documents no replay window; we accept signatures at most this old (or new).
     "WEBHOOK_REPLAY_WINDOW_SECONDS": env.int("HITL_WEBHOOK_REPLAY_WINDOW_SECONDS", 300),
+    # After the signing secret changes, the previous one is still accepted this long.
+    "WEBHOOK_SECRET_GRACE_SECONDS": env.int("HITL_WEBHOOK_SECRET_GRACE_SECONDS", 600),
     "HTTP_CONNECT_TIMEOUT": env.float("HITL_HTTP_CONNECT_TIMEOUT", 5.0),
     "HTTP_READ_TIMEOUT": env.float("HITL_HTTP_READ_TIMEOUT", 30.0),
     # Retry budget of one outbound delivery before it is declared dead (default: a day).

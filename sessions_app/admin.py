@@ -61,6 +61,7 @@ from sessions_app.services.integrations import (
     integration_api_key_rotate,
     integration_create,
     integration_secrets_redact,
+    integration_signing_secret_replace,
     integration_webhook_install,
     integration_webhook_url,
 )
@@ -461,8 +462,9 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             obj.botpress_token = secrets["new_botpress_token"]
             update_fields.add("botpress_token")
         if "new_webhook_signing_secret" in secrets:
-            obj.webhook_signing_secret = secrets["new_webhook_signing_secret"]
-            update_fields.add("webhook_signing_secret")
+            update_fields.update(
+                integration_signing_secret_replace(integration=obj, secret=secrets["new_webhook_signing_secret"])
+            )
         if update_fields:
             obj.save(update_fields=[*sorted(update_fields), "updated_at"])
 

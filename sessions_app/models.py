@@ -43,6 +43,10 @@ class Integration(models.Model):
     # ``services.integrations.integration_provider`` and never rendered.
     provider_credentials = models.JSONField(default=dict, blank=True)
     webhook_signing_secret = models.CharField(max_length=255, blank=True)
+    # The secret before the last change, still accepted for a grace period: webhooks Zendesk
+    # signed just before a rotation or a reinstall are in flight when the new secret is stored.
+    webhook_signing_secret_previous = models.CharField(max_length=255, blank=True)
+    webhook_signing_secret_changed_at = models.DateTimeField(null=True, blank=True)
     # Ids of what we installed in the help desk (webhook id, trigger ids), for reinstall/removal.
     provider_installation = models.JSONField(default=dict, blank=True)
     botpress_api_url = models.URLField(default="https://api.botpress.cloud")

@@ -5,6 +5,7 @@ tests drive the services from concurrent threads on real PostgreSQL.
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -333,3 +334,33 @@ def test_a_transient_database_error_retries_the_webhook_instead_of_failing_it(li
     assert retries == [{"webhook_event_id": event.pk, "countdown": 1.0}]
     assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 1
     assert Message.objects.filter(session=live_session, external_message_id="920").exists()
+
+
+@pytest.mark.django_db
+def test_the_previous_signing_secret_is_accepted_only_during_its_grace(settings, monkeypatch):
+    """Webhooks Zendesk signed just before a rotation or reinstall are still in flight."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    from providers.zendesk.webhooks import signature_compute
+    from sessions_app.services import webhooks
+    from sessions_app.services.integrations import integration_signing_secret_replace
+
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+    integration.save(update_fields=integration_signing_secret_replace(integration=integration, secret="old-secret"))
+    integration.save(update_fields=integration_signing_secret_replace(integration=integration, secret="new-secret"))
+
+    def receive(secret: str, n: int):
+        body = json.dumps({"type": "ticketAssigned", "ticketId": str(n), "externalId": ""}).encode()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers = {"X-Zendesk-Webhook-Signature": signature_compute(secret=secret, timestamp=stamp, body=body),
+                   "X-Zendesk-Webhook-Signature-Timestamp": stamp}
+        return webhooks.webhook_receive(integration_id=str(integration.pk), provider="zendesk", headers=headers,
+                                        body=body, remote_addr="127.0.0.1").status_code
+
+    assert (receive("new-secret", 1), receive("old-secret", 2), receive("other", 3)) == (200, 200, 401)
+    integration.webhook_signing_secret_changed_at = timezone.now() - timedelta(seconds=601)
+    integration.save(update_fields=["webhook_signing_secret_changed_at"])
+    assert (receive("new-secret", 4), receive("old-secret", 5)) == (200, 401)

@@ -7,10 +7,12 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from botpress.client import BotpressClient
 from botpress.hitl_api import HitlApiWebhooks
@@ -147,6 +149,29 @@ def integration_botpress(*, integration: Integration, in_request: bool) -> Botpr
     )
 
 
+def integration_signing_secret_replace(*, integration: Integration, secret: str) -> list[str]:
+    """Set a new webhook signing secret, keeping the old one for the grace period.
+
+    Does not save: returns the fields to save, so callers save them with their own changes.
+    """
+    if secret == integration.webhook_signing_secret:
+        return []
+    integration.webhook_signing_secret_previous = integration.webhook_signing_secret
+    integration.webhook_signing_secret_changed_at = timezone.now()
+    integration.webhook_signing_secret = secret
+    return ["webhook_signing_secret", "webhook_signing_secret_previous", "webhook_signing_secret_changed_at"]
+
+
+def integration_signing_secrets(*, integration: Integration) -> list[str]:
+    """The secrets a webhook may be signed with now: the current one, and the previous in its grace."""
+    secrets = [integration.webhook_signing_secret]
+    changed_at = integration.webhook_signing_secret_changed_at
+    grace = timedelta(seconds=settings.HITL["WEBHOOK_SECRET_GRACE_SECONDS"])
+    if integration.webhook_signing_secret_previous and changed_at and timezone.now() - changed_at <= grace:
+        secrets.append(integration.webhook_signing_secret_previous)
+    return secrets
+
+
 def integration_webhook_install(*, integration: Integration, url: str = "") -> Integration:
     """Install the help-desk webhook and triggers, and keep the signing secret.
 
@@ -157,9 +182,9 @@ def integration_webhook_install(*, integration: Integration, url: str = "") -> I
         url=url or integration_webhook_url(integration=integration),
         previous_state=integration.provider_installation,
     )
-    integration.webhook_signing_secret = installation.signing_secret
+    changed = integration_signing_secret_replace(integration=integration, secret=installation.signing_secret)
     integration.provider_installation = installation.state
-    integration.save(update_fields=["webhook_signing_secret", "provider_installation", "updated_at"])
+    integration.save(update_fields=[*changed, "provider_installation", "updated_at"])
     return integration
 
 
@@ -283,6 +308,7 @@ def _integration_secrets(integration: Integration) -> list[str]:
     values = (
         integration.botpress_token,
         integration.webhook_signing_secret,
+        integration.webhook_signing_secret_previous,
         integration.api_key_hash,
         credentials.get("api_token"),
         getattr(integration, "botpress_url_secret", ""),
@@ -358,6 +384,6 @@ def integration_webhook_secret_rotate(*, integration: Integration) -> Integratio
     secret = integration_provider(integration=integration).webhook_secret_rotate(
         state=integration.provider_installation
     )
-    integration.webhook_signing_secret = secret
-    integration.save(update_fields=["webhook_signing_secret", "updated_at"])
+    changed = integration_signing_secret_replace(integration=integration, secret=secret)
+    integration.save(update_fields=[*changed, "updated_at"])
     return integration

@@ -20,6 +20,7 @@ from django.utils import timezone
 from providers import provider_class
 from providers.base import WebhookInvalid, WebhookRejected
 from sessions_app.models import Integration, WebhookEvent, WebhookStatus
+from sessions_app.services.integrations import integration_signing_secrets
 from sessions_app.services.sessions import session_events_apply
 
 log = structlog.get_logger(__name__)
@@ -71,13 +72,7 @@ def webhook_receive(
         "remote_addr": remote_addr,
     }
     try:
-        adapter.webhook_verify(
-            headers=lowered,
-            body=body,
-            secret=integration.webhook_signing_secret,
-            now=timezone.now(),
-            window=timedelta(seconds=settings.HITL["WEBHOOK_REPLAY_WINDOW_SECONDS"]),
-        )
+        _verify(adapter, integration, headers=lowered, body=body)
     except WebhookRejected as exc:
         WebhookEvent.objects.create(status=WebhookStatus.REJECTED, detail=str(exc), **record)
         log.warning("webhook.rejected", integration_id=str(integration.pk), reason=str(exc))
@@ -107,6 +102,19 @@ def webhook_receive(
     except IntegrityError:
         return WebhookOutcome(200, {"status": "duplicate"})
     return WebhookOutcome(200, {"status": "accepted"})
+
+
+def _verify(adapter, integration: Integration, *, headers: Mapping[str, str], body: bytes) -> None:
+    """Accept a signature by the current secret, or by the previous one during its grace period."""
+    window = timedelta(seconds=settings.HITL["WEBHOOK_REPLAY_WINDOW_SECONDS"])
+    first_error = None
+    for secret in integration_signing_secrets(integration=integration):
+        try:
+            adapter.webhook_verify(headers=headers, body=body, secret=secret, now=timezone.now(), window=window)
+            return
+        except WebhookRejected as exc:
+            first_error = first_error or exc
+    raise first_error
 
 
 def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -> None:
