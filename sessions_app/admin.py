@@ -218,8 +218,8 @@ class ConfirmedActionMixin:
 URL_OVERRIDES = {models.URLField: {"assume_scheme": "https"}}
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records only the gateway writes: operators look, they do not edit."""
+class NoWrites:
+    """Records only the gateway writes: operators look, they do not add, edit or delete."""
 
     formfield_overrides = URL_OVERRIDES
 
@@ -233,20 +233,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyTabularInline(admin.TabularInline):
-    formfield_overrides = URL_OVERRIDES
+class ReadOnlyAdmin(NoWrites, admin.ModelAdmin):
+    pass
+
+
+class ReadOnlyTabularInline(NoWrites, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # --- integrations ---------------------------------------------------------------------------
