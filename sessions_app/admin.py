@@ -243,6 +243,22 @@ class ReadOnlyTabularInline(NoWrites, admin.TabularInline):
     show_change_link = True
 
 
+# The Botpress connection, the same on the add and the change page.
+BOTPRESS_FIELDSET = (
+    "Botpress",
+    {
+        "fields": (
+            "botpress_api_url",
+            "botpress_bot_id",
+            "botpress_integration_id",
+            "botpress_integration_alias",
+            "botpress_bot_user_id",
+            "new_botpress_token",
+        )
+    },
+)
+
+
 # --- integrations ---------------------------------------------------------------------------
 @admin.register(Integration)
 class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
@@ -282,19 +298,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                         )
                     },
                 ),
-                (
-                    "Botpress",
-                    {
-                        "fields": (
-                            "botpress_api_url",
-                            "botpress_bot_id",
-                            "botpress_integration_id",
-                            "botpress_integration_alias",
-                            "botpress_bot_user_id",
-                            "new_botpress_token",
-                        )
-                    },
-                ),
+                BOTPRESS_FIELDSET,
             )
         return (
             (None, {"fields": ("name", "is_active")}),
@@ -326,19 +330,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                     "asks the help desk whether the webhook and its triggers are still active.",
                 },
             ),
-            (
-                "Botpress",
-                {
-                    "fields": (
-                        "botpress_api_url",
-                        "botpress_bot_id",
-                        "botpress_integration_id",
-                        "botpress_integration_alias",
-                        "botpress_bot_user_id",
-                        "new_botpress_token",
-                    )
-                },
-            ),
+            BOTPRESS_FIELDSET,
             (
                 "Gateway API key",
                 {
