@@ -63,6 +63,23 @@ class AgentProfile:
 
 
 @dataclass(frozen=True)
+class MessagePart:
+    """One piece of an agent's message, in the order the agent wrote it.
+
+    ``kind`` "text": ``text`` is Markdown. ``kind`` "media": ``url`` is where the help desk
+    serves the file (it may need the help desk's credentials), ``filename`` and ``alt`` describe
+    it, ``content_type`` is empty when the help desk does not say (it is known on download).
+    """
+
+    kind: str  # "text" | "media"
+    text: str = ""
+    url: str = ""
+    filename: str = ""
+    content_type: str = ""
+    alt: str = ""
+
+
+@dataclass(frozen=True)
 class InboundEvent:
     """One thing a help desk told us, in the domain's words."""
 
@@ -71,7 +88,8 @@ class InboundEvent:
     reference: str = ""  # what the ticket carries as our reference (the conversation id)
     agent: AgentProfile | None = None
     message_external_id: str = ""
-    text: str = ""
+    text: str = ""  # the text parts of ``parts``, joined
+    parts: tuple[MessagePart, ...] = ()  # agent_message: text and media in the agent's order
 
 
 @dataclass(frozen=True)
