@@ -232,6 +232,7 @@ class ZendeskStandin(StandinServer):
         self._audits: dict[int, list[dict[str, Any]]] = {}
         self._uploads: dict[str, dict[str, Any]] = {}
         self._files: dict[str, tuple[str, bytes]] = {}  # attachment token → (content type, content)
+        self.private_attachments = type(self).private_attachments
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._secrets: dict[str, str] = {}
         self._triggers: dict[int, dict[str, Any]] = {}
