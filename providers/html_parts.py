@@ -129,7 +129,7 @@ class _Converter(HTMLParser):
         if self.pre_depth:
             self.out.append(data.replace("\r\n", "\n"))  # kept as written, spaces included
         else:
-            self.out.append(re.sub(r"\s+", " ", data))
+            self.out.append(_collapse(data))
 
     # --- pieces ----------------------------------------------------------------------------
     def _link_close(self, href: str, start: int) -> None:
@@ -165,7 +165,8 @@ class _Converter(HTMLParser):
 
 
 def _collapse(text: str) -> str:
-    return re.sub(r"[ \t\r\n\f\v]+", " ", text)
+    """HTML's white space (not Unicode's: a non-breaking space stays) collapsed to one space."""
+    return re.sub(r"[ \t\r\n\f]+", " ", text)
 
 
 def _render(raw: str) -> str:
