@@ -75,12 +75,15 @@ def test_text_inline_image_and_attachment_arrive_in_order_without_zendesk_creden
     assert ids == [str(comment["id"]), f"{comment['id']}:1", f"{comment['id']}:2"]
 
 
-def test_an_image_only_comment_is_relayed(gateway):
+def test_an_image_only_comment_is_relayed_once(gateway):
     zendesk, botpress = gateway.zendesk, gateway.botpress
     conversation_id, ticket, agent_id = _assigned_ticket(gateway)
     image = {"filename": "photo.png", "content_type": "image/png", "content": PNG}
+    zendesk.add_webhook_fault(kind="duplicate", times=1)  # the same webhook twice: one message per part
     zendesk.agent_reply(ticket["id"], agent_id, "", inline_images=[image])
     messages = botpress.wait_for(lambda: botpress.messages(conversation_id=conversation_id), timeout=30)
+    _session_idle(gateway, conversation_id)
+    messages = botpress.messages(conversation_id=conversation_id)
     assert [m["type"] for m in messages] == ["image"]
     assert requests.get(messages[0]["payload"]["imageUrl"], timeout=5).content == PNG
 
