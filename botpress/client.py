@@ -78,7 +78,9 @@ class BotpressClient:
         delay = asked if asked is not None else float(state.attempt_number)
         return min(delay, self.max_retry_wait)
 
-    def call(self, method: str, path: str, *, json: dict | None = None, params: Any = None) -> dict:
+    def call(
+        self, method: str, path: str, *, json: dict | None = None, params: Any = None, api: str = "/v1/chat"
+    ) -> dict:
         @retry(
             retry=retry_if_exception(_should_retry(method)),
             stop=stop_after_attempt(self.max_retries + 1),
@@ -89,7 +91,7 @@ class BotpressClient:
             response = http_request(
                 self.session,
                 method,
-                f"{self.base_url}/v1/chat{path}",
+                f"{self.base_url}{api}{path}",
                 timeout=self.timeout,
                 describe_error=describe_botpress_error,
                 headers=self.headers,
@@ -162,6 +164,45 @@ class BotpressClient:
     # --- events -----------------------------------------------------------------------------
     def event_create(self, *, type: str, payload: dict) -> dict:
         return self.call("POST", "/events", json={"type": type, "payload": payload})["event"]
+
+    # --- files (Files API, ``/v1/files``) ----------------------------------------------------
+    def file_upload(
+        self, *, key: str, content: bytes, content_type: str, public: bool = True, tags: dict | None = None
+    ) -> dict:
+        """Store a file under ``key`` (replacing what the key held) and return the file record.
+
+        Two steps, as the official client's ``uploadFile``: ``PUT /v1/files`` (upsertFile) with
+        ``key``, ``size``, ``contentType`` and ``accessPolicies`` answers ``{file: {..., url,
+        uploadUrl}}``; the bytes then go in a ``PUT`` to ``uploadUrl`` (a pre-signed URL: no
+        Botpress credentials). With the ``public_content`` policy ``file.url`` is permanent and
+        opens without credentials [doc botpress.com/docs/api-reference/files-api/openapi/upsertFile,
+        "Create files"; code botpress ``packages/client/src/files/upload-file.ts``].
+        """
+        body = _compact(
+            {
+                "key": key,
+                "size": len(content),
+                "contentType": content_type,
+                "accessPolicies": ["public_content"] if public else None,
+                "tags": tags,
+            }
+        )
+        file = self.call("PUT", "", json=body, api="/v1/files")["file"]
+        http_request(
+            self.session,
+            "PUT",
+            file["uploadUrl"],
+            timeout=self.timeout,
+            describe_error=_describe_upload_error,
+            data=content,
+            headers={"Content-Type": file.get("contentType") or content_type},
+        )
+        return file
+
+
+def _describe_upload_error(response: requests.Response) -> tuple[str, str]:
+    """The upload URL is the file store's, which answers in its own terms (not Botpress's envelope)."""
+    return "UploadFailed", f"the file store answered HTTP {response.status_code}"
 
 
 def _compact(body: dict) -> dict:

@@ -31,6 +31,8 @@ EXTERNAL_MESSAGE_TAG = "externalMessageId"
 SESSION_TAG = "sessionId"
 # The hitl-api integration tags its users and conversations with the remote id we issued.
 HITL_API_TAG = "externalId"
+# Botpress media message types and the payload field holding their URL [botpress-hitl.md 1.4].
+MEDIA_URL_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,21 @@ class BotpressSink(abc.ABC):
     @abc.abstractmethod
     def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
         """Tag a Botpress message we relayed to the agent, as Botpress's integrations do."""
+
+    def file_publish(self, *, key: str, content: bytes, content_type: str) -> str:
+        """Store an agent's file in the bot's Files API, public; return its permanent URL.
+
+        ``key`` is stable per message part, so a retry replaces the same file instead of
+        adding one. Raises ``outbound.http`` errors; ``PermanentError`` when this sink has no
+        Files API access.
+        """
+        client = self._files_client()
+        if client is None:
+            raise PermanentError("no Botpress API token to store files with")
+        return client.file_upload(key=key, content=content, content_type=content_type)["url"]
+
+    def _files_client(self) -> BotpressClient | None:
+        return None
 
 
 class RuntimeApiSink(BotpressSink):
@@ -138,6 +155,9 @@ class RuntimeApiSink(BotpressSink):
     def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
         self.client.message_update(message_id, tags=tags)
 
+    def _files_client(self) -> BotpressClient | None:
+        return self.client
+
 
 class HitlApiSink(BotpressSink):
     """Botpress Hub's ``plus/hitl-api``: we issue the remote ids and call its three webhooks.
@@ -179,6 +199,9 @@ class HitlApiSink(BotpressSink):
     def message_send(
         self, *, conversation_id: str, author: AgentRef, type: str, payload: dict, external_message_id: str
     ) -> str:
+        if type in MEDIA_URL_FIELDS:  # ``/message-from-agent`` relays text: the file goes as its link
+            url, title = payload.get(MEDIA_URL_FIELDS[type], ""), payload.get("title", "")
+            type, payload = "text", {"text": f"{title}: {url}" if title else url}
         self.webhooks.message_from_agent(
             remote_conversation_id=conversation_id,
             remote_user_id=author.external_id,
@@ -198,3 +221,6 @@ class HitlApiSink(BotpressSink):
 
     def message_acknowledge(self, *, message_id: str, tags: dict) -> None:
         """The hitl-api has no acknowledgement: its messages carry no ids back to us."""
+
+    def _files_client(self) -> BotpressClient | None:
+        return self.lookup  # a runtime API token, when the integration has one

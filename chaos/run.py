@@ -39,6 +39,11 @@ CHAOS_ENV = {
     "HITL_DELIVERY_LEASE_SECONDS": "20",
 }
 MARKER = re.compile(r"chaos s(\d+) ([au])(\d+)")
+# Every MEDIA_EVERY-th round an agent reply carries an attachment too, counted as direction "m"
+# from the Botpress file message it becomes (its title is the file name, its URL Botpress's).
+MEDIA_EVERY = 3
+MEDIA_MARKER = re.compile(r"chaos-s(\d+)-(m)(\d+)\.png")
+MEDIA_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 class ChaosRun:
@@ -84,7 +89,11 @@ class ChaosRun:
         for session in self.sessions:
             marker = f"chaos s{session.index} u{round_}"
             session.sent_at[marker] = time.time()
-            self.zendesk.agent_reply(session.ticket_id, session.agent_id, marker)
+            attachments = []
+            if round_ % MEDIA_EVERY == MEDIA_EVERY - 1:
+                name = f"chaos-s{session.index}-m{round_}.png"
+                attachments = [{"filename": name, "content_type": "image/png", "content": MEDIA_BYTES}]
+            self.zendesk.agent_reply(session.ticket_id, session.agent_id, marker, attachments=attachments)
 
     def drive(self) -> int:
         rounds = max(1, math.ceil(self.o.messages / (2 * len(self.sessions))))  # at least --messages
@@ -100,7 +109,8 @@ class ChaosRun:
                 self.stack.gateway.restart_web()
                 log("web process back")
             self.send_round(round_)
-        return rounds * 2 * len(self.sessions)
+        media_rounds = sum(1 for r in range(rounds) if r % MEDIA_EVERY == MEDIA_EVERY - 1)
+        return (rounds * 2 + media_rounds) * len(self.sessions)
 
     # --- measurement ----------------------------------------------------------------------------
     def received(self) -> dict[tuple[int, str], list[int]]:
@@ -114,6 +124,11 @@ class ChaosRun:
             match = MARKER.fullmatch(text.strip())
             if match and match[2] == direction:
                 arrived.setdefault((int(match[1]), direction), []).append(int(match[3]))
+        for message in self.botpress.messages():  # agent media: counted only once re-hosted in Botpress
+            match = MEDIA_MARKER.fullmatch(message["payload"].get("title", ""))
+            url = message["payload"].get("imageUrl", "")
+            if match and message["type"] == "image" and url.startswith(self.botpress.base_url):
+                arrived.setdefault((int(match[1]), "m"), []).append(int(match[3]))
         return arrived
 
     def wait_settled(self, expected: int) -> None:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import requests
 
-from outbound.media import MediaFile
+from outbound.media import MediaFile, MediaRefused
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,23 @@ class AgentProfile:
 
 
 @dataclass(frozen=True)
+class MessagePart:
+    """One piece of an agent's message, in the order the agent wrote it.
+
+    ``kind`` "text": ``text`` is Markdown. ``kind`` "media": ``url`` is where the help desk
+    serves the file (it may need the help desk's credentials), ``filename`` and ``alt`` describe
+    it, ``content_type`` is empty when the help desk does not say (it is known on download).
+    """
+
+    kind: str  # "text" | "media"
+    text: str = ""
+    url: str = ""
+    filename: str = ""
+    content_type: str = ""
+    alt: str = ""
+
+
+@dataclass(frozen=True)
 class InboundEvent:
     """One thing a help desk told us, in the domain's words."""
 
@@ -71,7 +88,8 @@ class InboundEvent:
     reference: str = ""  # what the ticket carries as our reference (the conversation id)
     agent: AgentProfile | None = None
     message_external_id: str = ""
-    text: str = ""
+    text: str = ""  # the text parts of ``parts``, joined
+    parts: tuple[MessagePart, ...] = ()  # agent_message: text and media in the agent's order
 
 
 @dataclass(frozen=True)
@@ -113,7 +131,21 @@ class WebhookInvalid(Exception):
         self.message = message
 
 
+class AttachmentUnavailable(Exception):
+    """An agent's file cannot be transferred to Botpress, and retrying will not change that.
+
+    ``link_ok``: its URL opens without help-desk credentials, so the end user may get the link;
+    otherwise they get a note naming the file.
+    """
+
+    def __init__(self, reason: str, *, link_ok: bool) -> None:
+        super().__init__(reason)
+        self.link_ok = link_ok
+
+
 MediaFetcher = Callable[[str], MediaFile]
+DEFAULT_MEDIA_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MEDIA_TIMEOUT = 10.0
 
 
 class HelpDeskProvider(abc.ABC):
@@ -129,12 +161,16 @@ class HelpDeskProvider(abc.ABC):
         session: requests.Session,
         timeout: tuple[float, float],
         media_fetcher: MediaFetcher | None = None,
+        media_max_bytes: int = DEFAULT_MEDIA_MAX_BYTES,
+        media_timeout: float = DEFAULT_MEDIA_TIMEOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.session = session
         self.timeout = timeout
         self.media_fetcher = media_fetcher
+        self.media_max_bytes = media_max_bytes
+        self.media_timeout = media_timeout
 
     def __repr__(self) -> str:  # never show credentials
         return f"{type(self).__name__}({self.base_url!r})"
@@ -153,6 +189,22 @@ class HelpDeskProvider(abc.ABC):
 
     @abc.abstractmethod
     def ticket_close(self, *, ticket_external_id: str) -> None: ...
+
+    def attachment_download(self, *, url: str) -> MediaFile:
+        """The bytes of a file an agent sent (inline image or attachment), to re-host for the end user.
+
+        This default sends no credentials: it fetches through the guarded media fetcher (public
+        addresses only, size and time limits). Adapters whose help desk serves files behind
+        authentication override it, sending credentials only to their own host. Raises
+        ``AttachmentUnavailable`` when the file cannot be had, ``outbound.http.RetryableError``
+        when a later try may succeed.
+        """
+        if self.media_fetcher is None:
+            raise AttachmentUnavailable("no media fetcher configured", link_ok=True)
+        try:
+            return self.media_fetcher(url)
+        except MediaRefused as exc:
+            raise AttachmentUnavailable(str(exc), link_ok=True) from exc
 
     # --- reconciliation: only after an attempt whose outcome is unknown ---------------------
     @abc.abstractmethod

@@ -3,12 +3,17 @@
 Follows shared/reference/botpress-api.md sections B and D: the same paths, bodies, status codes and
 `{id, code, type, message}` errors, so the gateway's Botpress client is exercised as in production.
 Every object belongs to the bot that created it; a bot never sees another bot's objects.
+
+Also the Files API's upsert (`PUT /v1/files`, section F): it answers a pre-signed `uploadUrl`
+that takes exactly `size` bytes by `PUT`, and the file's `url`, which serves the bytes once
+uploaded: without credentials for `public_content` files, else only with the URL's signature.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import hmac
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -74,6 +79,8 @@ _MEDIA_URL_FIELD = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl
 _HITL_TYPES = ("text", *_MEDIA_URL_FIELD, "bloc")
 _BLOC_ITEM_TYPES = ("text", *_MEDIA_URL_FIELD, "location", "markdown")
 Store = dict[str, dict[str, Any]]  # object id → object
+FILE_ACCESS_POLICIES = ("integrations", "public_content")
+FILE_KEY_MAX = 1000
 
 
 def error_id() -> str:
@@ -291,6 +298,10 @@ class BotpressStandin(StandinServer):
             ("POST", "/integrations/configure", self._configure_integration),
         ]:
             self.route(method, v1 + pattern, handler)
+        self.route("PUT", "/v1/files", self._upsert_file)
+        # The file store: pre-signed upload URLs and file URLs, reached without Botpress credentials.
+        self.route("PUT", "/files-store/upload/(?P<id>[^/]+)", self._store_upload, public=True)
+        self.route("GET", "/files-store/(?P<id>[^/]+)/(?P<name>[^/]+)", self._store_download, public=True)
         self.control_route("POST", "bots", self._control_add_bot)
 
     # ----------------------------------------------------------------- test API
@@ -336,12 +347,24 @@ class BotpressStandin(StandinServer):
         with self.lock:
             return copy.deepcopy(list(self._states.values()))
 
+    def files(self) -> list[dict[str, Any]]:
+        """File records (without their upload URLs), oldest first."""
+        with self.lock:
+            return copy.deepcopy(list(self._files.values()))
+
+    def file_content(self, file_id: str) -> bytes | None:
+        with self.lock:
+            return self._file_contents.get(file_id)
+
     def reset_state(self) -> None:
         self._users: Store = {}
         self._conversations: Store = {}
         self._messages: Store = {}
         self._events: Store = {}
         self._states: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._files: Store = {}
+        self._file_contents: dict[str, bytes] = {}  # file id → uploaded bytes
+        self._file_secret = secrets.token_hex(16)
         self._owner: dict[str, str] = {}  # object id → bot id
         self._participants: dict[str, set[str]] = {}  # conversation id → user ids
 
@@ -354,6 +377,7 @@ class BotpressStandin(StandinServer):
                     "messages": list(self._messages.values()),
                     "events": list(self._events.values()),
                     "states": list(self._states.values()),
+                    "files": list(self._files.values()),
                 }
             )
 
@@ -801,6 +825,70 @@ class BotpressStandin(StandinServer):
         body = _body(req)
         _string(body, "identifier", nullable=True)
         return {}
+
+    # ----------------------------------------------------------------- files
+    def _upsert_file(self, req: Request) -> dict[str, Any]:
+        """upsertFile: create or replace the bot's file under `key`; its content comes by `uploadUrl`."""
+        bot = req.auth
+        body = _body(req)
+        key = _string(body, "key", required=True)
+        if len(key) > FILE_KEY_MAX:
+            raise _invalid(f"'key' must be at most {FILE_KEY_MAX} characters")
+        size = body.get("size")
+        if isinstance(size, bool) or not isinstance(size, int | float) or size < 0 or size != int(size):
+            raise _invalid("'size' is required and must be a non-negative integer")
+        content_type = _string(body, "contentType") or "application/octet-stream"
+        policies = body.get("accessPolicies", [])
+        if not isinstance(policies, list) or any(p not in FILE_ACCESS_POLICIES for p in policies):
+            raise _invalid(f"'accessPolicies' must be an array of {', '.join(FILE_ACCESS_POLICIES)}")
+        tags = _tags(body, required=False, allow_delete=False)
+        if "index" in body and not isinstance(body["index"], bool):
+            raise _invalid("'index' must be a boolean")
+        existing = next((f for f in self._mine(self._files, bot) if f["key"] == key), None)
+        file = existing or self._insert(self._files, self._new("file") | {"botId": bot.bot_id, "key": key}, bot)
+        self._touch(file)
+        file.update(
+            size=int(size),
+            contentType=content_type,
+            tags=dict(tags),
+            metadata=body.get("metadata") or {},
+            accessPolicies=list(dict.fromkeys(policies)),
+            index=bool(body.get("index", False)),
+            status="upload_pending",
+        )
+        self._file_contents.pop(file["id"], None)  # updating a file erases its content
+        name = key.rsplit("/", 1)[-1] or "file"
+        file["url"] = f"{self.base_url}/files-store/{file['id']}/{name}"
+        if "public_content" not in file["accessPolicies"]:
+            file["url"] += f"?sig={self._sign('read', file['id'])}"
+        upload_url = f"{self.base_url}/files-store/upload/{file['id']}?sig={self._sign('write', file['id'])}"
+        return {"file": copy.deepcopy(file) | {"uploadUrl": upload_url}}
+
+    def _sign(self, action: str, file_id: str) -> str:
+        return hmac.new(self._file_secret.encode(), f"{action}:{file_id}".encode(), "sha256").hexdigest()[:32]
+
+    def _signed(self, req: Request, action: str, file_id: str) -> bool:
+        return hmac.compare_digest(req.arg("sig") or "", self._sign(action, file_id))
+
+    def _store_upload(self, req: Request) -> Response:
+        """The pre-signed upload: exactly the declared size, as the file store enforces."""
+        file = self._files.get(req.params["id"])
+        if file is None or not self._signed(req, "write", file["id"]):
+            return Response(403, "SignatureDoesNotMatch", content_type="text/plain")
+        if len(req.body) != file["size"]:
+            return Response(400, "The body does not have the size declared for the file", content_type="text/plain")
+        self._file_contents[file["id"]] = req.body
+        file["status"] = "upload_completed"
+        self._touch(file)
+        return Response(200, None)
+
+    def _store_download(self, req: Request) -> Response:
+        file = self._files.get(req.params["id"])
+        if file is None or file["status"] != "upload_completed":
+            return Response(404, "NoSuchKey", content_type="text/plain")
+        if "public_content" not in file["accessPolicies"] and not self._signed(req, "read", file["id"]):
+            return Response(403, "AccessDenied", content_type="text/plain")
+        return Response(200, self._file_contents[file["id"]], content_type=file["contentType"])
 
 
 def _matches(obj: dict[str, Any], wanted: dict[str, str]) -> bool:

@@ -54,6 +54,12 @@ TICKET_FIELDS = (
 )
 PHOTO_URL_MAX = 255
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# The one Liquid loop the stand-in renders: over the latest public comment's attachments, with
+# `{{attachment.filename}}`, `{{attachment.url}}` and `{% if forloop.last == false %}...{% endif %}`.
+_ATTACHMENT_LOOP = re.compile(
+    r"\{%\s*for\s+(\w+)\s+in\s+ticket\.latest_public_comment\.attachments\s*%\}(.*?)\{%\s*endfor\s*%\}", re.S
+)
+_NOT_LAST = re.compile(r"\{%\s*if\s+forloop\.last\s*==\s*false\s*%\}(.*?)\{%\s*endif\s*%\}", re.S)
 
 
 def sign_zendesk_webhook(secret: str, timestamp: str, body: bytes) -> str:
@@ -151,6 +157,9 @@ class ZendeskStandin(StandinServer):
     webhook_timeout = 10.0  # seconds before a delivery attempt counts as timed out
     webhook_max_retries = 5
     webhook_retry_delay = 0.2  # first backoff in seconds, doubled on each retry
+    # The account setting "Require authentication to download" (private attachments): attachment
+    # URLs then answer only with the API agent's credentials, as for private tickets.
+    private_attachments = False
 
     def __init__(
         self,
@@ -223,6 +232,7 @@ class ZendeskStandin(StandinServer):
         self._audits: dict[int, list[dict[str, Any]]] = {}
         self._uploads: dict[str, dict[str, Any]] = {}
         self._files: dict[str, tuple[str, bytes]] = {}  # attachment token → (content type, content)
+        self.private_attachments = type(self).private_attachments
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._secrets: dict[str, str] = {}
         self._triggers: dict[int, dict[str, Any]] = {}
@@ -741,6 +751,8 @@ class ZendeskStandin(StandinServer):
         return Response(204)
 
     def _download(self, req: Request) -> Response:
+        if self.private_attachments:
+            self.authenticate(req)
         found = self._files.get(req.params["token"])
         if found is None:
             raise _not_found()
@@ -943,11 +955,22 @@ class ZendeskStandin(StandinServer):
         """Replace {{placeholders}} with JSON-string-escaped values so a JSON template stays valid."""
         values = self._placeholders(update)
 
-        def substitute(match: re.Match[str]) -> str:
+        def substitute(match: re.Match[str], values: dict[str, Any] = values) -> str:
             value = values.get(match.group(1))
             return "" if value is None else json.dumps(str(value))[1:-1]
 
-        return _PLACEHOLDER.sub(substitute, template)
+        def loop(match: re.Match[str]) -> str:
+            name, body = match.group(1), match.group(2)
+            attachments = values["ticket.latest_public_comment.attachments"]
+            rendered = []
+            for index, attachment in enumerate(attachments):
+                scope = values | {f"{name}.filename": attachment["file_name"], f"{name}.url": attachment["content_url"]}
+                last = index == len(attachments) - 1
+                text = _NOT_LAST.sub(lambda m, last=last: "" if last else m.group(1), body)
+                rendered.append(_PLACEHOLDER.sub(lambda m, scope=scope: substitute(m, scope), text))
+            return "".join(rendered)
+
+        return _PLACEHOLDER.sub(substitute, _ATTACHMENT_LOOP.sub(loop, template))
 
     def _placeholders(self, update: _Update) -> dict[str, Any]:
         ticket = update.ticket
@@ -964,6 +987,7 @@ class ZendeskStandin(StandinServer):
             "ticket.latest_public_comment_html": latest and latest["html_body"],
             "ticket.latest_public_comment.id": latest and latest["id"],
             "ticket.public_comments[0].id": latest and latest["id"],
+            "ticket.latest_public_comment.attachments": latest["attachments"] if latest else [],
         }
         actor = self._users.get(update.actor_id)
         if update.actor_id == SYSTEM_USER_ID:
@@ -1099,9 +1123,22 @@ class ZendeskStandin(StandinServer):
             return self._new_user(name, email, role)["id"]
 
     def agent_reply(
-        self, ticket_id: int, agent_id: int, body: str, public: bool = True, solve: bool = False
+        self,
+        ticket_id: int,
+        agent_id: int,
+        body: str,
+        public: bool = True,
+        solve: bool = False,
+        attachments: list[dict[str, Any]] | None = None,
+        inline_images: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """An agent's reply from the agent workspace (via web); returns the new comment."""
+        """An agent's reply from the agent workspace (via web); returns the new comment.
+
+        ``attachments`` and ``inline_images``: files as ``{filename, content_type, content}``
+        (content as bytes, or base64 text through the control API). Inline images are pasted
+        after the text (``<img src=... alt=filename>`` in the HTML body) and, as in Zendesk,
+        are also the comment's attachments (``inline: true``).
+        """
         with self.lock:
             ticket = self._workable_ticket(ticket_id)
             self._agent(agent_id)
@@ -1113,8 +1150,40 @@ class ZendeskStandin(StandinServer):
             elif ticket["status"] == "new":
                 changes["status"] = "open"
             comment = self._ui_comment(ticket, body, public, agent_id)
+            token = None
+            for inline, files in ((True, inline_images or []), (False, attachments or [])):
+                for file in files:
+                    token, attachment = self._store_file(token, file, inline=inline)
+                    if inline:
+                        src, alt = html.escape(attachment["content_url"]), html.escape(attachment["file_name"])
+                        comment["html_body"] += f'<p><img src="{src}" alt="{alt}"></p>'
+            if token:
+                comment["uploads"] = [token]
             _, saved = self._save(ticket, changes, comment, agent_id, VIA_WEB)
             return copy.deepcopy(saved)
+
+    def _store_file(self, token: str | None, file: dict[str, Any], *, inline: bool) -> tuple[str, dict[str, Any]]:
+        """Add one file to the agent's upload `token` (created when None), as the workspace does."""
+        content = file["content"]
+        if isinstance(content, str):
+            content = base64.b64decode(content)
+        token = token or secrets.token_hex(12)
+        upload = self._uploads.setdefault(token, {"token": token, "expires_at": "", "attachments": []})
+        file_token = secrets.token_hex(12)
+        self._files[file_token] = (file.get("content_type") or "application/octet-stream", content)
+        attachment = {
+            "id": next(self._ids),
+            "file_name": file["filename"],
+            "content_url": f"{self.base_url}/attachments/token/{file_token}/?name={quote(file['filename'])}",
+            "content_type": file.get("content_type") or "application/octet-stream",
+            "size": len(content),
+            "inline": inline,
+            "deleted": False,
+            "thumbnails": [],
+        }
+        attachment["url"] = self._url(f"attachments/{attachment['id']}")
+        upload["attachments"].append(attachment)
+        return token, attachment
 
     def assign(self, ticket_id: int, agent_id: int, by_agent_id: int | None = None) -> dict[str, Any]:
         """Assign the ticket to `agent_id`, by `by_agent_id` (default: the agent takes it himself)."""

@@ -57,13 +57,25 @@ def test_bad_signatures_are_rejected(headers, secret, now, reason):
         signature_verify(headers=headers, body=b"{}", secret=secret, now=now, window=WINDOW)
 
 
-def _render(event_type, **values):
-    """Fill our trigger template as Zendesk would, to parse exactly what it sends."""
-    template = trigger_body(event_type)
-    for key, value in values.items():
-        template = template.replace("{{" + key + "}}", json.dumps(str(value))[1:-1])
+def _render(event_type, attachments=(), **values):
+    """Fill our trigger template as Zendesk would, to parse exactly what it sends.
+
+    ``attachments``: (filename, url) pairs the Liquid loop over the comment's attachments lists.
+    """
     import re
 
+    template = trigger_body(event_type)
+    loop = re.search(
+        r"\{% for attachment in ticket\.latest_public_comment\.attachments %\}(.*?)\{% endfor %\}", template
+    )
+    items = []
+    for index, (filename, url) in enumerate(attachments):
+        item = loop.group(1).replace("{{attachment.filename}}", filename).replace("{{attachment.url}}", url)
+        last = index == len(attachments) - 1
+        items.append(re.sub(r"\{% if forloop\.last == false %\}(.*?)\{% endif %\}", "" if last else r"\1", item))
+    template = template[: loop.start()] + "".join(items) + template[loop.end() :]
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", json.dumps(str(value))[1:-1])
     return re.sub(r"\{\{[^}]+\}\}", "", template).encode()
 
 
@@ -158,3 +170,49 @@ def test_without_an_invocation_id_the_body_is_the_dedup_key():
 )
 def test_comment_text(html, text):
     assert comment_text(html) == text
+
+
+def test_comment_attachments_follow_its_text_and_inline_images():
+    image = "https://acme.zendesk.test/attachments/token/AbC123/?name=screenshot.png"
+    pdf = "https://acme.zendesk.test/attachments/token/Pq7/?name=invoice.pdf"
+    values = AGENT | {
+        "ticket.public_comments[0].id": "900",
+        "ticket.latest_public_comment_html": f'<p>See:</p><p><img src="{image}" alt="screenshot.png"></p>',
+    }
+    body = _render("newMessage", attachments=[("screenshot.png", image), ("invoice.pdf", pdf)], **values)
+    [event] = webhook_parse(headers={}, body=body).events
+    assert [(p.kind, p.text or p.url, p.filename) for p in event.parts] == [
+        ("text", "See:", ""),
+        ("media", image, "screenshot.png"),
+        ("media", pdf, "invoice.pdf"),
+    ]
+    assert event.text == "See:"
+
+
+def test_an_image_only_comment_is_relayed():
+    image = "https://acme.zendesk.test/attachments/token/AbC123/?name=screenshot.png"
+    values = AGENT | {
+        "ticket.public_comments[0].id": "900",
+        "ticket.latest_public_comment_html": f'<p><img src="{image}" alt="screenshot.png"></p>',
+    }
+    [event] = webhook_parse(headers={}, body=_render("newMessage", **values)).events
+    assert event.kind == "agent_message" and event.text == ""
+    assert [(p.kind, p.url, p.alt) for p in event.parts] == [("media", image, "screenshot.png")]
+
+
+def test_the_trigger_body_lists_attachments_with_zendesk_liquid():
+    body = trigger_body("newMessage")
+    assert "{% for attachment in ticket.latest_public_comment.attachments %}" in body
+    assert '"filename": "{{attachment.filename}}", "url": "{{attachment.url}}"' in body
+    assert json.loads(_render("newMessage", attachments=[("a", "https://x.test/a")], **AGENT))["attachments"] == [
+        {"filename": "a", "url": "https://x.test/a"}
+    ]
+
+
+@pytest.mark.parametrize("attachments", ['"x"', '["x"]', '[{"url": {"a": 1}}]'])
+def test_malformed_attachments_name_the_field(attachments):
+    body = b'{"type": "newMessage", "ticketId": "1", "commentId": "2", "comment": "<p>x</p>", '
+    body += b'"currentUser": {"id": "7", "role": "agent"}, "attachments": ' + attachments.encode() + b"}"
+    with pytest.raises(WebhookInvalid) as error:
+        webhook_parse(headers={}, body=body)
+    assert error.value.field in ("attachments", "url")

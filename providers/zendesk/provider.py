@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import mimetypes
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from urllib.parse import urljoin, urlsplit
 
-from outbound.http import PermanentError
+import requests
+
+from outbound.http import PermanentError, RetryableError
 from outbound.http import request as http_request
-from outbound.media import MediaRefused
+from outbound.media import MediaFile, MediaRefused
 from providers.base import (
+    AttachmentUnavailable,
     ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
@@ -19,6 +25,7 @@ from providers.base import (
     TicketSpec,
     WebhookInstallation,
 )
+from providers.html_parts import filename_from_url
 from providers.rendering import render_payload
 from providers.zendesk import webhooks
 from providers.zendesk.entity import ZendeskHitlSessionSerializer
@@ -26,6 +33,8 @@ from providers.zendesk.errors import describe_zendesk_error
 
 MEDIA_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
 MEDIA_LABELS = {"image": "Image", "audio": "Audio", "video": "Video", "file": "File"}
+# Redirects followed on our own host while downloading an attachment.
+MAX_ATTACHMENT_REDIRECTS = 3
 # Zendesk refuses photo URLs longer than this, so they are left out rather than failing the call.
 MAX_PHOTO_URL = 255
 WEBHOOK_NAME = "hitl-gateway"
@@ -138,6 +147,73 @@ class ZendeskProvider(HelpDeskProvider):
         )
         return data["upload"]["token"]
 
+    # --- agents' files ----------------------------------------------------------------------
+    def attachment_download(self, *, url: str) -> MediaFile:
+        """Download an agent's file; our credentials go only to this integration's own host.
+
+        Attachments of private tickets (and accounts requiring sign-in for attachments) need
+        authentication [doc support.zendesk.com "Enabling private attachments"]. Zendesk may
+        redirect to its file store: a redirect to another host is fetched without credentials
+        through the guarded media fetcher. A file on another host (an agent's inline image
+        from the web) never gets credentials either. Size and time are limited.
+        """
+        if not self._own_host(url):
+            return super().attachment_download(url=url)
+        deadline = time.monotonic() + self.media_timeout
+        for _ in range(MAX_ATTACHMENT_REDIRECTS + 1):
+            if not self._own_host(url):
+                return self._fetch_redirected(url)
+            try:
+                response = http_request(
+                    self.session,
+                    "GET",
+                    url,
+                    timeout=(self.media_timeout, self.media_timeout),
+                    describe_error=describe_zendesk_error,
+                    headers={"Authorization": self._auth_header()},
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except PermanentError as exc:
+                raise AttachmentUnavailable(f"Zendesk answered {exc}", link_ok=False) from exc
+            with response:
+                if response.is_redirect and response.headers.get("Location"):
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                content = self._read_limited(response, deadline)
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            filename = filename_from_url(url)
+            content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            return MediaFile(filename=filename, content_type=content_type, content=content)
+        raise AttachmentUnavailable("too many redirects", link_ok=False)
+
+    def _own_host(self, url: str) -> bool:
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (theirs.scheme, (theirs.netloc or "").lower()) == (ours.scheme, ours.netloc.lower())
+
+    def _fetch_redirected(self, url: str) -> MediaFile:
+        try:
+            return super().attachment_download(url=url)
+        except AttachmentUnavailable as exc:  # the original URL needs our credentials
+            raise AttachmentUnavailable(str(exc), link_ok=False) from exc
+
+    def _read_limited(self, response: requests.Response, deadline: float) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.media_max_bytes:
+            raise AttachmentUnavailable("too large", link_ok=False)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self.media_max_bytes:
+                    raise AttachmentUnavailable("too large", link_ok=False)
+                if time.monotonic() > deadline:
+                    raise RetryableError("attachment download took too long")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise RetryableError(f"attachment download failed: {type(exc).__name__}") from exc
+        return b"".join(chunks)
+
     # --- webhooks ---------------------------------------------------------------------------
     @classmethod
     def webhook_verify(
@@ -183,8 +259,9 @@ class ZendeskProvider(HelpDeskProvider):
         me = self._call("GET", "users/me.json").get("user") or {}
         details: dict = {"user": me.get("name") or "", "role": me.get("role") or "", "user_id": me.get("id")}
         if me.get("id") is None:
-            return ConnectionCheck(False, "Zendesk answered as an anonymous user: the email or API token "
-                                   "is not accepted", details)
+            return ConnectionCheck(
+                False, "Zendesk answered as an anonymous user: the email or API token is not accepted", details
+            )
         summary = f"authenticated as {me.get('name')} ({me.get('role')})"
         ok = me.get("role") in ("agent", "admin")
         if not ok:

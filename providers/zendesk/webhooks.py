@@ -9,13 +9,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
-from providers.base import AgentProfile, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
+from providers.base import (
+    AgentProfile,
+    InboundEvent,
+    MessagePart,
+    ParsedWebhook,
+    WebhookInvalid,
+    WebhookRejected,
+)
+from providers.html_parts import filename_from_url, html_to_parts
 
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
@@ -27,8 +36,23 @@ EVENT_TYPES = (NEW_MESSAGE, ASSIGNED, SOLVED)
 _PERSON = ("id", "name", "email", "role", "remote_photo_url")
 
 
+# The latest public comment's attachments as a JSON array, with Zendesk's Liquid: the comment
+# object's ``attachments`` each have ``filename`` and ``url`` [doc support.zendesk.com
+# "Zendesk placeholders reference", comment data; the same loop is used by public trigger bodies].
+_ATTACHMENTS_LIQUID = (
+    "[{% for attachment in ticket.latest_public_comment.attachments %}"
+    '{"filename": "{{attachment.filename}}", "url": "{{attachment.url}}"}'
+    "{% if forloop.last == false %},{% endif %}{% endfor %}]"
+)
+_ATTACHMENTS_SLOT = "__attachments__"
+
+
 def trigger_body(event_type: str) -> str:
-    """The JSON template a trigger posts; Zendesk fills the ``{{...}}`` placeholders."""
+    """The JSON template a trigger posts; Zendesk fills the ``{{...}}`` placeholders.
+
+    ``attachments`` lists the latest public comment's attachments (an empty array when there
+    are none), so relaying an agent's files needs no API read.
+    """
     body = {
         "type": event_type,
         "ticketId": "{{ticket.id}}",
@@ -36,10 +60,11 @@ def trigger_body(event_type: str) -> str:
         "status": "{{ticket.status}}",
         "commentId": "{{ticket.public_comments[0].id}}",
         "comment": "{{ticket.latest_public_comment_html}}",
+        "attachments": _ATTACHMENTS_SLOT,
         "agent": {key: f"{{{{ticket.assignee.{key}}}}}" for key in _PERSON},
         "currentUser": {key: f"{{{{current_user.{key}}}}}" for key in _PERSON},
     }
-    return json.dumps(body)
+    return json.dumps(body).replace(json.dumps(_ATTACHMENTS_SLOT), _ATTACHMENTS_LIQUID)
 
 
 # Conditions of Botpress's own integration: public comments not made through the API (via 5,
@@ -127,8 +152,8 @@ def _agent_comment(data: dict, ticket_id: str, reference: str, author: AgentProf
         raise WebhookInvalid("commentId", "must be a numeric comment id")
     if author.external_id in ("", "-1") or not _is_staff(_string(data.get("currentUser") or {}, "role")):
         return None
-    text = comment_text(_string(data, "comment"))
-    if not text:
+    parts = comment_parts(_string(data, "comment"), attachments=_attachments(data))
+    if not parts:
         return None
     return InboundEvent(
         kind="agent_message",
@@ -136,8 +161,26 @@ def _agent_comment(data: dict, ticket_id: str, reference: str, author: AgentProf
         reference=reference,
         agent=author,
         message_external_id=comment_id,
-        text=text,
+        text="\n\n".join(part.text for part in parts if part.kind == "text"),
+        parts=tuple(parts),
     )
+
+
+def _attachments(data: dict) -> list[MessagePart]:
+    """The comment's attachments from our trigger body (absent in bodies of older triggers)."""
+    listed = data.get("attachments") or []
+    if not isinstance(listed, list):
+        raise WebhookInvalid("attachments", "must be a list")
+    parts = []
+    for item in listed:
+        if not isinstance(item, dict):
+            raise WebhookInvalid("attachments", "must be a list of objects")
+        url = _string(item, "url")
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            continue  # nothing the gateway could fetch
+        filename = _string(item, "filename") or filename_from_url(url)
+        parts.append(MessagePart(kind="media", url=url, filename=filename))
+    return parts
 
 
 def _is_staff(role: str) -> bool:
@@ -145,20 +188,52 @@ def _is_staff(role: str) -> bool:
     return normalised in ("agent", "admin", "administrator", "lightagent")
 
 
+# Zendesk's "submitted by X on behalf of Y" banner line [code BP ``hitl-ticket-filter.ts``].
 _BANNER = re.compile(r"^\s*!\*\*\*.*|.*\*\*\*!\s*$")
-_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6])\s*/?\s*>", re.IGNORECASE)
-_TAGS = re.compile(r"<[^>]+>")
+_SEPARATOR = re.compile(r"^\s*-{3,}\s*$")
+# The legacy comment header, "Jane Agent, Mar 3, 2026, 10:04" (12-hour clocks add AM/PM)
+# [BP PR #14835: dashes, a blank line, an optional banner, "Author, date", then the body].
+_AUTHOR_DATE = re.compile(r"^.{1,200}, [A-Z][a-z]{2,8} \d{1,2}, \d{4}, \d{1,2}:\d{2}(?: ?[AaPp][Mm])?\s*$")
+
+
+def comment_parts(comment_html: str, *, attachments: list[MessagePart] = ()) -> list[MessagePart]:
+    """An agent's comment as ordered parts: its text and inline images, then its attachments.
+
+    Zendesk's legacy comment shape loses its dashes line, banner and "Author, date" header; an
+    attachment that is also an inline image (same URL) is listed once, where it is inline.
+    """
+    parts = html_to_parts(comment_html)
+    if parts and parts[0].kind == "text":
+        body = _strip_legacy_header(parts[0].text)
+        parts = ([replace(parts[0], text=body)] if body else []) + parts[1:]
+    inline = {_url_key(part.url) for part in parts if part.kind == "media"}
+    return parts + [part for part in attachments if _url_key(part.url) not in inline]
 
 
 def comment_text(comment_html: str) -> str:
-    """Plain text of a rendered comment, without Zendesk's separator and 'on behalf of' banner."""
-    text = _BREAKS.sub("\n", comment_html)
-    text = html.unescape(_TAGS.sub("", text)).replace("\r\n", "\n")
-    text = text.lstrip().lstrip("-").strip()
+    """The text of a rendered comment (Markdown), without Zendesk's legacy header."""
+    return "\n\n".join(part.text for part in comment_parts(comment_html) if part.kind == "text")
+
+
+def _strip_legacy_header(text: str) -> str:
     lines = text.split("\n")
+    legacy = bool(lines) and bool(_SEPARATOR.match(lines[0]))
+    if legacy:
+        lines = lines[1:]
+    while lines and not lines[0].strip():
+        lines = lines[1:]
     if lines and _BANNER.match(lines[0]):
         lines = lines[1:]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in lines)).strip()
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    if legacy and lines and _AUTHOR_DATE.match(lines[0]):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
+def _url_key(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.netloc.lower()}{parts.path.rstrip('/')}?{parts.query}"
 
 
 def _string(data: dict, key: str, *, required: bool = False) -> str:

@@ -9,11 +9,14 @@ on the help desk's message id.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
-from botpress.sink import EXTERNAL_MESSAGE_TAG, AgentRef, BotpressSink
-from providers.base import ExternalUserSpec, OutboundMessage, TicketSpec
+from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, AgentRef, BotpressSink
+from outbound.http import PermanentError, RetryableError
+from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
+from providers.html_parts import media_kind
 from providers.rendering import transcript_render
 from sessions_app.models import (
     Delivery,
@@ -35,6 +38,9 @@ from sessions_app.services.outbox import DeliverySkipped
 from sessions_app.services.sessions import EVENT_ASSIGNED
 
 DEFAULT_BOT_NAME = "Botpress"
+# After this many attempts a download that keeps failing transiently is given up: the end user
+# gets a note instead, and the messages after it in the session's lane are no longer held up.
+MEDIA_MAX_DOWNLOAD_ATTEMPTS = 5
 
 
 # --- help-desk side -------------------------------------------------------------------------
@@ -194,10 +200,18 @@ def _agent_ref(sink: BotpressSink, agent: HumanAgent) -> AgentRef:
 
 
 def execute_message_to_user(delivery: Delivery) -> dict:
+    """Relay one part of an agent's message; a media part is first re-hosted in Botpress.
+
+    Only media parts (``delivery.payload["media"]``) download and upload; a text reply costs
+    the one Botpress call.
+    """
     message = delivery.message
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
     agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
     sink = integration_botpress_sink(integration=session.integration, in_request=False)
+    media = delivery.payload.get("media")
+    if media and not media.get("done"):
+        _media_rehost(delivery, message, session, sink)
     botpress_message_id = sink.message_send(
         conversation_id=session.botpress_conversation_id,
         author=_agent_ref(sink, agent),
@@ -209,6 +223,53 @@ def execute_message_to_user(delivery: Delivery) -> dict:
         message.botpress_message_id = botpress_message_id
         message.save(update_fields=["botpress_message_id"])
     return {"botpress_message_id": botpress_message_id}
+
+
+def _media_rehost(delivery: Delivery, message: Message, session: HitlSession, sink: BotpressSink) -> None:
+    """Put an agent's file where the end user can open it without help-desk credentials.
+
+    Downloaded by the help-desk adapter (credentials only to its own host), stored public in
+    the bot's Files API, and the message rewritten to point there. A file that cannot be
+    transferred keeps its link when that link is public, else becomes a note naming it. The
+    outcome is saved on the message and marked on the delivery, so a retry of the send does
+    not transfer again. Transient failures raise for the outbox to retry.
+    """
+    media = delivery.payload["media"]
+    filename = media.get("filename") or "attachment"
+    try:
+        file = integration_provider(integration=session.integration).attachment_download(url=media["url"])
+        kind = media_kind(file.content_type, filename)
+        key = f"hitl-gateway/{session.pk}/{message.pk}/{_safe_key(filename)}"
+        url = sink.file_publish(key=key, content=file.content, content_type=file.content_type)
+        message.type, message.payload = kind, _media_payload(kind, url, media)
+    except AttachmentUnavailable as exc:
+        _media_unavailable(message, media, link_ok=exc.link_ok)
+    except PermanentError:  # Botpress refused to store it (or no token to store it with)
+        _media_unavailable(message, media, link_ok=False)
+    except RetryableError:
+        if delivery.attempts < MEDIA_MAX_DOWNLOAD_ATTEMPTS:
+            raise
+        _media_unavailable(message, media, link_ok=False)
+    message.save(update_fields=["type", "payload"])
+    delivery.payload = {**delivery.payload, "media": {**media, "done": True}}
+    Delivery.objects.filter(pk=delivery.pk).update(payload=delivery.payload)
+
+
+def _media_unavailable(message: Message, media: dict, *, link_ok: bool) -> None:
+    if link_ok:  # the original URL is public: the end user opens it there
+        return
+    kind = message.type if message.type in MEDIA_URL_FIELDS else "file"
+    message.type = "text"
+    message.payload = {"text": f"[{kind}: {media.get('filename') or 'attachment'} — could not be transferred]"}
+
+
+def _media_payload(kind: str, url: str, media: dict) -> dict:
+    title = media.get("alt") or media.get("filename") or ""
+    return {MEDIA_URL_FIELDS[kind]: url} | ({"title": title} if title else {})
+
+
+def _safe_key(filename: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", filename).strip("._")[:100] or "file"
 
 
 def execute_event_to_user(delivery: Delivery) -> dict:

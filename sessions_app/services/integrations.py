@@ -127,6 +127,8 @@ def integration_provider(*, integration: Integration) -> HelpDeskProvider:
         session=_http_session(),
         timeout=_timeout(),
         media_fetcher=fetch,
+        media_max_bytes=hitl["MEDIA_MAX_BYTES"],
+        media_timeout=hitl["MEDIA_FETCH_TIMEOUT"],
     )
 
 

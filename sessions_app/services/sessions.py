@@ -14,8 +14,10 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from botpress.sink import MEDIA_URL_FIELDS
 from outbound.http import OutboundError
-from providers.base import AgentProfile, InboundEvent
+from providers.base import AgentProfile, InboundEvent, MessagePart
+from providers.html_parts import media_kind
 from sessions_app.models import (
     DeliveryKind,
     Direction,
@@ -282,8 +284,11 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
 
 
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
-    """Relay an agent's comment once, whatever number of webhooks carry it.
+    """Relay an agent's comment once, whatever number of webhooks carry it; return its first message.
 
+    Each part (text, image, file...) becomes one message, in the agent's order, with its own
+    external id: the comment id for the first, ``<comment id>:<n>`` after, so the unique index
+    dedups a re-sent webhook part by part. A media part's delivery re-hosts the file first.
     A reply before any assignment assigns the agent first, so Botpress always knows who speaks.
     """
     if session.status == SessionStatus.STOPPED:
@@ -295,29 +300,54 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         or Ticket.objects.filter(session=session, initial_message_id=event.message_external_id).exists()
     ):
         return None
+    parts = event.parts or ((MessagePart(kind="text", text=event.text),) if event.text else ())
+    if not parts:
+        return None
     if session.status == SessionStatus.PENDING:
         session_assign(session=session, agent=agent)
     try:
         with transaction.atomic():
-            message = Message.objects.create(
-                session=session,
-                direction=Direction.TO_USER,
-                type="text",
-                payload={"text": event.text},
-                author_agent=agent,
-                external_message_id=event.message_external_id,
-            )
+            messages = [
+                (
+                    Message.objects.create(
+                        session=session,
+                        direction=Direction.TO_USER,
+                        type=message_type,
+                        payload=payload,
+                        author_agent=agent,
+                        external_message_id=event.message_external_id + (f":{index}" if index else ""),
+                    ),
+                    media,
+                )
+                for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
+            ]
     except IntegrityError:  # the same comment committed by a concurrent webhook
         return None
-    delivery_enqueue(
-        integration_id=session.integration_id,
-        kind=DeliveryKind.MESSAGE_TO_USER,
-        direction=Direction.TO_USER,
-        session=session,
-        message=message,
-    )
+    for message, media in messages:
+        delivery_enqueue(
+            integration_id=session.integration_id,
+            kind=DeliveryKind.MESSAGE_TO_USER,
+            direction=Direction.TO_USER,
+            session=session,
+            message=message,
+            payload={"media": media} if media else None,
+        )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
-    return message
+    return messages[0][0]
+
+
+def _part_message(part: MessagePart) -> tuple[str, dict, dict | None]:
+    """A part as a Botpress message (type, payload) and, for media, what its delivery re-hosts.
+
+    A media part's URL is the help desk's until the delivery replaces it with the re-hosted one;
+    its type is guessed from the name here and corrected from the downloaded content type.
+    """
+    if part.kind != "media":
+        return "text", {"text": part.text}, None
+    kind = media_kind(part.content_type, part.filename)
+    media = {"url": part.url, "filename": part.filename, "content_type": part.content_type, "alt": part.alt}
+    title = part.alt or part.filename
+    return kind, {MEDIA_URL_FIELDS[kind]: part.url} | ({"title": title} if title else {}), media
 
 
 @transaction.atomic

@@ -149,10 +149,23 @@ async function agentAction(action, body = {}) {
 $("#assign").addEventListener("click", () => agentAction("assign"));
 $("#solve").addEventListener("click", () => agentAction("solve"));
 $("#agent").addEventListener("change", draw);
+// A file as the agent simulation takes it: {filename, content_type, content (base64)}.
+async function attachmentOf(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return { filename: file.name, content_type: file.type || "application/octet-stream", content: btoa(binary) };
+}
+
 $("#reply-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const body = $("#reply-body").value.trim();
-  if (body && (await agentAction("reply", { body }))) $("#reply-body").value = "";
+  const attachments = await Promise.all([...$("#reply-files").files].map(attachmentOf));
+  if (!body && !attachments.length) return;
+  if (await agentAction("reply", { body, attachments })) {
+    $("#reply-body").value = "";
+    $("#reply-files").value = "";
+  }
 });
 window.addEventListener("popstate", () => {
   selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) || null;
