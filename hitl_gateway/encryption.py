@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["InvalidToken", "decrypt", "encrypt", "encryption_keys_load", "reencrypt"]
+__all__ = ["InvalidToken", "decrypt", "encrypt", "encryption_keys_load"]
 
 KEYS_VARIABLE = "HITL_ENCRYPTION_KEYS"
 
@@ -105,8 +105,3 @@ def encrypt(plaintext: str) -> str:
 def decrypt(token: str) -> str:
     """The text in ``token``; raises ``InvalidToken`` when no configured key made it (or it was altered)."""
     return _current().decrypt(token.encode()).decode()
-
-
-def reencrypt(token: str) -> str:
-    """``token`` encrypted again with the first key (``MultiFernet.rotate``); raises ``InvalidToken`` like ``decrypt``."""
-    return _current().rotate(token.encode()).decode()

@@ -220,9 +220,10 @@ def _quiesce(zendesk, timeout: float = 15.0) -> None:
     zendesk.wait_webhooks_idle(timeout=timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).exists() or Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, lease_until__gt=timezone.now()
-        ).exists()
+        busy = (
+            WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).exists()
+            or Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__gt=timezone.now()).exists()
+        )
         if not busy:
             break
         time.sleep(0.05)

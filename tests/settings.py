@@ -12,4 +12,4 @@ from cryptography.fernet import Fernet
 
 os.environ.setdefault("HITL_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
-from hitl_gateway.settings import *  # noqa: E402, F403
+from hitl_gateway.settings import *  # noqa: F403

@@ -118,7 +118,8 @@ def _endpoint(url: str) -> tuple[str, str, int | None, str]:
         port = parts.port
     except ValueError:
         port = None
-    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme), parts.path.rstrip("/")
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
 
 
 def integration_connection_change_errors(
