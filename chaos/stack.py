@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import requests
+from cryptography.fernet import Fernet
 
 from chaos.processes import Gateway
 from standins.botpress import BotpressStandin
@@ -81,6 +82,8 @@ class Stack:
                 "HITL_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                 "HITL_VAR_DIR": str(work_dir),
                 "HITL_LOG_LEVEL": "WARNING",
+                # A production-like stack needs its encryption key: one per run, like its database.
+                "HITL_ENCRYPTION_KEYS": os.environ.get("HITL_ENCRYPTION_KEYS") or Fernet.generate_key().decode(),
             }
             | env
         )

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 
 from standins.demo_pages import ChatBotpress, DeskZendesk
 
@@ -139,6 +140,8 @@ class Demo:
             HITL_VAR_DIR=str(self.state),
             DATABASE_URL=f"sqlite:///{self.state / 'gateway.sqlite3'}",
             CELERY_BROKER_URL="filesystem://",
+            # The secrets of this run's fresh state are encrypted with a key of this run.
+            HITL_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             HITL_PUBLIC_BASE_URL=gateway,
             # The stand-ins, and so the media they serve, live on loopback.
             HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",

@@ -90,6 +90,18 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Secrets at rest (hitl_gateway.encryption) ----------------------------------------------
+# Comma-separated Fernet keys: the first encrypts, all decrypt (``manage.py encryption_rotate``
+# re-encrypts with the first). The embedded default keeps a generated key in var/; production
+# (DATABASE_URL set, DEBUG off) must set them, else it refuses to start.
+from hitl_gateway.encryption import encryption_keys_load  # noqa: E402
+
+HITL_ENCRYPTION_KEYS = encryption_keys_load(
+    configured=env.list("HITL_ENCRYPTION_KEYS", default=[]),
+    production=not DEBUG and bool(env.str("DATABASE_URL", default="")),
+    key_file=VAR_DIR / "encryption.key",
+)
+
 # --- Admin log-in rate limiting (django-axes) -------------------------------------------------
 # Axes first: it refuses a locked-out attempt before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]

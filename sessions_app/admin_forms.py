@@ -10,6 +10,7 @@ from django import forms
 from django.db import models
 
 from sessions_app.models import Integration
+from sessions_app.services.integrations import integration_connection_change_errors
 
 KEEP_HELP = "Write-only. Leave blank to keep the current value."
 
@@ -76,6 +77,24 @@ class IntegrationForm(forms.ModelForm):
                 if name in self.fields:
                     self.fields[name].required = True
                     self.fields[name].help_text = "Write-only: it is never shown again."
+
+    # The write-only field that takes each credential the service names.
+    CREDENTIAL_FIELDS = {"provider_credentials": "new_provider_api_token", "botpress_token": "new_botpress_token"}
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance._state.adding:
+            # A new help-desk or Botpress URL needs its credential again: the stored one stays home.
+            errors = integration_connection_change_errors(
+                integration=self.instance,
+                provider_base_url=cleaned.get("provider_base_url"),
+                botpress_api_url=cleaned.get("botpress_api_url"),
+                provider_credentials_given=bool(cleaned.get("new_provider_api_token")),
+                botpress_token_given=bool(cleaned.get("new_botpress_token")),
+            )
+            for field, message in errors.items():
+                self.add_error(self.CREDENTIAL_FIELDS[field], message)
+        return cleaned
 
     def secret_values(self) -> dict[str, str]:
         """The secrets typed in this submission (blank ones omitted: they keep the stored value)."""

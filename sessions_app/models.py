@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from sessions_app.fields import EncryptedJSONField, EncryptedTextField, EncryptedURLField
+
 
 class Provider(models.TextChoices):
     ZENDESK = "zendesk", "Zendesk Support"
@@ -41,16 +43,17 @@ class Integration(models.Model):
     provider_base_url = models.URLField(help_text="Help-desk account URL, e.g. https://acme.zendesk.com")
     # Provider credentials (Zendesk: {"email": ..., "api_token": ...}); read only through
     # ``services.integrations.integration_provider`` and never rendered.
-    provider_credentials = models.JSONField(default=dict, blank=True)
-    webhook_signing_secret = models.CharField(max_length=255, blank=True)
+    # The secrets below are encrypted at rest (``sessions_app.fields``, keys ``HITL_ENCRYPTION_KEYS``).
+    provider_credentials = EncryptedJSONField(default=dict, blank=True)
+    webhook_signing_secret = EncryptedTextField(max_length=255, blank=True)
     # The secret before the last change, still accepted for a grace period: webhooks Zendesk
     # signed just before a rotation or a reinstall are in flight when the new secret is stored.
-    webhook_signing_secret_previous = models.CharField(max_length=255, blank=True)
+    webhook_signing_secret_previous = EncryptedTextField(max_length=255, blank=True)
     webhook_signing_secret_changed_at = models.DateTimeField(null=True, blank=True)
     # Ids of what we installed in the help desk (webhook id, trigger ids), for reinstall/removal.
     provider_installation = models.JSONField(default=dict, blank=True)
     botpress_api_url = models.URLField(default="https://api.botpress.cloud")
-    botpress_token = models.CharField(max_length=512)
+    botpress_token = EncryptedTextField(max_length=512)
     botpress_bot_id = models.CharField(max_length=128)
     botpress_integration_id = models.CharField(max_length=128)
     botpress_integration_alias = models.CharField(max_length=128, blank=True)
@@ -64,7 +67,7 @@ class Integration(models.Model):
     # Botpress sends no credential on the wire protocol nor on the hitl-api: this unguessable
     # path segment of the URLs it calls (``/botpress/<id>/<secret>/``, ``/hitl-api/<id>/<secret>``)
     # is the credential, compared in constant time.
-    botpress_url_secret = models.CharField(max_length=64, default=botpress_url_secret_new)
+    botpress_url_secret = EncryptedTextField(max_length=64, default=botpress_url_secret_new)
     # With ``hitl_api`` the Hub integration owns the Botpress side and names users and
     # conversations by the remote ids we issue: those are what ``EndUser.botpress_user_id`` and
     # ``HitlSession.botpress_conversation_id`` then hold.
@@ -76,7 +79,7 @@ class Integration(models.Model):
     botpress_names = models.JSONField(default=dict, blank=True)
     # The bot's webhook URL of its hitl-api integration (``https://webhook.botpress.cloud/<id>``);
     # it holds the webhook id, Botpress's only check, so it is a secret too.
-    hitl_api_webhook_url = models.URLField(max_length=2048, blank=True)
+    hitl_api_webhook_url = EncryptedURLField(max_length=2048, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -54,6 +54,7 @@ def zendesk(zendesk_standin):
 
 
 def _worker_env(database_name: str, queue: str) -> dict:
+    from django.conf import settings
     from django.db import connection
 
     db = connection.settings_dict
@@ -61,6 +62,8 @@ def _worker_env(database_name: str, queue: str) -> dict:
     env.update(
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{database_name}",
         CELERY_TASK_DEFAULT_QUEUE=queue,
+        # The worker decrypts what the tests' process encrypted.
+        HITL_ENCRYPTION_KEYS=",".join(settings.HITL_ENCRYPTION_KEYS),
         HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",
         HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.2",
         HITL_DELIVERY_BACKOFF_MAX_SECONDS="2",
@@ -217,9 +220,10 @@ def _quiesce(zendesk, timeout: float = 15.0) -> None:
     zendesk.wait_webhooks_idle(timeout=timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).exists() or Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, lease_until__gt=timezone.now()
-        ).exists()
+        busy = (
+            WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).exists()
+            or Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__gt=timezone.now()).exists()
+        )
         if not busy:
             break
         time.sleep(0.05)

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -106,6 +107,95 @@ def integration_authenticate(*, integration_id: str, api_key: str) -> Integratio
 
 def integration_webhook_url(*, integration: Integration) -> str:
     return f"{settings.PUBLIC_BASE_URL}/webhooks/{integration.provider}/{integration.pk}/"
+
+
+# --- where the stored credentials may be sent -------------------------------------------------
+def _endpoint(url: str) -> tuple[str, str, int | None, str]:
+    """What makes two URLs the same endpoint: scheme, host, port (default filled in), path."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def integration_connection_change_errors(
+    *,
+    integration: Integration,
+    provider_base_url: str | None = None,
+    botpress_api_url: str | None = None,
+    provider_credentials_given: bool = False,
+    botpress_token_given: bool = False,
+) -> dict[str, str]:
+    """Why a change of the help-desk or Botpress URL is refused: ``{field: message}``, empty if allowed.
+
+    The stored credentials were given for the URLs they were stored with; kept across a change of
+    URL, the next call (a "Test connection", a delivery) would send them to the new host, which
+    whoever can edit the URL may own. So a new URL (other scheme, host, port or path; case and a
+    trailing slash do not count) needs its credential again. ``None`` means "unchanged";
+    ``*_given``: the change also sets that credential. Fields: ``provider_credentials``
+    (the help-desk API token) and ``botpress_token``.
+    """
+    errors = {}
+    if (
+        provider_base_url is not None
+        and not provider_credentials_given
+        and _endpoint(provider_base_url) != _endpoint(integration.provider_base_url)
+    ):
+        errors["provider_credentials"] = (
+            "The help-desk URL changed: enter the help-desk API token again (the stored one is never sent "
+            "to a new address)."
+        )
+    if (
+        botpress_api_url is not None
+        and not botpress_token_given
+        and _endpoint(botpress_api_url) != _endpoint(integration.botpress_api_url)
+    ):
+        errors["botpress_token"] = (
+            "The Botpress API URL changed: enter the Botpress token again (the stored one is never sent "
+            "to a new address)."
+        )
+    return errors
+
+
+def integration_connection_change(
+    *,
+    integration: Integration,
+    provider_base_url: str | None = None,
+    provider_credentials: dict | None = None,
+    botpress_api_url: str | None = None,
+    botpress_token: str | None = None,
+) -> list[str]:
+    """Change where and with what the gateway reaches the help desk and Botpress; ``None`` keeps a value.
+
+    Does not save: returns the fields to save, so callers save them with their own changes.
+    Raises ``InvalidInput`` (field ``provider_credentials`` or ``botpress_token``) when a URL
+    changes without its credential (see ``integration_connection_change_errors``).
+    """
+    errors = integration_connection_change_errors(
+        integration=integration,
+        provider_base_url=provider_base_url,
+        botpress_api_url=botpress_api_url,
+        provider_credentials_given=bool((provider_credentials or {}).get("api_token")),
+        botpress_token_given=bool(botpress_token),
+    )
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise InvalidInput(message, field=field)
+    changed = []
+    for name, value in (
+        ("provider_base_url", provider_base_url and provider_base_url.rstrip("/")),
+        ("provider_credentials", provider_credentials),
+        ("botpress_api_url", botpress_api_url and botpress_api_url.rstrip("/")),
+        ("botpress_token", botpress_token),
+    ):
+        if value is not None and value != getattr(integration, name):
+            setattr(integration, name, value)
+            changed.append(name)
+    return changed
 
 
 def integration_provider(*, integration: Integration) -> HelpDeskProvider:
