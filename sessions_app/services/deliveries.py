@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from botpress.sink import EXTERNAL_MESSAGE_TAG, AgentRef, BotpressSink
+from django.db import transaction
+
+from botpress.sink import EXTERNAL_MESSAGE_TAG, TICKET_TAG, AgentRef, BotpressSink
 from providers.base import ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.rendering import transcript_render
 from sessions_app.models import (
@@ -31,7 +33,7 @@ from sessions_app.services.integrations import (
     integration_botpress_sink,
     integration_provider,
 )
-from sessions_app.services.outbox import DeliverySkipped
+from sessions_app.services.outbox import DeliverySkipped, delivery_enqueue
 from sessions_app.services.sessions import EVENT_ASSIGNED
 
 DEFAULT_BOT_NAME = "Botpress"
@@ -106,15 +108,24 @@ def execute_ticket_create(delivery: Delivery) -> dict:
     ref = (delivery.maybe_delivered and provider.ticket_find(reference=spec.reference)) or provider.ticket_create(
         spec, idempotency_key=str(delivery.idempotency_key)
     )
-    Ticket.objects.create(
-        session=session,
-        integration=session.integration,
-        external_id=ref.external_id,
-        url=ref.url,
-        status=ref.status,
-        priority=ref.priority,
-        initial_message_id=ref.initial_message_id,
-    )
+    with transaction.atomic():
+        Ticket.objects.create(
+            session=session,
+            integration=session.integration,
+            external_id=ref.external_id,
+            url=ref.url,
+            status=ref.status,
+            priority=ref.priority,
+            initial_message_id=ref.initial_message_id,
+        )
+        # The conversation carries the ticket id, as with Botpress's own Zendesk integration.
+        if integration_botpress_sink(integration=session.integration, in_request=False).tags_conversations:
+            delivery_enqueue(
+                integration_id=session.integration_id,
+                kind=DeliveryKind.CONVERSATION_TAG,
+                direction=Direction.TO_USER,
+                session=session,
+            )
     return {"ticket_id": ref.external_id}
 
 
@@ -211,6 +222,15 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     return {"botpress_message_id": botpress_message_id}
 
 
+def execute_conversation_tag(delivery: Delivery) -> dict:
+    """Tag the Botpress conversation with the ticket id (tag ``id``); repeating it changes nothing."""
+    ticket = _ticket_of(delivery)
+    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    sink = integration_botpress_sink(integration=session.integration, in_request=False)
+    sink.conversation_tag(conversation_id=session.botpress_conversation_id, tags={TICKET_TAG: ticket.external_id})
+    return {"tags": {TICKET_TAG: ticket.external_id}}
+
+
 def execute_event_to_user(delivery: Delivery) -> dict:
     """Emit ``hitlAssigned``/``hitlStopped``; the sink names them as the integration does."""
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
@@ -230,4 +250,5 @@ EXECUTORS: dict[str, Callable[[Delivery], dict]] = {
     DeliveryKind.TICKET_CLOSE: execute_ticket_close,
     DeliveryKind.MESSAGE_TO_USER: execute_message_to_user,
     DeliveryKind.EVENT_TO_USER: execute_event_to_user,
+    DeliveryKind.CONVERSATION_TAG: execute_conversation_tag,
 }
