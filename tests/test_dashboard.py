@@ -127,10 +127,8 @@ def scene(db):
     # Rejected webhooks are hourly counters: 2 an hour ago, 1 three days ago, 4 eight days ago.
     for count, ago in [(2, timedelta(hours=1)), (1, timedelta(days=3)), (4, timedelta(days=8))]:
         bucket = (now - ago).replace(minute=0, second=0, microsecond=0)
-        WebhookRejection.objects.create(
-            integration=integration, reason="signature mismatch", bucket=bucket, count=count, first_at=bucket,
-            last_at=bucket,
-        )
+        counter = {"reason": "signature mismatch", "count": count, "first_at": bucket, "last_at": bucket}
+        WebhookRejection.objects.create(integration=integration, bucket=bucket, **counter)
     return integration
 
 
