@@ -350,6 +350,7 @@ class WebhookStatus(models.TextChoices):
     ACCEPTED = "accepted", "Accepted, waiting to be processed"
     PROCESSED = "processed", "Processed"
     IGNORED = "ignored", "Ignored (not for a gateway session)"
+    # No longer written: rejected requests are counted in ``WebhookRejection`` (migration 0007_a).
     REJECTED = "rejected", "Rejected (authentication)"
     FAILED = "failed", "Failed while processing"
 

@@ -390,3 +390,27 @@ def test_the_migration_folds_stored_rejections_into_counters(scene):
     samples = [s for c in counters for s in c.samples]
     assert samples[-1]["body"].startswith('{"n": 6}')
     assert all(len(json.dumps(s).encode()) <= webhooks.SAMPLE_MAX_BYTES for s in samples)
+
+
+def test_retrying_dead_deliveries_keeps_the_flag_of_a_failed_webhook(scene, client, admin_user, monkeypatch):
+    from django.utils import timezone
+
+    from sessions_app.models import DeliveryStatus, Direction
+    from sessions_app.services.operators import deliveries_retry_by_operator
+
+    _break_relays(monkeypatch)
+    send(client, scene.integration, trigger("newMessage", comment="<p>x</p>"))
+    apply_accepted()
+    now = timezone.now()
+    dead = Delivery.objects.create(
+        integration=scene.integration,
+        session=scene,
+        lane="l",
+        direction=Direction.TO_AGENT,
+        kind=DeliveryKind.TICKET_CLOSE,
+        status=DeliveryStatus.DEAD,
+        next_attempt_at=now,
+        retry_deadline=now,
+    )
+    assert deliveries_retry_by_operator(deliveries=[dead], operator=admin_user) == [dead.pk]
+    assert HitlSession.objects.get(pk=scene.pk).needs_attention, "the failed webhook still needs an operator"

@@ -115,7 +115,10 @@ def deliveries_retry_by_operator(
             retried.setdefault(delivery.session_id, []).append(after)
     for session_id, done in retried.items():
         session = HitlSession.objects.filter(pk=session_id).select_related("integration").first()
-        if session is not None and not session.deliveries.filter(status=DeliveryStatus.DEAD).exists():
+        if session is not None and not (
+            session.deliveries.filter(status=DeliveryStatus.DEAD).exists()
+            or session.webhooks.filter(status=WebhookStatus.FAILED).exists()
+        ):
             HitlSession.objects.filter(pk=session.pk).update(needs_attention=False)
         operator_action_record(
             operator=operator,
