@@ -29,6 +29,9 @@ EVENT_ASSIGNED, EVENT_STOPPED = EVENTS
 # Tag under which a help-desk message id is kept on a Botpress message (both directions).
 EXTERNAL_MESSAGE_TAG = "externalMessageId"
 SESSION_TAG = "sessionId"
+# Conversation tag holding the help desk's ticket id: the name Botpress's own Zendesk integration
+# uses (``integrations/zendesk``: conversation tag ``id`` = ticket id; shared/reference/botpress-hitl.md 3.1).
+TICKET_TAG = "id"
 # The hitl-api integration tags its users and conversations with the remote id we issued.
 HITL_API_TAG = "externalId"
 # Botpress media message types and the payload field holding their URL [botpress-hitl.md 1.4].
@@ -49,6 +52,8 @@ class AgentRef:
 class BotpressSink(abc.ABC):
     #: Whether agents are Botpress users we create and must remember (``agent_user_sync``).
     keeps_agent_users: ClassVar[bool]
+    #: Whether the gateway can tag the conversation (``conversation_tag``).
+    tags_conversations: ClassVar[bool]
 
     # --- naming, while Botpress waits for our answer --------------------------------------
     @abc.abstractmethod
@@ -64,6 +69,10 @@ class BotpressSink(abc.ABC):
         """Our id of a conversation Botpress names by its own id, when they differ and can be found."""
 
     # --- to the user, from the outbox -------------------------------------------------------
+    def conversation_tag(self, *, conversation_id: str, tags: dict[str, str]) -> None:
+        """Set tags on the conversation (declared in the definition); only if ``tags_conversations``."""
+        raise NotImplementedError
+
     def agent_user_sync(self, agent: AgentRef) -> str:
         """Create or update the agent's Botpress user; return its id (only if ``keeps_agent_users``)."""
         raise NotImplementedError
@@ -100,6 +109,7 @@ class BotpressSink(abc.ABC):
 
 class RuntimeApiSink(BotpressSink):
     keeps_agent_users = True
+    tags_conversations = True
 
     def __init__(self, *, client: BotpressClient, names: HitlNames) -> None:
         self.client = client
@@ -124,6 +134,10 @@ class RuntimeApiSink(BotpressSink):
 
     def conversation_resolve(self, botpress_conversation_id: str) -> str | None:
         return None  # our id of a conversation is Botpress's id
+
+    def conversation_tag(self, *, conversation_id: str, tags: dict[str, str]) -> None:
+        # PUT is a partial update: tags not named (our sessionId) are kept (botpress-api.md B.3).
+        self.client.conversation_update(conversation_id, tags=tags)
 
     def agent_user_sync(self, agent: AgentRef) -> str:
         tags = {"id": agent.external_id, "role": "agent"} | ({"email": agent.email} if agent.email else {})
@@ -168,6 +182,9 @@ class HitlApiSink(BotpressSink):
     """
 
     keeps_agent_users = False
+    # The hitl-api contract has no call that tags a conversation, and the conversation is the
+    # Hub integration's, not ours: the ticket id is not put on it.
+    tags_conversations = False
 
     def __init__(self, *, webhooks: HitlApiWebhooks, namespace: str, lookup: BotpressClient | None = None) -> None:
         self.webhooks = webhooks

@@ -232,6 +232,18 @@ class HelpDeskProvider(abc.ABC):
         Pure parsing, no I/O: it runs on the acknowledgement path.
         """
 
+    @classmethod
+    def webhook_replay_key(cls, *, headers: Mapping[str, str], body: bytes) -> str:
+        """A key of what the help desk *signed* (at most 128 characters), or "" if it signs nothing
+        more than the body the dedup key already covers.
+
+        Stored unique per integration next to the dedup key: a dedup key taken from an unsigned
+        header (a delivery or invocation id) lets a captured, still-fresh webhook be replayed
+        under a new id, while the signed content cannot be changed. Called only after
+        ``webhook_verify`` accepted the request. Not abstract, so an adapter without it loads.
+        """
+        return ""
+
     # --- set-up -----------------------------------------------------------------------------
     @abc.abstractmethod
     def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:

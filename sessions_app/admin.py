@@ -54,7 +54,7 @@ from sessions_app.models import (
     Provider,
     SessionStatus,
     WebhookEvent,
-    WebhookStatus,
+    WebhookRejection,
 )
 from sessions_app.services.errors import ServiceError
 from sessions_app.services.integrations import (
@@ -71,6 +71,7 @@ from sessions_app.services.operators import (
     integration_webhook_secret_rotate_by_operator,
     message_resend,
     session_close_by_operator,
+    webhooks_reapply_by_operator,
 )
 
 log = structlog.get_logger(__name__)
@@ -173,13 +174,13 @@ def _bar_chart(points: list[tuple[str, float, str]], *, width: int = 480, height
     return {"width": width, "height": height, "bars": bars, "baseline": plot, "label_y": height - 3, "top": top}
 
 
-
 def _object_or_404(model_admin: admin.ModelAdmin, request, object_id: str):
     """The object an admin view acts on, with the admin's own permission-aware lookup."""
     obj = model_admin.get_object(request, unquote(object_id))
     if obj is None:
         raise Http404(f"No such {model_admin.opts.verbose_name}.")
     return obj
+
 
 class ConfirmedActionMixin:
     """Actions that cannot be undone ask first, like Django's own "delete selected"."""
@@ -385,14 +386,10 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
     def webhooks_rejected_24h(self, obj: Integration):
         if not obj.pk:
             return "-"
-        since = timezone.now() - timedelta(hours=24)
-        count = obj.webhook_events.filter(status=WebhookStatus.REJECTED, received_at__gte=since).count()
+        since = selectors.rejections_since(now=timezone.now(), window=selectors.WINDOWS["24h"])
+        count = selectors.webhook_rejections_count(since=since, integration=obj)
         url = _admin_url(
-            "webhookevent",
-            "changelist",
-            status__exact="rejected",
-            integration__id__exact=obj.pk,
-            **_since_params("received_at", since),
+            "webhookrejection", "changelist", integration__id__exact=obj.pk, **_since_params("bucket", since)
         )
         return format_html('<a href="{}">{}</a>', url, count)
 
@@ -951,6 +948,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
                 "timeline": [_message_view(m, may_resend=may_resend) for m in story.messages],
                 "deliveries": [_delivery_view(d) for d in story.deliveries],
                 "webhooks": [_webhook_view(w) for w in story.webhooks],
+                "show_reapply": _may(request, "reapply_webhook"),
                 "show_close_session": self.has_close_permission(request, session) and session.is_active,
                 "show_retry": may_retry,
                 "show_resend": may_resend,
@@ -1056,13 +1054,20 @@ def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
             "note": "being retried",
         },
         {
+            "label": "Webhooks failed",
+            "value": d.webhooks_failed,
+            "url": _admin_url("webhookevent", "changelist", status__exact="failed"),
+            "alert": d.webhooks_failed > 0,
+            "note": "see the reason; re-apply them from the list or the session",
+        },
+        {
             "label": "Webhooks rejected (24 h)",
             "value": d.webhooks_rejected_24h,
+            # Counters, one row per integration, reason and hour: the figure is their sum.
             "url": _admin_url(
-                "webhookevent",
+                "webhookrejection",
                 "changelist",
-                status__exact="rejected",
-                **_since_params("received_at", d.now - selectors.WINDOWS["24h"]),
+                **_since_params("bucket", selectors.rejections_since(now=d.now, window=selectors.WINDOWS["24h"])),
             ),
             "note": f"{d.webhooks_rejected_7d} in 7 days",
             "alert": d.webhooks_rejected_24h > 0,
@@ -1279,9 +1284,49 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         ("Request", {"fields": ("headers_pretty", "body_pretty")}),
     )
     readonly_fields = ("headers_pretty", "body_pretty")
+    actions = ("reapply_webhooks",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("integration", "session")
+
+    def has_reapply_permission(self, request, obj=None) -> bool:
+        return _may(request, "reapply_webhook")
+
+    def _reapply(self, request, events) -> None:
+        queued = webhooks_reapply_by_operator(
+            events=events, operator=request.user, reason=request.POST.get("reason", "")
+        )
+        if queued:
+            self.message_user(request, f"{len(queued)} failed webhook(s) queued to be applied again.", messages.SUCCESS)
+        else:
+            self.message_user(request, "No failed webhook to re-apply (only accepted webhooks are).", messages.INFO)
+
+    @admin.action(description="Re-apply failed webhooks", permissions=["reapply"])
+    def reapply_webhooks(self, request, queryset):
+        self._reapply(request, list(queryset))
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/reapply/",
+                self.admin_site.admin_view(self.reapply_view),
+                name="{}_{}_reapply".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def reapply_view(self, request, object_id: str):
+        """The session page's "Re-apply" button (POST, CSRF by ``admin_view``); back to that page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        event = _object_or_404(self, request, object_id)
+        if not self.has_reapply_permission(request, event):
+            raise PermissionDenied
+        self._reapply(request, [event])
+        if event.session_id:
+            return HttpResponseRedirect(_admin_url("hitlsession", "change", event.session_id))
+        return HttpResponseRedirect(_admin_url("webhookevent", "change", event.pk))
 
     @admin.display(description="detail")
     def detail_short(self, event: WebhookEvent) -> str:
@@ -1297,6 +1342,22 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             return _pre(_pretty_json(json.loads(event.body)))
         except ValueError:
             return _pre(event.body)
+
+
+@admin.register(WebhookRejection)
+class WebhookRejectionAdmin(ReadOnlyAdmin):
+    """Webhooks refused for authentication, counted per integration, reason and hour."""
+
+    list_display = ("bucket", "integration", "reason", "count", "last_at")
+    list_filter = ("reason", "integration", ("bucket", DateTimeRangeFilter))
+    list_select_related = ("integration",)
+    ordering = ("-bucket", "reason")
+    fields = ("integration", "reason", "bucket", "count", "first_at", "last_at", "samples_pretty")
+    readonly_fields = ("samples_pretty",)
+
+    @admin.display(description="last samples (never the signature)")
+    def samples_pretty(self, rejection: WebhookRejection):
+        return _pre(_pretty_json(rejection.samples))
 
 
 # --- the audit trail ------------------------------------------------------------------------

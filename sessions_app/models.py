@@ -194,6 +194,7 @@ class HitlSession(models.Model):
             ("close_session", "Can close a session (closes the ticket, tells Botpress)"),
             ("retry_delivery", "Can retry failed deliveries"),
             ("resend_message", "Can resend a message"),
+            ("reapply_webhook", "Can re-apply failed webhooks"),
         ]
 
     def __str__(self) -> str:
@@ -275,6 +276,7 @@ class DeliveryKind(models.TextChoices):
     TICKET_CLOSE = "ticket_close", "Close the ticket"
     MESSAGE_TO_USER = "message_to_user", "Create the agent's message in Botpress"
     EVENT_TO_USER = "event_to_user", "Emit a HITL event to Botpress"
+    CONVERSATION_TAG = "conversation_tag", "Tag the Botpress conversation with the ticket id"
 
 
 class DeliveryStatus(models.TextChoices):
@@ -351,6 +353,7 @@ class WebhookStatus(models.TextChoices):
     ACCEPTED = "accepted", "Accepted, waiting to be processed"
     PROCESSED = "processed", "Processed"
     IGNORED = "ignored", "Ignored (not for a gateway session)"
+    # No longer written: rejected requests are counted in ``WebhookRejection`` (migration 0009_a).
     REJECTED = "rejected", "Rejected (authentication)"
     FAILED = "failed", "Failed while processing"
 
@@ -361,6 +364,9 @@ class WebhookEvent(models.Model):
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_events")
     provider = models.CharField(max_length=32, choices=Provider.choices)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
+    # A hash of what the help desk signed (Zendesk: timestamp + body), unique per integration:
+    # the invocation id is not signed, so a captured webhook re-sent under a new one is a replay.
+    replay_key = models.CharField(max_length=128, null=True, blank=True)
     event_type = models.CharField(max_length=64, blank=True)
     # Webhooks about one ticket are processed in the order they were accepted.
     ticket_external_id = models.CharField(max_length=64, blank=True)
@@ -372,6 +378,9 @@ class WebhookEvent(models.Model):
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # The events of this webhook that failed for good: ``[{"index", "kind", "reason"}]``. A
+    # re-apply applies only these (the others were applied), then clears the list.
+    failed_events = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -379,6 +388,11 @@ class WebhookEvent(models.Model):
                 fields=["integration", "dedup_key"],
                 condition=Q(dedup_key__isnull=False),
                 name="webhook_unique_dedup_key",
+            ),
+            models.UniqueConstraint(
+                fields=["integration", "replay_key"],
+                condition=Q(replay_key__isnull=False),
+                name="webhook_unique_replay_key",
             ),
         ]
         indexes = [
@@ -395,12 +409,42 @@ class WebhookEvent(models.Model):
         return f"{self.provider} {self.event_type or 'webhook'} #{self.pk}"
 
 
+class WebhookRejection(models.Model):
+    """Webhooks refused for authentication, counted per integration, reason and hour.
+
+    Counted rather than stored one row each, so a flood of unsigned requests costs one upsert
+    each and a bounded number of rows; ``samples`` keeps the last few requests (each at most
+    ``services.webhooks.SAMPLE_MAX_BYTES`` of JSON, never the signature) for operators.
+    """
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_rejections")
+    reason = models.CharField(max_length=128)
+    # The start of the hour (UTC) the rejections fell in.
+    bucket = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    # The last few rejected requests, oldest first: ``[{"at", "remote_addr", "headers", "body"}]``.
+    samples = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "reason", "bucket"], name="webhookrejection_unique_bucket"),
+        ]
+        indexes = [models.Index(fields=["-bucket"], name="webhookrejection_bucket")]
+        ordering = ["-bucket", "reason"]
+
+    def __str__(self) -> str:
+        return f"{self.count} x {self.reason} at {self.bucket:%Y-%m-%d %H:00}"
+
+
 class OperatorActionKind(models.TextChoices):
     SESSION_CLOSE = "session_close", "Closed the session"
     DELIVERY_RETRY = "delivery_retry", "Retried failed deliveries"
     MESSAGE_RESEND = "message_resend", "Resent a message"
     CONNECTION_TEST = "connection_test", "Tested the connections"
     WEBHOOK_SECRET_ROTATE = "webhook_secret_rotate", "Rotated the webhook signing secret"
+    WEBHOOK_REAPPLY = "webhook_reapply", "Re-applied failed webhooks"
 
 
 class OperatorAction(models.Model):

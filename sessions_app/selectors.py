@@ -10,7 +10,7 @@ import contextlib
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import (
@@ -26,6 +26,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
 )
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
@@ -43,6 +44,7 @@ from sessions_app.models import (
     SessionStatus,
     Ticket,
     WebhookEvent,
+    WebhookRejection,
     WebhookStatus,
 )
 
@@ -153,6 +155,7 @@ class Dashboard:
     sessions_needing_attention: int
     webhooks_rejected_24h: int
     webhooks_rejected_7d: int
+    webhooks_failed: int
     started_per_hour: list[tuple[datetime, int]] = field(default_factory=list)
     assignment_median_per_day: list[tuple[datetime, timedelta | None]] = field(default_factory=list)
 
@@ -219,13 +222,14 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
             failing=Count("pk", filter=Q(delivery_failing_q())),
         )
     )
-    webhooks = (
-        WebhookEvent.objects.filter(status=WebhookStatus.REJECTED, received_at__gte=now - WINDOWS["7d"])
+    since_24h, since_7d = (
+        rejections_since(now=now, window=WINDOWS["24h"]),
+        rejections_since(now=now, window=WINDOWS["7d"]),
+    )
+    rejected = (
+        WebhookRejection.objects.filter(bucket__gte=since_7d)
         .order_by()
-        .aggregate(
-            last_7d=Count("pk"),
-            last_24h=Count("pk", filter=Q(received_at__gte=now - WINDOWS["24h"])),
-        )
+        .aggregate(last_7d=Sum("count"), last_24h=Sum("count", filter=Q(bucket__gte=since_24h)))
     )
     return Dashboard(
         now=now,
@@ -238,11 +242,27 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
         deliveries_dead=deliveries["dead"],
         deliveries_failing=deliveries["failing"],
         sessions_needing_attention=sessions["needing_attention"],
-        webhooks_rejected_24h=webhooks["last_24h"],
-        webhooks_rejected_7d=webhooks["last_7d"],
+        webhooks_rejected_24h=rejected["last_24h"] or 0,
+        webhooks_rejected_7d=rejected["last_7d"] or 0,
+        webhooks_failed=WebhookEvent.objects.filter(status=WebhookStatus.FAILED).count(),
         started_per_hour=_started_per_hour(now),
         assignment_median_per_day=_assignment_median_per_day(today, force_python=force_python),
     )
+
+
+def rejections_since(*, now: datetime, window: timedelta) -> datetime:
+    """The first hourly counter inside ``window``: rejections are counted per hour (UTC), so
+    "24 h" is the current hour and the 23 before it."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return hour - window + timedelta(hours=1)
+
+
+def webhook_rejections_count(*, since: datetime, integration=None) -> int:
+    """Rejected (unauthenticated) webhooks counted from the hour ``since`` on."""
+    counters = WebhookRejection.objects.filter(bucket__gte=since)
+    if integration is not None:
+        counters = counters.filter(integration=integration)
+    return counters.order_by().aggregate(n=Sum("count"))["n"] or 0
 
 
 def delivery_failing_q() -> Q:

@@ -103,6 +103,12 @@ class Bot:
     integration_id: str
     integration_name: str
     event_types: dict[str, tuple[str, ...]]
+    # Tag keys the integration's definition declares, per object kind ("user", "conversation",
+    # "message"); None: registered without a definition, any key accepted.
+    declared_tags: dict[str, frozenset[str]] | None = None
+
+    def tags_of(self, kind: str) -> frozenset[str] | None:
+        return None if self.declared_tags is None else self.declared_tags.get(kind, frozenset())
 
 
 def _event_types(declared: Mapping[str, Sequence[str]] | Sequence[str] | None) -> dict[str, tuple[str, ...]]:
@@ -158,12 +164,22 @@ def _object(body: dict[str, Any], name: str, *, required: bool = False, nullable
     return value
 
 
-def _tags(body: dict[str, Any], *, required: bool, allow_delete: bool, name: str = "tags") -> dict[str, Any]:
-    """A flat string → string map; null/"" values (deletions) only where `allow_delete`."""
+def _tags(
+    body: dict[str, Any], *, required: bool, allow_delete: bool, declared: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """A flat string → string map; null/"" values (deletions) only where `allow_delete`.
+
+    `declared`: the tag keys the integration's definition declares for this kind of object
+    (`user.tags`, `channels.<ch>.conversation.tags`, `channels.<ch>.message.tags`); Botpress
+    refuses any other key (reference B.3; the error type is not documented: InvalidPayload).
+    """
+    name = "tags"
     tags = _object(body, name, required=required)
     if tags is None:
         return {}
     for key, value in tags.items():
+        if declared is not None and key not in declared:
+            raise _invalid(f"Tag '{key}' is not declared by the integration (declared: {', '.join(sorted(declared))})")
         if value is None or value == "":
             if not allow_delete:
                 raise _invalid(f"'{name}.{key}' must be a non-empty string")
@@ -312,17 +328,21 @@ class BotpressStandin(StandinServer):
         integration_id: str,
         event_types: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
         integration_name: str = "hitl",
+        declared_tags: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Register a bot reachable with `token`, whose integration declares `event_types`.
 
         `event_types` maps event names to the payload fields that must reference existing objects
         (default hitlAssigned/hitlStopped), or lists names whose fields are inferred (see _event_types).
+        `declared_tags` (``{"user": [...], "conversation": [...], "message": [...]}``), as the
+        integration's definition declares them: any other tag key is then refused.
         """
         if not (bot_id and token and integration_id):
             raise ValueError("bot_id, token and integration_id are required")
         with self.lock:
             events = _event_types(event_types)
-            self._bots[bot_id] = Bot(bot_id, token, integration_id, integration_name, events)
+            tags = None if declared_tags is None else {k: frozenset(v) for k, v in declared_tags.items()}
+            self._bots[bot_id] = Bot(bot_id, token, integration_id, integration_name, events, tags)
 
     def users(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -488,14 +508,14 @@ class BotpressStandin(StandinServer):
 
     def _create_user(self, req: Request) -> dict[str, Any]:
         body = _body(req)
-        tags = _tags(body, required=True, allow_delete=False)
+        tags = _tags(body, required=True, allow_delete=False, declared=req.auth.tags_of("user"))
         user = self._new("user") | {"tags": dict(tags)}
         self._user_fields(user, body)
         return {"user": self._insert(self._users, user, req.auth)}
 
     def _get_or_create_user(self, req: Request) -> dict[str, Any]:
         body = _body(req)
-        tags = _tags(body, required=True, allow_delete=True)
+        tags = _tags(body, required=True, allow_delete=True, declared=req.auth.tags_of("user"))
         wanted = _discriminate(body, tags)
         user = next(
             (u for u in self._mine(self._users, req.auth) if wanted and _matches(u, wanted)),
@@ -516,7 +536,7 @@ class BotpressStandin(StandinServer):
     def _update_user(self, req: Request) -> dict[str, Any]:
         user = self._get(self._users, req.params["id"], req.auth, "User")
         body = _body(req)
-        tags = _tags(body, required=False, allow_delete=True)
+        tags = _tags(body, required=False, allow_delete=True, declared=req.auth.tags_of("user"))
         self._user_fields(user, body)
         _apply_tags(user["tags"], tags)
         self._touch(user)
@@ -540,7 +560,7 @@ class BotpressStandin(StandinServer):
     def _create_conversation(self, req: Request) -> dict[str, Any]:
         body = _body(req)
         channel = _string(body, "channel", required=True)
-        tags = _tags(body, required=True, allow_delete=False)
+        tags = _tags(body, required=True, allow_delete=False, declared=req.auth.tags_of("conversation"))
         return {"conversation": self._insert_conversation(req.auth, channel, tags, body)}
 
     def _insert_conversation(self, bot: Bot, channel: str, tags: dict[str, Any], body: dict[str, Any]) -> Any:
@@ -559,7 +579,7 @@ class BotpressStandin(StandinServer):
     def _get_or_create_conversation(self, req: Request) -> dict[str, Any]:
         body = _body(req)
         channel = _string(body, "channel", required=True)
-        tags = _tags(body, required=True, allow_delete=True)
+        tags = _tags(body, required=True, allow_delete=True, declared=req.auth.tags_of("conversation"))
         wanted = _discriminate(body, tags)
         conversation = next(
             (
@@ -584,7 +604,7 @@ class BotpressStandin(StandinServer):
     def _update_conversation(self, req: Request) -> dict[str, Any]:
         conversation = self._get(self._conversations, req.params["id"], req.auth, "Conversation")
         body = _body(req)
-        tags = _tags(body, required=False, allow_delete=True)
+        tags = _tags(body, required=False, allow_delete=True, declared=req.auth.tags_of("conversation"))
         properties = _string_map(body, "properties")
         _apply_tags(conversation["tags"], tags)
         if properties is not None:
@@ -618,7 +638,7 @@ class BotpressStandin(StandinServer):
         for name in ("userId", "conversationId", "type"):
             _string(body, name, required=True)
         payload = _object(body, "payload", required=not get_or_create)
-        tags = _tags(body, required=True, allow_delete=get_or_create)
+        tags = _tags(body, required=True, allow_delete=get_or_create, declared=req.auth.tags_of("message"))
         schedule = _object(body, "schedule")
         if schedule is not None and "dateTime" not in schedule and "delay" not in schedule:
             raise _invalid("'schedule' needs 'dateTime' or 'delay'")
@@ -680,7 +700,7 @@ class BotpressStandin(StandinServer):
     def _update_message(self, req: Request) -> dict[str, Any]:
         message = self._get(self._messages, req.params["id"], req.auth, "Message")
         body = _body(req)
-        tags = _tags(body, required=False, allow_delete=True)
+        tags = _tags(body, required=False, allow_delete=True, declared=req.auth.tags_of("message"))
         payload = _object(body, "payload")
         if payload is not None:
             if self._conversations[message["conversationId"]]["channel"] == "hitl":

@@ -42,8 +42,14 @@ def zendesk_standin():
 
 @pytest.fixture
 def botpress(botpress_standin):
+    from sessions_app.api.definition import DECLARED_TAGS
+    from standins.hitl_api_bot import TAG as HITL_API_TAG
+
     botpress_standin.reset()
-    botpress_standin.add_bot(bot_id=BOT_ID, token=BP_TOKEN, integration_id=BP_INTEGRATION_ID)
+    # The bot's tags as declared: the gateway's definition, plus the hitl-api stand-in's own tag
+    # (in the hitl-api tests the same stand-in bot also hosts that integration).
+    declared = {kind: [*tags, HITL_API_TAG] for kind, tags in DECLARED_TAGS.items()}
+    botpress_standin.add_bot(bot_id=BOT_ID, token=BP_TOKEN, integration_id=BP_INTEGRATION_ID, declared_tags=declared)
     return botpress_standin
 
 

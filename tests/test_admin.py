@@ -784,6 +784,7 @@ def test_operator_groups_come_from_the_migration(db):
             "delivery",
             "deliveryattempt",
             "webhookevent",
+            "webhookrejection",
             "operatoraction",
         )
     }

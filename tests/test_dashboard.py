@@ -34,6 +34,7 @@ from sessions_app.models import (
     SessionStatus,
     Ticket,
     WebhookEvent,
+    WebhookRejection,
     WebhookStatus,
 )
 from sessions_app.services.integrations import integration_create
@@ -120,13 +121,14 @@ def scene(db):
             next_attempt_at=now,
             retry_deadline=now + timedelta(days=1),
         )
-    for status, ago in [
-        (WebhookStatus.REJECTED, timedelta(hours=1)),
-        (WebhookStatus.REJECTED, timedelta(days=3)),
-        (WebhookStatus.PROCESSED, timedelta(hours=1)),
-    ]:
+    for status, ago in [(WebhookStatus.FAILED, timedelta(hours=1)), (WebhookStatus.PROCESSED, timedelta(hours=1))]:
         event = WebhookEvent.objects.create(integration=integration, provider="zendesk", status=status)
         WebhookEvent.objects.filter(pk=event.pk).update(received_at=now - ago)
+    # Rejected webhooks are hourly counters: 2 an hour ago, 1 three days ago, 4 eight days ago.
+    for count, ago in [(2, timedelta(hours=1)), (1, timedelta(days=3)), (4, timedelta(days=8))]:
+        bucket = (now - ago).replace(minute=0, second=0, microsecond=0)
+        counter = {"reason": "signature mismatch", "count": count, "first_at": bucket, "last_at": bucket}
+        WebhookRejection.objects.create(integration=integration, bucket=bucket, **counter)
     return integration
 
 
@@ -140,7 +142,7 @@ def test_dashboard_figures(scene, force_python):
     assert (d.waiting, d.assigned, d.stopped_today, d.sessions_needing_attention) == (2, 3, 1, 1)
     assert timedelta(minutes=29) < d.longest_wait < timedelta(minutes=31)
     assert (d.deliveries_dead, d.deliveries_failing) == (1, 1)
-    assert (d.webhooks_rejected_24h, d.webhooks_rejected_7d) == (1, 2)
+    assert (d.webhooks_rejected_24h, d.webhooks_rejected_7d, d.webhooks_failed) == (2, 3, 1)
     got = {
         (metric, window): (p.count, _seconds(p.median), _seconds(p.p90))
         for metric, windows in d.durations.items()
@@ -187,13 +189,16 @@ def test_every_figure_links_to_a_list_of_that_many(admin_client, scene):
     for card in response.context["cards"]:
         listed = admin_client.get(card["url"])
         assert listed.status_code == 200, card
-        assert listed.context["cl"].result_count == card["value"], card["label"]
+        if card["label"].startswith("Webhooks rejected"):  # counters: the figure is the sum of the rows' counts
+            assert sum(r.count for r in listed.context["cl"].queryset) == card["value"], card["label"]
+        else:
+            assert listed.context["cl"].result_count == card["value"], card["label"]
         assert f'href="{card["url"]}"'.replace("&", "&amp;") in content
         checked += 1
     for row in response.context["durations"]:
         assert admin_client.get(row["url"]).context["cl"].result_count == row["count"], row
         checked += 1
-    assert checked == 11
+    assert checked == 12
     # The longest wait links to the waiting sessions, oldest first.
     waiting = admin_client.get(response.context["cards"][0]["url"]).context["cl"].result_list
     assert [s.botpress_conversation_id for s in waiting] == ["conv_1", "conv_2"]

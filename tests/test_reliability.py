@@ -238,14 +238,14 @@ def test_the_same_comment_from_concurrent_webhooks_is_relayed_once(live_session,
 def test_a_webhook_before_the_ticket_row_is_committed_finds_its_session(live_session):
     """The ticket exists in Zendesk before our Ticket row commits; the reference finds the session."""
     Ticket.objects.filter(session=live_session).delete()
-    session, detail = session_events_apply(
+    applied = session_events_apply(
         integration=live_session.integration, events=[_reply("902", reference="conv_1", ticket="43")]
     )
-    assert session.pk == live_session.pk and "relayed" in detail
-    unrelated, detail = session_events_apply(
+    assert applied.session.pk == live_session.pk and "relayed" in applied.detail
+    unrelated = session_events_apply(
         integration=live_session.integration, events=[_reply("903", reference="", ticket="44")]
     )
-    assert unrelated is None and "not a gateway ticket" in detail
+    assert unrelated.session is None and "not a gateway ticket" in unrelated.detail
 
 
 def _accepted_webhook(session, comment_id: str, text: str):
@@ -280,10 +280,10 @@ def test_a_webhook_that_fails_to_apply_does_not_block_its_ticket(live_session, m
     first, second = _accepted_webhook(live_session, "910", "boom"), _accepted_webhook(live_session, "911", "fine")
     original = webhooks.session_events_apply
 
-    def flaky(*, integration, events):
+    def flaky(*, integration, events, only=None):
         if events and events[0].text == "boom":
             raise RuntimeError("bug")
-        return original(integration=integration, events=events)
+        return original(integration=integration, events=events, only=only)
 
     monkeypatch.setattr(webhooks, "session_events_apply", flaky)
     assert webhooks.webhook_queue_drain(webhook_event_id=second.pk) == 2
@@ -321,11 +321,11 @@ def test_a_transient_database_error_retries_the_webhook_instead_of_failing_it(li
     event = _accepted_webhook(live_session, "920", "after a deadlock")
     retries, original, calls = [], webhooks.session_events_apply, []
 
-    def deadlock_once(*, integration, events):
+    def deadlock_once(*, integration, events, only=None):
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("deadlock detected")
-        return original(integration=integration, events=events)
+        return original(integration=integration, events=events, only=only)
 
     monkeypatch.setattr(webhooks, "session_events_apply", deadlock_once)
     monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: retries.append(kw))

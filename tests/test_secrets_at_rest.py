@@ -41,8 +41,8 @@ SECRET_COLUMNS = (
     "botpress_url_secret",
     "hitl_api_webhook_url",
 )
-MIGRATION = ("sessions_app", "0009_e_encrypt_secrets")
-BEFORE = ("sessions_app", "0008_signing_secret_grace")
+MIGRATION = ("sessions_app", "0010_e_encrypt_secrets")
+BEFORE = ("sessions_app", "0009_a_webhook_robustness")
 
 
 def make_integration(name: str = "At rest") -> Integration:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import pytest
 
 from botpress.wire import REQUIRED_HEADERS, UNEXPECTED
-from sessions_app.models import HitlSession, Integration, Message, SessionStatus, WebhookEvent, WebhookStatus
+from sessions_app.models import (
+    HitlSession,
+    Integration,
+    Message,
+    SessionStatus,
+    WebhookEvent,
+    WebhookRejection,
+    WebhookStatus,
+)
 from sessions_app.services.integrations import integration_botpress_configure, integration_botpress_endpoints
 from standins.botpress_caller import BotpressCaller, BotpressWebhookRelay, RuntimeApi
 from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN, integration_for
@@ -184,7 +192,8 @@ def test_webhook_received_is_our_webhook_handler(caller, integration):
     relayed = {"method": "POST", "path": "/", "query": "", "headers": {"content-type": "application/json"}}
     response = caller.webhook_received(**relayed, body=json.dumps({"type": "ticketAssigned", "ticketId": "1"}))
     assert response.status_code == 401 and response.json()["error"] == "unauthorized"
-    assert WebhookEvent.objects.get(integration=integration).status == WebhookStatus.REJECTED
+    assert not WebhookEvent.objects.filter(integration=integration).exists()
+    assert WebhookRejection.objects.get(integration=integration).reason.startswith("no signing secret")
     assert caller.webhook_received(**(relayed | {"method": "GET"}), body=None).status_code == 405
 
 

@@ -225,6 +225,10 @@ class ZendeskProvider(HelpDeskProvider):
     def webhook_parse(cls, *, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
         return webhooks.webhook_parse(headers=headers, body=body)
 
+    @classmethod
+    def webhook_replay_key(cls, *, headers: Mapping[str, str], body: bytes) -> str:
+        return webhooks.replay_key(headers=headers, body=body)
+
     def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:
         self.webhook_uninstall(state=previous_state)
         hook = {

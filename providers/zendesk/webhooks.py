@@ -33,6 +33,8 @@ INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"
 NEW_MESSAGE, ASSIGNED, SOLVED = "newMessage", "ticketAssigned", "ticketSolved"
 EVENT_TYPES = (NEW_MESSAGE, ASSIGNED, SOLVED)
 
+# Ticket and comment ids are stored in 64-character columns (Zendesk's are 64-bit integers).
+MAX_ID = 64
 _PERSON = ("id", "name", "email", "role", "remote_photo_url")
 
 
@@ -107,10 +109,22 @@ def signature_verify(*, headers: Mapping[str, str], body: bytes, secret: str, no
         raise WebhookRejected("signature mismatch")
 
 
+def replay_key(*, headers: Mapping[str, str], body: bytes) -> str:
+    """``zendesk-sig:`` + hex SHA-256 of signature timestamp + body: exactly what Zendesk signs.
+
+    The invocation id (our dedup key) is not signed, so a captured webhook re-sent within the
+    replay window under a new invocation id has the same key. Two genuine webhooks share it only
+    if the same trigger sent the same body in the same second, which says the same thing twice.
+    """
+    timestamp = headers.get(TIMESTAMP_HEADER, "")
+    return "zendesk-sig:" + hashlib.sha256(timestamp.encode() + body).hexdigest()
+
+
 def webhook_parse(*, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # UTF-8 only (RFC 8259 section 8.1), so the stored text is the body that was signed.
+        data = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise WebhookInvalid("body", "must be a JSON object") from None
     if not isinstance(data, dict):
         raise WebhookInvalid("body", "must be a JSON object")
@@ -118,11 +132,13 @@ def webhook_parse(*, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
     if event_type not in EVENT_TYPES:
         raise WebhookInvalid("type", f"must be one of {', '.join(EVENT_TYPES)}")
     ticket_id = _string(data, "ticketId", required=True)
-    if not ticket_id.isdigit():
+    if not (ticket_id.isascii() and ticket_id.isdigit()) or len(ticket_id) > MAX_ID:
         raise WebhookInvalid("ticketId", "must be a numeric ticket id")
     reference = _string(data, "externalId")
     current_user = _person(data, "currentUser")
     invocation = headers.get(INVOCATION_HEADER, "")
+    if len(invocation) > MAX_ID:
+        invocation = hashlib.sha256(invocation.encode()).hexdigest()
     dedup_source = invocation or hashlib.sha256(body).hexdigest()
     dedup_key = f"zendesk:{event_type}:{dedup_source}"
 
@@ -148,7 +164,7 @@ def _agent_comment(data: dict, ticket_id: str, reference: str, author: AgentProf
     comment_id = _string(data, "commentId")
     if not comment_id:
         return None
-    if not comment_id.isdigit():
+    if not (comment_id.isascii() and comment_id.isdigit()) or len(comment_id) > MAX_ID:
         raise WebhookInvalid("commentId", "must be a numeric comment id")
     if author.external_id in ("", "-1") or not _is_staff(_string(data.get("currentUser") or {}, "role")):
         return None

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from botpress import names as hitl
 from botpress.names import names_errors
-from botpress.sink import EXTERNAL_MESSAGE_TAG, SESSION_TAG
+from botpress.sink import EXTERNAL_MESSAGE_TAG, SESSION_TAG, TICKET_TAG
 from providers import provider_class
 from sessions_app.api import actions, contract
 from sessions_app.api.jsonschema import serializer_schema
@@ -37,6 +37,18 @@ EVENTS = {
         {"conversationId": "The HITL conversation", "userId": "The Botpress user standing for the agent"},
     ),
     "hitlStopped": ("HITL stopped", "The agent closed the ticket.", {"conversationId": "The HITL conversation"}),
+}
+
+
+# Every tag the gateway writes, per object; Botpress refuses a tag its definition does not declare.
+DECLARED_TAGS = {
+    "user": {
+        "id": {"title": "Help-desk user id"},
+        "email": {"title": "Email"},
+        "role": {"title": "Role (end-user or agent)"},
+    },
+    "conversation": {SESSION_TAG: {"title": "Gateway session id"}, TICKET_TAG: {"title": "Help-desk ticket id"}},
+    "message": {EXTERNAL_MESSAGE_TAG: {"title": "Help-desk message id"}},
 }
 
 
@@ -83,8 +95,8 @@ def definition_build(*, integration: Integration) -> dict:
         "messages": {
             kind: {"schema": serializer_schema(message)} for kind, message in contract.CHANNEL_PAYLOADS.items()
         },
-        "conversation": {"tags": {SESSION_TAG: {"title": "Gateway session id"}}},
-        "message": {"tags": {EXTERNAL_MESSAGE_TAG: {"title": "Help-desk message id"}}},
+        "conversation": {"tags": DECLARED_TAGS["conversation"]},
+        "message": {"tags": DECLARED_TAGS["message"]},
     }
     return {
         "name": "hitl-gateway",
@@ -92,13 +104,7 @@ def definition_build(*, integration: Integration) -> dict:
         "title": f"HITL gateway: {integration.name}",
         "description": f"Hands conversations over to human agents in {integration.get_provider_display()}.",
         "configuration": {"schema": {"type": "object", "properties": {}}},
-        "user": {
-            "tags": {
-                "id": {"title": "Help-desk user id"},
-                "email": {"title": "Email"},
-                "role": {"title": "Role (end-user or agent)"},
-            }
-        },
+        "user": {"tags": DECLARED_TAGS["user"]},
         "actions": definition_actions,
         "events": events,
         "channels": {names.channel: channel},

@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
-from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, AgentRef, BotpressSink
+from django.db import transaction
+
+from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, TICKET_TAG, AgentRef, BotpressSink
 from outbound.http import PermanentError, RetryableError
 from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.html_parts import media_kind
@@ -34,7 +36,7 @@ from sessions_app.services.integrations import (
     integration_botpress_sink,
     integration_provider,
 )
-from sessions_app.services.outbox import DeliverySkipped
+from sessions_app.services.outbox import DeliverySkipped, delivery_enqueue
 from sessions_app.services.sessions import EVENT_ASSIGNED
 
 DEFAULT_BOT_NAME = "Botpress"
@@ -112,15 +114,24 @@ def execute_ticket_create(delivery: Delivery) -> dict:
     ref = (delivery.maybe_delivered and provider.ticket_find(reference=spec.reference)) or provider.ticket_create(
         spec, idempotency_key=str(delivery.idempotency_key)
     )
-    Ticket.objects.create(
-        session=session,
-        integration=session.integration,
-        external_id=ref.external_id,
-        url=ref.url,
-        status=ref.status,
-        priority=ref.priority,
-        initial_message_id=ref.initial_message_id,
-    )
+    with transaction.atomic():
+        Ticket.objects.create(
+            session=session,
+            integration=session.integration,
+            external_id=ref.external_id,
+            url=ref.url,
+            status=ref.status,
+            priority=ref.priority,
+            initial_message_id=ref.initial_message_id,
+        )
+        # The conversation carries the ticket id, as with Botpress's own Zendesk integration.
+        if integration_botpress_sink(integration=session.integration, in_request=False).tags_conversations:
+            delivery_enqueue(
+                integration_id=session.integration_id,
+                kind=DeliveryKind.CONVERSATION_TAG,
+                direction=Direction.TO_USER,
+                session=session,
+            )
     return {"ticket_id": ref.external_id}
 
 
@@ -272,6 +283,15 @@ def _safe_key(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", filename).strip("._")[:100] or "file"
 
 
+def execute_conversation_tag(delivery: Delivery) -> dict:
+    """Tag the Botpress conversation with the ticket id (tag ``id``); repeating it changes nothing."""
+    ticket = _ticket_of(delivery)
+    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    sink = integration_botpress_sink(integration=session.integration, in_request=False)
+    sink.conversation_tag(conversation_id=session.botpress_conversation_id, tags={TICKET_TAG: ticket.external_id})
+    return {"tags": {TICKET_TAG: ticket.external_id}}
+
+
 def execute_event_to_user(delivery: Delivery) -> dict:
     """Emit ``hitlAssigned``/``hitlStopped``; the sink names them as the integration does."""
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
@@ -291,4 +311,5 @@ EXECUTORS: dict[str, Callable[[Delivery], dict]] = {
     DeliveryKind.TICKET_CLOSE: execute_ticket_close,
     DeliveryKind.MESSAGE_TO_USER: execute_message_to_user,
     DeliveryKind.EVENT_TO_USER: execute_event_to_user,
+    DeliveryKind.CONVERSATION_TAG: execute_conversation_tag,
 }

@@ -25,6 +25,8 @@ from sessions_app.models import (
     OperatorActionKind,
     SessionStatus,
     StoppedBy,
+    WebhookEvent,
+    WebhookStatus,
 )
 from sessions_app.services.errors import Conflict, InvalidInput
 from sessions_app.services.integrations import (
@@ -39,7 +41,7 @@ from sessions_app.services.sessions import locked_sessions, session_stop
 OPERATORS_GROUP = "HITL operators (read-only)"
 SUPERVISORS_GROUP = "HITL supervisors"
 # Custom permissions of ``HitlSession`` (see its Meta); the supervisors have them all.
-SUPERVISOR_PERMISSIONS = ("close_session", "retry_delivery", "resend_message")
+SUPERVISOR_PERMISSIONS = ("close_session", "retry_delivery", "resend_message", "reapply_webhook")
 REASON_MAX = 2000
 
 
@@ -113,7 +115,10 @@ def deliveries_retry_by_operator(
             retried.setdefault(delivery.session_id, []).append(after)
     for session_id, done in retried.items():
         session = HitlSession.objects.filter(pk=session_id).select_related("integration").first()
-        if session is not None and not session.deliveries.filter(status=DeliveryStatus.DEAD).exists():
+        if session is not None and not (
+            session.deliveries.filter(status=DeliveryStatus.DEAD).exists()
+            or session.webhooks.filter(status=WebhookStatus.FAILED).exists()
+        ):
             HitlSession.objects.filter(pk=session.pk).update(needs_attention=False)
         operator_action_record(
             operator=operator,
@@ -169,6 +174,47 @@ def message_resend(*, message: Message, operator: AbstractBaseUser, reason: str)
         detail={"message_id": message.pk, "copy_id": copy.pk, "delivery_id": delivery.pk},
     )
     return copy
+
+
+@transaction.atomic
+def webhooks_reapply_by_operator(
+    *, events: Iterable[WebhookEvent], operator: AbstractBaseUser, reason: str = ""
+) -> list[int]:
+    """Apply failed webhooks again; return the ids queued. Others are left alone.
+
+    Only webhooks that were accepted (they have a dedup key) and then failed: a malformed one
+    (answered 400) has nothing to apply. Only the events that failed are applied again (see
+    ``WebhookEvent.failed_events``); that is safe to repeat, as relays are deduplicated by
+    comment id and a stop is idempotent. One audit entry per webhook, with the reason it had
+    failed. A session with no other failure left stops needing attention (a webhook that fails
+    again flags it again).
+    """
+    from sessions_app.services.webhooks import webhook_schedule
+
+    reason = _reason(reason, required=False)
+    failed = WebhookEvent.objects.select_for_update(of=("self",)).filter(
+        pk__in=[event.pk for event in events], status=WebhookStatus.FAILED, dedup_key__isnull=False
+    )
+    queued = []
+    for event in failed.select_related("integration", "session").order_by("id"):
+        previous = {"detail": event.detail, "failed_events": event.failed_events}
+        WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookStatus.ACCEPTED, processed_at=None)
+        operator_action_record(
+            operator=operator,
+            action=OperatorActionKind.WEBHOOK_REAPPLY,
+            reason=reason,
+            session=event.session,
+            integration=event.integration,
+            detail={"webhook_event_id": event.pk, "previous": previous},
+        )
+        if event.session_id and not (
+            event.session.deliveries.filter(status=DeliveryStatus.DEAD).exists()
+            or event.session.webhooks.filter(status=WebhookStatus.FAILED).exclude(pk=event.pk).exists()
+        ):
+            HitlSession.objects.filter(pk=event.session_id).update(needs_attention=False)
+        transaction.on_commit(lambda pk=event.pk: webhook_schedule(webhook_event_id=pk))
+        queued.append(event.pk)
+    return queued
 
 
 def integration_connection_test_by_operator(

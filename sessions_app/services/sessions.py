@@ -10,14 +10,20 @@ integration's ``BotpressSink``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
-from django.db import IntegrityError, transaction
+import structlog
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from outbound.http import OutboundError
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
+from providers.text import text_sanitize, value_sanitize
 from sessions_app.models import (
     DeliveryKind,
     Direction,
@@ -34,7 +40,11 @@ from sessions_app.services.errors import Conflict, InvalidInput, NotFound, Upstr
 from sessions_app.services.integrations import integration_bot_reference, integration_botpress_sink
 from sessions_app.services.outbox import delivery_enqueue
 
+log = structlog.get_logger(__name__)
+
 EVENT_ASSIGNED, EVENT_STOPPED = "hitlAssigned", "hitlStopped"
+# Failures worth retrying the whole webhook for: the database or the broker, not the input.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
 BOT_NAME = "Botpress"
 
 
@@ -235,12 +245,20 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
 
     Looked up by ticket id, else by the reference we stored on the ticket (the conversation
     id): a webhook can arrive before the delivery that created the ticket has committed.
+    The fallback serves only that race, a session without a Ticket row: once a session has its
+    ticket, another ticket naming its conversation (any provider, any event kind) is foreign,
+    and must neither relay into, assign nor stop it.
     """
     ticket = Ticket.objects.filter(integration=integration, external_id=event.ticket_external_id).first()
     if ticket:
         return locked_sessions().get(pk=ticket.session_id)
     if event.reference:
-        return locked_sessions().filter(integration=integration, botpress_conversation_id=event.reference).first()
+        return (
+            locked_sessions()
+            .filter(integration=integration, botpress_conversation_id=event.reference)
+            .exclude(Exists(Ticket.objects.filter(session=OuterRef("pk"))))
+            .first()
+        )
     return None
 
 
@@ -350,29 +368,75 @@ def _part_message(part: MessagePart) -> tuple[str, dict, dict | None]:
     return kind, {MEDIA_URL_FIELDS[kind]: part.url} | ({"title": title} if title else {}), media
 
 
+@dataclass(frozen=True)
+class EventsApplied:
+    """What applying one webhook's events did.
+
+    ``session``: the (last) session they concerned; ``detail``: one outcome per event;
+    ``failures``: ``[{"index", "kind", "reason"}]``, the events that failed for good.
+    """
+
+    session: HitlSession | None
+    detail: str
+    failures: list[dict] = field(default_factory=list)
+
+
+def _event_apply(*, integration: Integration, session: HitlSession, event: InboundEvent) -> str:
+    if event.kind == "agent_message":
+        agent = human_agent_upsert(integration=integration, profile=event.agent)
+        relayed = agent_reply_receive(session=session, agent=agent, event=event)
+        return f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}"
+    if event.kind == "assigned":
+        agent = human_agent_upsert(integration=integration, profile=event.agent)
+        return f"assigned: {'changed' if session_assign(session=session, agent=agent) else 'no change'}"
+    if event.kind == "stopped":
+        session_stop(
+            session=session,
+            stopped_by=StoppedBy.AGENT,
+            reason="ticket solved in the help desk",
+            close_ticket=False,
+            notify_botpress=True,
+        )
+        return "stopped"
+    raise ValueError(f"unknown event kind {event.kind!r}")
+
+
 @transaction.atomic
-def session_events_apply(*, integration: Integration, events: list[InboundEvent]) -> tuple[HitlSession | None, str]:
-    """Apply what one webhook said, in order (a solve relays its last comment before stopping)."""
-    session, outcomes = None, []
-    for event in events:
-        session = session_for_ticket(integration=integration, event=event)
-        if session is None:
-            outcomes.append(f"{event.kind}: not a gateway ticket")
+def session_events_apply(
+    *, integration: Integration, events: list[InboundEvent], only: Collection[int] | None = None
+) -> EventsApplied:
+    """Apply what one webhook said, in order (a solve relays its last comment before stopping).
+
+    Each event is sanitised (``providers.text``) and applied in its own savepoint, so one that
+    fails cannot drop the others nor block a stop. A transient failure (database connection,
+    deadlock, broker) is raised, so the whole webhook is retried; any other is recorded in
+    ``failures`` and flags the session as needing attention. ``only``: the indexes of the
+    events to apply (an operator's re-apply of those that failed); the others are skipped.
+    """
+    session, outcomes, failures, flagged = None, [], [], set()
+    for index, event in enumerate(events):
+        if only is not None and index not in only:
             continue
-        if event.kind == "agent_message":
-            agent = human_agent_upsert(integration=integration, profile=event.agent)
-            relayed = agent_reply_receive(session=session, agent=agent, event=event)
-            outcomes.append(f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}")
-        elif event.kind == "assigned":
-            agent = human_agent_upsert(integration=integration, profile=event.agent)
-            outcomes.append(f"assigned: {'changed' if session_assign(session=session, agent=agent) else 'no change'}")
-        elif event.kind == "stopped":
-            session_stop(
-                session=session,
-                stopped_by=StoppedBy.AGENT,
-                reason="ticket solved in the help desk",
-                close_ticket=False,
-                notify_botpress=True,
-            )
-            outcomes.append("stopped")
-    return session, "; ".join(outcomes) or "nothing to relay"
+        event, found = value_sanitize(event), None
+        try:
+            with transaction.atomic():
+                found = session_for_ticket(integration=integration, event=event)
+                outcome = (
+                    _event_apply(integration=integration, session=found, event=event)
+                    if found
+                    else f"{event.kind}: not a gateway ticket"
+                )
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded with its reason, re-appliable from the admin
+            reason = text_sanitize(f"{type(exc).__name__}: {exc}")[:500]
+            log.warning("webhook.event_failed", kind=event.kind, index=index, reason=reason)
+            failures.append({"index": index, "kind": event.kind, "reason": reason})
+            outcome = f"{event.kind}: failed: {reason}"
+            if found is not None:
+                flagged.add(found.pk)
+        session = found or session
+        outcomes.append(outcome)
+    if flagged:
+        HitlSession.objects.filter(pk__in=flagged).update(needs_attention=True)
+    return EventsApplied(session, "; ".join(outcomes) or "nothing to relay", failures)

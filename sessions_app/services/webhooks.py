@@ -7,21 +7,23 @@ and processed once.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from providers import provider_class
 from providers.base import WebhookInvalid, WebhookRejected
-from sessions_app.models import Integration, WebhookEvent, WebhookStatus
+from providers.text import bytes_sanitize, text_sanitize, value_sanitize
+from sessions_app.models import Integration, WebhookEvent, WebhookRejection, WebhookStatus
 from sessions_app.services.integrations import integration_signing_secrets
-from sessions_app.services.sessions import session_events_apply
+from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +36,13 @@ KEPT_HEADERS = (
     "x-zendesk-webhook-invocation-id",
     "x-zendesk-webhook-signature-timestamp",
 )
-# A rejected request is kept for audit only, so only its start is stored.
-MAX_REJECTED_BODY = 4096
+MAX_HEADER_VALUE = 256
+# An authenticated but malformed request is kept for audit only, so only its start is stored.
+MAX_INVALID_BODY = 4096
+# Rejected (unauthenticated) requests are counted, not stored: the last few samples per counter,
+# each at most this many bytes of JSON.
+SAMPLES_KEPT = 5
+SAMPLE_MAX_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class WebhookOutcome:
 
 
 UNAUTHORIZED = WebhookOutcome(401, {"error": "unauthorized", "message": "Webhook authentication failed."})
+DUPLICATE = WebhookOutcome(200, {"status": "duplicate"})
 
 
 def _integration(integration_id: str, provider: str) -> Integration | None:
@@ -57,30 +65,37 @@ def _integration(integration_id: str, provider: str) -> Integration | None:
 def webhook_receive(
     *, integration_id: str, provider: str, headers: Mapping[str, str], body: bytes, remote_addr: str | None
 ) -> WebhookOutcome:
-    """Verify, record, enqueue. An unknown integration looks exactly like a bad signature."""
+    """Verify, record, enqueue. An unknown integration looks exactly like a bad signature.
+
+    A rejected request is only counted (``webhook_rejection_count``); an authentic one is stored
+    once, deduplicated by the adapter's dedup key and by its replay key (what was signed). Every
+    text stored is sanitised (``providers.text``): a raw body may hold NUL bytes or invalid UTF-8.
+    """
     integration = _integration(integration_id, provider)
     if integration is None:
         log.warning("webhook.unknown_integration", provider=provider, remote_addr=remote_addr)
         return UNAUTHORIZED
     adapter = provider_class(provider)
     lowered = {key.lower(): value for key, value in headers.items()}
-    record = {
-        "integration": integration,
-        "provider": provider,
-        "headers": {key: lowered[key] for key in KEPT_HEADERS if key in lowered},
-        "body": body[:MAX_REJECTED_BODY].decode("utf-8", errors="replace"),
-        "remote_addr": remote_addr,
-    }
+    kept = {key: text_sanitize(str(lowered[key]))[:MAX_HEADER_VALUE] for key in KEPT_HEADERS if key in lowered}
     try:
         _verify(adapter, integration, headers=lowered, body=body)
     except WebhookRejected as exc:
-        WebhookEvent.objects.create(status=WebhookStatus.REJECTED, detail=str(exc), **record)
+        webhook_rejection_count(
+            integration=integration, reason=str(exc), headers=kept, body=body, remote_addr=remote_addr
+        )
         log.warning("webhook.rejected", integration_id=str(integration.pk), reason=str(exc))
         return UNAUTHORIZED
+    record = {"integration": integration, "provider": provider, "headers": kept, "remote_addr": remote_addr}
     try:
-        parsed = adapter.webhook_parse(headers=lowered, body=body)
+        parsed = value_sanitize(adapter.webhook_parse(headers=lowered, body=body))
     except WebhookInvalid as exc:
-        WebhookEvent.objects.create(status=WebhookStatus.FAILED, detail=f"invalid: {exc}", **record)
+        WebhookEvent.objects.create(
+            status=WebhookStatus.FAILED,
+            detail=text_sanitize(f"invalid: {exc}")[:2000],
+            body=bytes_sanitize(body[:MAX_INVALID_BODY]),
+            **record,
+        )
         return WebhookOutcome(
             400,
             {
@@ -89,19 +104,85 @@ def webhook_receive(
                 "fields": {exc.field: [exc.message]},
             },
         )
+    replay_key = adapter.webhook_replay_key(headers=lowered, body=body) or None
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(
                 status=WebhookStatus.ACCEPTED,
                 dedup_key=parsed.dedup_key,
+                replay_key=replay_key,
                 event_type=parsed.event_type,
                 ticket_external_id=parsed.ticket_external_id,
-                **(record | {"body": body.decode("utf-8", errors="replace")}),
+                body=bytes_sanitize(body),
+                **record,
             )
             transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
-    except IntegrityError:
-        return WebhookOutcome(200, {"status": "duplicate"})
+    except IntegrityError:  # the same dedup key, or the same signed content (a replay)
+        return DUPLICATE
     return WebhookOutcome(200, {"status": "accepted"})
+
+
+def _sample(*, headers: Mapping[str, str], body: bytes, remote_addr: str | None, at: datetime) -> dict:
+    """What an operator sees of one rejected request: at most ``SAMPLE_MAX_BYTES`` of JSON."""
+    sample = {"at": at.isoformat(), "remote_addr": remote_addr, "headers": dict(headers), "body": ""}
+    if len(json.dumps(sample).encode()) > SAMPLE_MAX_BYTES // 2:  # long header values: names only
+        sample["headers"] = dict.fromkeys(headers, "…")
+    text = bytes_sanitize(body[:SAMPLE_MAX_BYTES])
+    while text and (overflow := len(json.dumps(sample | {"body": text}).encode()) - SAMPLE_MAX_BYTES) > 0:
+        text = text[: len(text) - max(1, overflow // 12)]  # a character is at most 12 bytes of JSON
+    sample["body"] = text
+    return sample
+
+
+_REJECTION_UPSERT = {
+    "postgresql": """
+        INSERT INTO {table} (integration_id, reason, bucket, count, first_at, last_at, samples)
+        VALUES (%s, %s, %s, 1, %s, %s, %s::jsonb)
+        ON CONFLICT (integration_id, reason, bucket) DO UPDATE SET
+            count = {table}.count + 1,
+            last_at = EXCLUDED.last_at,
+            samples = jsonb_path_query_array({table}.samples || EXCLUDED.samples, '$[last - {keep} to last]')
+    """,
+    "sqlite": """
+        INSERT INTO {table} (integration_id, reason, bucket, count, first_at, last_at, samples)
+        VALUES (%s, %s, %s, 1, %s, %s, %s)
+        ON CONFLICT (integration_id, reason, bucket) DO UPDATE SET
+            count = {table}.count + 1,
+            last_at = excluded.last_at,
+            samples = json_insert(
+                CASE WHEN json_array_length({table}.samples) > {keep}
+                     THEN json_remove({table}.samples, '$[0]') ELSE {table}.samples END,
+                '$[#]', json(json_extract(excluded.samples, '$[0]'))
+            )
+    """,
+}
+
+
+def webhook_rejection_count(
+    *, integration: Integration, reason: str, headers: Mapping[str, str], body: bytes, remote_addr: str | None
+) -> None:
+    """Count one rejected webhook in its (integration, reason, hour) counter: one upsert, no row.
+
+    ``INSERT ... ON CONFLICT DO UPDATE count = count + 1`` keeps the rows bounded (one per
+    reason and hour) whatever the flood, and concurrent rejections never lose a count.
+    """
+    now = timezone.now()
+    bucket = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    sample = _sample(headers=headers, body=body, remote_addr=remote_addr, at=now)
+    table = connection.ops.quote_name(WebhookRejection._meta.db_table)
+    sql = _REJECTION_UPSERT[connection.vendor].format(table=table, keep=SAMPLES_KEPT - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                integration.pk.hex if connection.vendor == "sqlite" else integration.pk,
+                text_sanitize(reason)[:128],
+                bucket,
+                now,
+                now,
+                json.dumps([sample]),
+            ],
+        )
 
 
 def _verify(adapter, integration: Integration, *, headers: Mapping[str, str], body: bytes) -> None:
@@ -167,7 +248,7 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
                 return False
             _webhook_event_apply(event)
         return True
-    except (OperationalError, InterfaceError) as exc:
+    except TRANSIENT_ERRORS as exc:
         # Transient (a deadlock victim, a lost connection): the event stays accepted and is
         # applied again shortly, still ahead of the rest of its ticket's queue.
         log.warning("webhook.apply_retry", webhook_event_id=head_id, error=type(exc).__name__)
@@ -177,20 +258,30 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
         log.exception("webhook.apply_failed", webhook_event_id=head_id)
         WebhookEvent.objects.filter(pk=head_id, status=WebhookStatus.ACCEPTED).update(
             status=WebhookStatus.FAILED,
-            detail=f"failed: {type(exc).__name__}: {exc}"[:2000],
+            detail=text_sanitize(f"failed: {type(exc).__name__}: {exc}")[:2000],
             processed_at=timezone.now(),
         )
         return True
 
 
 def _webhook_event_apply(event: WebhookEvent) -> None:
+    """Apply the webhook's events, each on its own (see ``session_events_apply``).
+
+    Events that fail for good are listed in ``failed_events`` and the webhook is ``failed``;
+    after an operator's re-apply only those are applied again.
+    """
     adapter = provider_class(event.provider)
     parsed = adapter.webhook_parse(headers=event.headers, body=event.body.encode())
-    session, detail = session_events_apply(integration=event.integration, events=parsed.events)
-    event.session = session
-    event.status = WebhookStatus.PROCESSED if session else WebhookStatus.IGNORED
-    event.detail, event.processed_at = detail, timezone.now()
-    event.save(update_fields=["session", "status", "detail", "processed_at"])
+    only = {failure["index"] for failure in event.failed_events} or None
+    applied = session_events_apply(integration=event.integration, events=parsed.events, only=only)
+    event.session = applied.session or event.session
+    event.failed_events = applied.failures
+    if applied.failures:
+        event.status = WebhookStatus.FAILED
+    else:
+        event.status = WebhookStatus.PROCESSED if applied.session else WebhookStatus.IGNORED
+    event.detail, event.processed_at = text_sanitize(applied.detail)[:2000], timezone.now()
+    event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at"])
 
 
 def webhook_events_sweep(*, older_than_seconds: int) -> int:

@@ -43,7 +43,7 @@ def secrets_decrypt(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("sessions_app", "0008_signing_secret_grace"),
+        ("sessions_app", "0009_a_webhook_robustness"),
     ]
 
     operations = [
