@@ -115,12 +115,20 @@ any_json = st.recursive(
     max_leaves=12,
 )
 ids = st.sampled_from([CONVERSATION, USER, "", "x" * 65]) | st.text(max_size=70) | any_json
-texts = st.text() | st.sampled_from(["a\x00b", "\ud800", "x" * 64_001, "https://files.test/a.png"]) | any_json
+# Values at and past the stored limits, text PostgreSQL cannot store, any text, any JSON.
+edges = ["Ada", "x" * 255, "x" * 256, "x" * 2049, "x" * 64_001, "a\x00b", "\ud800", "https://files.test/a.png"]
+texts = st.sampled_from(edges) | st.text() | any_json
+emails = st.sampled_from(["ada@example.test", "nope", "a" * 64 + "@" + "b" * 190 + ".test"]) | any_json
 
 
 def _maybe(**fields):
     """An object with each of these keys or not, each value from its strategy."""
     return st.fixed_dictionaries({}, optional=fields)
+
+
+def _shaped(kind: str, **fields):
+    """A hitl-api body of this ``type``, each other key or not (wrong types come from ``any_json``)."""
+    return st.fixed_dictionaries({"type": st.just(kind)}, optional=fields)
 
 
 payloads = (
@@ -152,30 +160,33 @@ history = st.lists(
     ),
     max_size=3,
 )
-action_inputs = (
-    _maybe(
-        name=texts,
-        email=st.sampled_from(["ada@example.test", "nope", "a" * 250 + "@x.test"]) | any_json,
-        pictureUrl=texts,
-        userId=ids,
-        title=texts,
-        description=texts,
-        hitlSession=_maybe(priority=any_json, requesterEmail=any_json, ticketFormId=any_json) | any_json,
-        messageHistory=history | any_json,
-        conversationId=ids,
-    )
-    | any_json
+# Each action's input with its required keys (any value), optional keys or not; or any JSON.
+user_input = st.fixed_dictionaries({"name": texts}, optional={"email": emails, "pictureUrl": texts})
+start_input = st.fixed_dictionaries(
+    {"userId": ids, "messageHistory": history | any_json},
+    optional={
+        "title": texts,
+        "description": texts,
+        "hitlSession": _maybe(priority=any_json, requesterEmail=any_json, ticketFormId=any_json) | any_json,
+    },
 )
+stop_input = st.fixed_dictionaries({"conversationId": ids})
+action_inputs = user_input | start_input | stop_input | any_json
 WIRE_BODIES = {
-    "message_created": _maybe(
-        type=message_types,
-        payload=payloads,
-        conversation=_maybe(id=ids, channel=st.sampled_from(["hitl"]) | any_json) | any_json,
-        user=_maybe(id=ids) | any_json,
-        message=_maybe(id=ids) | any_json,
+    "message_created": st.fixed_dictionaries(
+        {
+            "type": message_types,
+            "payload": payloads,
+            "conversation": st.fixed_dictionaries({"id": ids, "channel": st.just("hitl") | any_json}) | any_json,
+            "user": _maybe(id=ids) | any_json,
+            "message": _maybe(id=ids) | any_json,
+        }
     ),
-    "action_triggered": _maybe(
-        type=st.sampled_from(["createUser", "startHitl", "stopHitl", "nope"]) | any_json, input=action_inputs
+    "action_triggered": st.one_of(
+        st.fixed_dictionaries({"type": st.just("createUser"), "input": user_input}),
+        st.fixed_dictionaries({"type": st.just("startHitl"), "input": start_input}),
+        st.fixed_dictionaries({"type": st.just("stopHitl"), "input": stop_input}),
+        _maybe(type=st.sampled_from(["createUser", "startHitl", "nope"]) | any_json, input=action_inputs),
     ),
     "register": _maybe(webhookUrl=st.sampled_from(["https://webhook.botpress.test/wh_1"]) | texts),
     "webhook_received": _maybe(
@@ -212,9 +223,9 @@ def test_wire_protocol_never_answers_5xx(client, runtime_integration):
 
 HITL_API_BODIES = {
     "ping": any_json,
-    "createRemoteUser": _maybe(type=st.just("createRemoteUser") | any_json, payload=action_inputs),
-    "createRemoteConversation": _maybe(
-        type=st.just("createRemoteConversation") | any_json,
+    "createRemoteUser": _shaped("createRemoteUser", payload=user_input | any_json),
+    "createRemoteConversation": _shaped(
+        "createRemoteConversation",
         payload=_maybe(
             title=texts,
             description=texts,
@@ -222,14 +233,11 @@ HITL_API_BODIES = {
         )
         | any_json,
     ),
-    "botSendsMessage": _maybe(
-        type=st.just("botSendsMessage") | any_json, remoteConversationId=ids, remoteUserId=ids, payload=payloads
-    ),
-    "closeRemoteTicket": _maybe(
-        type=st.just("closeRemoteTicket") | any_json, payload=_maybe(botpressConversationId=ids) | any_json
-    ),
+    "botSendsMessage": _shaped("botSendsMessage", remoteConversationId=ids, remoteUserId=ids, payload=payloads),
+    "closeRemoteTicket": _shaped("closeRemoteTicket", payload=_maybe(botpressConversationId=ids) | any_json),
 }
 hitl_api_calls = st.one_of(
+    st.tuples(st.sampled_from(list(HITL_API_BODIES)), any_json.map(lambda b: json.dumps(b).encode())),
     *(st.tuples(st.just(path), body.map(lambda b: json.dumps(b).encode())) for path, body in HITL_API_BODIES.items()),
     st.tuples(st.sampled_from(list(HITL_API_BODIES)), st.binary(max_size=64)),
 )
