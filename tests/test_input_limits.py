@@ -232,7 +232,8 @@ def test_nul_and_lone_surrogates_are_sanitised_on_every_transport(rest, hitl_api
     assert Message.objects.get(botpress_message_id="msg_wire").payload["text"] == "ab"
     title = json.dumps({"type": "createRemoteConversation", "payload": {"title": "T\u0000\udfff"}})
     response = hitl_api.post(f"{hitl_api.base}/createRemoteConversation", title, content_type="application/json")
-    assert response.status_code != 500, response.content
+    assert response.status_code == 200, response.content
+    assert HitlSession.objects.get(botpress_conversation_id=response.json()["id"]).title == "T\ufffd"
 
 
 def test_invalid_utf8_is_a_400(rest, hitl_api, wire):
@@ -259,6 +260,11 @@ def test_bodies_over_the_limit_are_a_413_everywhere(small_limit, rest, hitl_api,
     assert response.status_code == 413 and response.json()["type"] == "PayloadTooLarge"
     for url in (f"/webhooks/zendesk/{rest.integration.pk}/", "/admin/login/"):
         assert client.post(url, big, content_type="application/json").status_code == 413
+    # Refused on the declared length alone, before any of the body is read.
+    response = rest.post(
+        f"{rest.base}/actions/createUser", b"{}", content_type="application/json", CONTENT_LENGTH="5000"
+    )
+    assert response.status_code == 413
     # Under the limit, still served.
     assert rest.post(f"{rest.base}/actions/stopHitl", {"conversationId": "c"}, format="json").status_code == 404
 
