@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from hitl_gateway.limits import json_loads_checked
 
 OPERATIONS = (
     "webhook_received",
@@ -41,7 +42,7 @@ REQUIRED_HEADERS = (
     ("x-bp-configuration", "Missing configuration header"),
 )
 # Error type → the code Botpress gives it (``@botpress/client`` errors).
-ERROR_CODES = {"InvalidPayload": 400, "Runtime": 400, "Unauthorized": 401, "Forbidden": 403}
+ERROR_CODES = {"InvalidPayload": 400, "Runtime": 400, "Unauthorized": 401, "Forbidden": 403, "PayloadTooLarge": 413}
 UNEXPECTED = (
     "An unexpected error occurred in the integration. Bot owners: Check logs for more informations. "
     "Integration owners: throw a RuntimeError to return a custom error message instead."
@@ -109,7 +110,7 @@ def context_parse(headers: Mapping[str, str]) -> WireContext:
             raise ContextMissing(message)
         values[name] = value
     try:
-        configuration = json.loads(base64.b64decode(values["x-bp-configuration"], validate=True).decode("utf-8"))
+        configuration = json_loads_checked(base64.b64decode(values["x-bp-configuration"], validate=True))
     except (ValueError, binascii.Error) as exc:
         raise ContextMissing(f"Invalid configuration header: {exc}") from None
     return WireContext(
@@ -125,11 +126,15 @@ def context_parse(headers: Mapping[str, str]) -> WireContext:
 
 
 def body_parse(body: bytes | None) -> Any:
-    """The SDK's ``parseBody``: no body is "Missing body", bad JSON an InvalidPayload with its reason."""
+    """The SDK's ``parseBody``: no body is "Missing body", bad JSON an InvalidPayload with its reason.
+
+    Also refused as bad JSON: nesting deeper than ``limits.MAX_JSON_DEPTH`` and NaN/infinities;
+    strings come back without NUL or unpaired surrogates (``limits.json_loads_checked``).
+    """
     if not body:
         raise invalid_payload("Missing body")
     try:
-        return json.loads(body)
+        return json_loads_checked(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid_payload(f"Invalid JSON body: {exc}") from None
 

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Before anything reads a body: 413 over HITL["MAX_REQUEST_BODY_BYTES"].
+    "hitl_gateway.limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -135,7 +137,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["hitl_gateway.limits.CheckedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sessions_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -213,7 +215,11 @@ HITL = {
     "MEDIA_ALLOW_PRIVATE_ADDRESSES": env.bool("HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES", False),
     # Synchronous Botpress calls made while Botpress waits for our answer retry at most this long.
     "SYNC_RETRY_MAX_WAIT_SECONDS": env.float("HITL_SYNC_RETRY_MAX_WAIT_SECONDS", 10.0),
+    # Any request body larger than this gets 413 before it is read (every endpoint, admin too).
+    "MAX_REQUEST_BODY_BYTES": env.int("HITL_MAX_REQUEST_BODY_BYTES", 4 * 1024 * 1024),
 }
+# Django's own form-data limit agrees with ours, so a body under ours is never its 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = HITL["MAX_REQUEST_BODY_BYTES"]
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("HITL_LOG_LEVEL", default="INFO")

@@ -2,19 +2,41 @@
 
 Non-empty strings (``minLength 1`` in the interface) are ``CharField(allow_blank=False)``;
 ``additionalData`` is at most 500 characters, the runtime's message-tag size.
+
+Every string has a ``max_length`` (served in the OpenAPI and the definition as ``maxLength``),
+checked before any call to Botpress or the help desk, so nothing too long for the database is
+accepted, half-applied, and then refused with a 500:
+
+- ids (``ID_MAX``): the ``CharField(max_length=64)`` columns that store Botpress's user,
+  conversation and message ids;
+- ``name``/``title`` 255, ``email`` 254, URLs 2048: the model columns they are stored in;
+- free text (``TEXT_MAX``: message text, markdown, the ticket description, media titles, card
+  and choice labels): 64,000 characters. It becomes the body of a help-desk comment, and Zendesk
+  refuses comments over about 65,000 characters (support.zendesk.com community post
+  4719863289498); the margin leaves room for the author line the gateway adds.
 """
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
+ID_MAX = 64
+NAME_MAX = 255
+EMAIL_MAX = 254
+URL_MAX = 2048
+TEXT_MAX = 64_000
 
-def _text(**kwargs) -> serializers.CharField:
-    return serializers.CharField(trim_whitespace=False, **kwargs)
+
+def _text(*, max_length: int = TEXT_MAX, **kwargs) -> serializers.CharField:
+    return serializers.CharField(trim_whitespace=False, max_length=max_length, **kwargs)
 
 
-def _optional_text() -> serializers.CharField:
-    return _text(required=False, allow_blank=True)
+def _optional_text(max_length: int = TEXT_MAX) -> serializers.CharField:
+    return _text(required=False, allow_blank=True, max_length=max_length)
+
+
+def _id(**kwargs) -> serializers.CharField:
+    return _text(max_length=ID_MAX, **kwargs)
 
 
 class TextPayload(serializers.Serializer):
@@ -26,7 +48,7 @@ class MarkdownPayload(serializers.Serializer):
 
 
 def _media(url_field: str) -> type[serializers.Serializer]:
-    fields = {url_field: _text(), "title": _optional_text()}
+    fields = {url_field: _text(max_length=URL_MAX), "title": _optional_text()}
     return type(f"{url_field[:-3].capitalize()}Payload", (serializers.Serializer,), fields)
 
 
@@ -50,7 +72,7 @@ class CardAction(serializers.Serializer):
 class CardPayload(serializers.Serializer):
     title = _text()
     subtitle = _optional_text()
-    imageUrl = _optional_text()
+    imageUrl = _optional_text(URL_MAX)
     actions = CardAction(many=True)
 
 
@@ -108,7 +130,7 @@ class BlocPayload(serializers.Serializer):
 
 def _channel(payload: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """A channel payload: the type's fields plus the optional real author and additional data."""
-    fields = {"userId": _text(required=False), "additionalData": _text(required=False, max_length=500)}
+    fields = {"userId": _id(required=False), "additionalData": _text(required=False, max_length=500)}
     return type(f"Channel{payload.__name__}", (payload,), fields)
 
 
@@ -139,7 +161,7 @@ HISTORY_PAYLOADS = {
 
 class HistorySource(serializers.Serializer):
     type = serializers.ChoiceField(choices=["user", "bot"])
-    userId = _text(required=False)
+    userId = _id(required=False)
 
     def validate(self, attrs):
         if attrs["type"] == "user" and not attrs.get("userId"):
@@ -158,9 +180,9 @@ class ChannelMessage(TypedPayloadSerializer):
 
 # --- actions ---------------------------------------------------------------------------------
 class CreateUserInput(serializers.Serializer):
-    name = _text()
-    pictureUrl = _text(required=False)
-    email = serializers.EmailField(required=False)
+    name = _text(max_length=NAME_MAX)
+    pictureUrl = _text(required=False, max_length=URL_MAX)
+    email = serializers.EmailField(required=False, max_length=EMAIL_MAX)
 
 
 class CreateUserOutput(serializers.Serializer):
@@ -168,9 +190,9 @@ class CreateUserOutput(serializers.Serializer):
 
 
 class StartHitlInput(serializers.Serializer):
-    userId = _text()
-    title = _text(required=False, allow_blank=True)
-    description = _text(required=False, allow_blank=True)
+    userId = _id()
+    title = _optional_text(NAME_MAX)
+    description = _optional_text()
     hitlSession = serializers.DictField(required=False)
     messageHistory = HistoryElement(many=True, allow_empty=True)
 
@@ -194,13 +216,13 @@ class StartHitlOutput(serializers.Serializer):
 
 
 class StopHitlInput(serializers.Serializer):
-    conversationId = _text()
+    conversationId = _id()
 
 
 class ChannelMessageInput(ChannelMessage):
-    conversationId = _text()
-    messageId = _text(required=False, help_text="Botpress message id; the same id twice is relayed once.")
-    userId = _text(required=False, help_text="The Botpress user who sent the message (usually the bot).")
+    conversationId = _id()
+    messageId = _id(required=False, help_text="Botpress message id; the same id twice is relayed once.")
+    userId = _id(required=False, help_text="The Botpress user who sent the message (usually the bot).")
 
 
 class ChannelMessageOutput(serializers.Serializer):

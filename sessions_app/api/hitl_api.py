@@ -45,8 +45,9 @@ def _literal(value: str) -> serializers.ChoiceField:
     return serializers.ChoiceField(choices=[value])
 
 
-def _string(**kwargs) -> serializers.CharField:
-    return serializers.CharField(trim_whitespace=False, **kwargs)
+def _string(*, max_length: int = contract.TEXT_MAX, **kwargs) -> serializers.CharField:
+    """A string as long as what stores it allows (``contract``'s limits), checked before any call."""
+    return serializers.CharField(trim_whitespace=False, max_length=max_length, **kwargs)
 
 
 # --- the documents' schemas, field for field ----------------------------------------------------
@@ -57,12 +58,12 @@ class CreateRemoteUserPayload(serializers.Serializer):
 
 class RemoteMessage(serializers.Serializer):
     text = _string(allow_blank=True)
-    author = _string(required=False, allow_blank=True)
-    timestamp = _string(required=False, allow_blank=True)
+    author = _string(required=False, allow_blank=True, max_length=contract.ID_MAX)
+    timestamp = _string(required=False, allow_blank=True, max_length=contract.ID_MAX)
 
 
 class RemoteConversation(serializers.Serializer):
-    title = _string(required=False, allow_blank=True)
+    title = _string(required=False, allow_blank=True, max_length=contract.NAME_MAX)
     description = _string(required=False, allow_blank=True)
     messages = RemoteMessage(many=True, required=False)
 
@@ -73,7 +74,7 @@ class CreateRemoteConversationPayload(serializers.Serializer):
 
 
 class RemoteTicket(serializers.Serializer):
-    botpressConversationId = _string()
+    botpressConversationId = _string(max_length=contract.ID_MAX)
 
 
 class CloseRemoteTicketPayload(serializers.Serializer):
@@ -83,8 +84,10 @@ class CloseRemoteTicketPayload(serializers.Serializer):
 
 class BotSendsMessagePayload(serializers.Serializer):
     type = _literal("botSendsMessage")
-    remoteConversationId = _string(help_text="The ID of the conversation on the live agent platform")
-    remoteUserId = _string(help_text="The ID of the chat-user on the live agent platform")
+    remoteConversationId = _string(
+        max_length=contract.ID_MAX, help_text="The ID of the conversation on the live agent platform"
+    )
+    remoteUserId = _string(max_length=contract.ID_MAX, help_text="The ID of the chat-user on the live agent platform")
     payload = serializers.DictField(help_text="The message payload in the botpress format")
 
 

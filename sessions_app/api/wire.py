@@ -109,9 +109,12 @@ def _object(value: object, name: str) -> dict:
     return value
 
 
-def _string(value: object, name: str) -> str:
+def _string(value: object, name: str, max_length: int = contract.ID_MAX) -> str:
+    """A non-empty string no longer than what stores it (an id, unless told otherwise)."""
     if not isinstance(value, str) or not value:
         raise wire.invalid_payload(f"{name}: must be a non-empty string")
+    if len(value) > max_length:
+        raise wire.invalid_payload(f"{name}: must be at most {max_length} characters")
     return value
 
 
@@ -126,7 +129,7 @@ def _no_handler(integration: Integration, ctx: wire.WireContext, body: bytes | N
 
 
 def _register(integration: Integration, ctx: wire.WireContext, body: bytes | None) -> dict:
-    webhook_url = _string(_object(wire.body_parse(body), "body").get("webhookUrl"), "webhookUrl")
+    webhook_url = _string(_object(wire.body_parse(body), "body").get("webhookUrl"), "webhookUrl", contract.URL_MAX)
     integration_botpress_register(integration=integration, webhook_url=webhook_url, bot_user_id=ctx.bot_user_id)
     return {}
 
@@ -142,7 +145,9 @@ def _action_triggered(integration: Integration, ctx: wire.WireContext, body: byt
     name = data.get("type")
     if not name:
         raise wire.invalid_payload("Missing action type")
-    action = integration_botpress_names(integration=integration).interface_action(str(name))
+    if not isinstance(name, str):
+        raise wire.invalid_payload("type: must be a string")
+    action = integration_botpress_names(integration=integration).interface_action(name)
     if action is None:
         raise wire.invalid_payload(f"Action {name} not found")
     serializer = actions.action_input(integration, action, _object(data.get("input"), "input"))
@@ -155,6 +160,8 @@ def _message_created(integration: Integration, ctx: wire.WireContext, body: byte
     data = _object(wire.body_parse(body), "body")
     conversation = _object(data.get("conversation"), "conversation")
     channel, kind = conversation.get("channel"), data.get("type")
+    if not isinstance(channel, str) or not isinstance(kind, str):
+        raise wire.invalid_payload("conversation.channel and type: must be strings")
     if channel != integration_botpress_names(integration=integration).channel:
         raise wire.invalid_payload(f"Channel {channel} not found")
     if kind not in contract.CHANNEL_PAYLOADS:

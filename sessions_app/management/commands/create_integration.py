@@ -1,4 +1,9 @@
-"""Create an integration from the command line and print what Botpress and the help desk need."""
+"""Create an integration from the command line and print what Botpress and the help desk need.
+
+All or nothing: if ``--install-webhook`` fails (help desk unreachable, credentials refused),
+nothing is saved and one line on stderr says why (exit status 1), so no integration is left
+whose API key was never printed. A name in use is refused unless ``--update`` or ``--force``.
+"""
 
 import json
 
@@ -6,12 +11,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from outbound.http import OutboundError
 from sessions_app.models import Provider
-from sessions_app.services.integrations import (
-    integration_create,
-    integration_webhook_install,
-    integration_webhook_url,
-)
+from sessions_app.services.errors import Conflict
+from sessions_app.services.integration_setup import OnExisting, integration_setup
+from sessions_app.services.integrations import integration_webhook_url
 
 
 class Command(BaseCommand):
@@ -35,7 +39,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--install-webhook",
             action="store_true",
-            help="Install the help-desk webhook and triggers now (calls the help desk)",
+            help="Install the help-desk webhook and triggers now (calls the help desk); on failure nothing is saved",
+        )
+        existing = parser.add_mutually_exclusive_group()
+        existing.add_argument(
+            "--update",
+            action="store_true",
+            help="If an integration has this name, change its settings (its id and API key are kept)",
+        )
+        existing.add_argument(
+            "--force",
+            action="store_true",
+            help="Create a new integration even if one has this name (the existing one is left as it is)",
         )
 
     def handle(self, *args, **o):
@@ -44,9 +59,12 @@ class Command(BaseCommand):
             if not o["zendesk_email"] or not o["zendesk_api_token"]:
                 raise CommandError("--zendesk-email and --zendesk-api-token are required for Zendesk")
             credentials = {"email": o["zendesk_email"], "api_token": o["zendesk_api_token"]}
+        on_existing = OnExisting.UPDATE if o["update"] else OnExisting.FORCE if o["force"] else OnExisting.REFUSE
         try:
-            integration, api_key = integration_create(
+            setup = integration_setup(
                 name=o["name"],
+                on_existing=on_existing,
+                install_webhook=o["install_webhook"],
                 provider=o["provider"],
                 provider_base_url=o["provider_url"],
                 provider_credentials=credentials,
@@ -59,14 +77,21 @@ class Command(BaseCommand):
                 webhook_signing_secret=o["webhook_secret"],
             )
         except ValidationError as exc:
-            raise CommandError(f"invalid integration: {exc.message_dict}") from exc
-        if o["install_webhook"]:
-            integration_webhook_install(integration=integration)
+            raise CommandError(f"invalid integration: {exc.message_dict}") from None
+        except Conflict as exc:
+            raise CommandError(f"{exc.message} Pass --update to change it or --force to create another.") from None
+        except OutboundError as exc:
+            raise CommandError(
+                _one_line(f"could not install the help-desk webhook: {exc}; nothing was saved")
+            ) from None
+        integration, api_key = setup.integration, setup.api_key
         base = f"{settings.PUBLIC_BASE_URL}/api/v1/integrations/{integration.pk}"
         self.stdout.write(
             json.dumps(
                 {
                     "id": str(integration.pk),
+                    "created": setup.created,
+                    # Shown once; null after --update, which keeps the existing key.
                     "api_key": api_key,
                     "api_base_url": base,
                     "webhook_urls": [integration_webhook_url(integration=integration)],
@@ -74,3 +99,7 @@ class Command(BaseCommand):
                 }
             )
         )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

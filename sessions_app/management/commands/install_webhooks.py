@@ -1,9 +1,15 @@
-"""Install (or reinstall) the help-desk webhook and triggers of an integration."""
+"""Install (or reinstall) the help-desk webhook and triggers of an integration.
+
+Like ``create_integration``: a help desk that cannot be reached or refuses the credentials is
+one line on stderr and exit status 1, and the integration is left as it was.
+"""
 
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from outbound.http import OutboundError
 from sessions_app.models import Integration
 from sessions_app.services.integrations import integration_webhook_install, integration_webhook_url
 
@@ -15,10 +21,17 @@ class Command(BaseCommand):
         parser.add_argument("integration_id")
 
     def handle(self, *args, integration_id, **options):
-        integration = Integration.objects.filter(pk=integration_id).first()
+        try:
+            integration = Integration.objects.filter(pk=integration_id).first()
+        except ValidationError:  # not a UUID
+            integration = None
         if integration is None:
             raise CommandError(f"no integration {integration_id}")
-        integration = integration_webhook_install(integration=integration)
+        try:
+            integration = integration_webhook_install(integration=integration)
+        except OutboundError as exc:
+            message = f"could not install the help-desk webhook: {exc}; the integration is unchanged"
+            raise CommandError(" ".join(message.split())) from None
         self.stdout.write(
             json.dumps(
                 {
