@@ -210,9 +210,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every record is redacted on its way out: Django logs request paths, and the Botpress
+    # endpoints' paths hold their URL secret (hitl_gateway.logging).
+    "filters": {"redact": {"()": "hitl_gateway.logging.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own handlers (console, mail_admins, django.server) carry no redaction: these
+        # loggers give them up and reach the root handler instead.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
 
 from hitl_gateway.logging import configure_structlog  # noqa: E402
