@@ -2,7 +2,9 @@
 
 With no environment at all the gateway runs on an embedded default that needs no external
 service: SQLite in ``var/`` and Kombu's filesystem broker, so ``make run`` works on a bare machine.
-Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ).
+Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ), its
+own ``DJANGO_SECRET_KEY`` (it refuses to start without), and gets https settings by default
+(README, "Production settings").
 """
 
 from pathlib import Path
@@ -277,8 +279,8 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         # Django's own handlers (console, mail_admins, django.server) carry no redaction: these
         # loggers give them up and reach the root handler instead.
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
     },
 }
 
