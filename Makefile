@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 
-.PHONY: run demo test install browser lint bench clean
+.PHONY: run demo test install browser lint bench audit clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ chaos: install
 
 bench: install
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m bench
+
+# Known vulnerabilities in the pinned requirements and in the virtualenv as installed (transitive
+# dependencies included). Needs the advisory databases (PyPI's, OSV): run where they are reachable.
+# --strict: a package that cannot be audited fails the run. No --require-hashes: the pins have none.
+PIP_AUDIT_VERSION ?= 2.10.1
+audit: install
+	$(BIN)/pip install --quiet pip-audit==$(PIP_AUDIT_VERSION)
+	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.txt
+	$(BIN)/pip-audit --strict --progress-spinner off --skip-editable
 
 clean:
 	rm -rf var

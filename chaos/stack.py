@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -84,6 +85,13 @@ class Stack:
                 "HITL_LOG_LEVEL": "WARNING",
                 # A production-like stack needs its encryption key: one per run, like its database.
                 "HITL_ENCRYPTION_KEYS": os.environ.get("HITL_ENCRYPTION_KEYS") or Fernet.generate_key().decode(),
+                # PostgreSQL with DEBUG off is a production deployment to the settings: give it a
+                # key, and serve it over the plain http this stack speaks on loopback.
+                "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+                "DJANGO_SECURE_SSL_REDIRECT": "false",
+                "DJANGO_SECURE_HSTS_SECONDS": "0",
+                "DJANGO_SESSION_COOKIE_SECURE": "false",
+                "DJANGO_CSRF_COOKIE_SECURE": "false",
             }
             | env
         )

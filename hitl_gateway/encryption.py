@@ -12,14 +12,14 @@ set and ``DEBUG`` off) refuses to start instead, since a key next to the data pr
 
 from __future__ import annotations
 
-import contextlib
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from hitl_gateway.local_keys import local_key
 
 __all__ = ["InvalidToken", "decrypt", "encrypt", "encryption_keys_load"]
 
@@ -32,28 +32,6 @@ def _key_valid(key: str) -> bool:
     except (ValueError, TypeError):
         return False
     return True
-
-
-def _local_key(path: Path) -> str:
-    """The key kept in ``path``, created (mode 0600) on first use.
-
-    Several processes may start at once (web, worker, beat): the key is written to a private
-    temporary file and linked into place, which fails if another process won the race; then its
-    key is read. No process ever reads a half-written key.
-    """
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(Fernet.generate_key().decode() + "\n")
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path.read_text().strip()
 
 
 def encryption_keys_load(*, configured: list[str], production: bool, key_file: Path) -> list[str]:
@@ -81,7 +59,7 @@ def encryption_keys_load(*, configured: list[str], production: bool, key_file: P
             '(the first encrypts; make one with: python -c "from cryptography.fernet import Fernet; '
             'print(Fernet.generate_key().decode())"), and keep it apart from the database backups.'
         )
-    key = _local_key(key_file)
+    key = local_key(key_file, make=lambda: Fernet.generate_key().decode())
     if not _key_valid(key):
         raise ImproperlyConfigured(f"{key_file} does not hold a Fernet key: restore it, or set {KEYS_VARIABLE}.")
     return [key]

@@ -2,12 +2,18 @@
 
 With no environment at all the gateway runs on an embedded default that needs no external
 service: SQLite in ``var/`` and Kombu's filesystem broker, so ``make run`` works on a bare machine.
-Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ).
+Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis or RabbitMQ), its
+own ``DJANGO_SECRET_KEY`` (it refuses to start without), and gets https settings by default
+(README, "Production settings").
 """
 
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from hitl_gateway.local_keys import local_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("HITL_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -16,12 +22,47 @@ env = environ.Env()
 env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The embedded default is for a laptop; production must set its own key.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-only-key-change-me-in-production")
+# The embedded default (`make run`, `make demo`): a SQLite database, so one machine serving plain
+# http on loopback. Anything else with DEBUG off is a production deployment: https and a real key.
+EMBEDDED = env.str("DATABASE_URL", default="sqlite://").startswith("sqlite")
+PRODUCTION = not DEBUG and not EMBEDDED
+
+# --- Secret key: never the built-in one in production -------------------------------------------
+INSECURE_SECRET_KEY = "insecure-local-only-key-change-me-in-production"
+if "DJANGO_SECRET_KEY" in env:
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+elif EMBEDDED:
+    # Made once and kept in var/ (mode 0600): sessions survive restarts, no two machines share it.
+    SECRET_KEY = local_key(VAR_DIR / "secret_key")
+else:
+    SECRET_KEY = INSECURE_SECRET_KEY
+if not DEBUG and SECRET_KEY in ("", INSECURE_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set (or is the built-in insecure default) and DEBUG is off: set it to a "
+        'random value of 50+ characters, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))". '
+        "Only the embedded default (SQLite, no DATABASE_URL) makes and keeps a key of its own, in var/."
+    )
+
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Where help desks and Botpress reach us: used to build the webhook URLs we print and install.
 PUBLIC_BASE_URL = env.str("HITL_PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env.list(
+    "DJANGO_CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL] if PUBLIC_BASE_URL.startswith("https://") else []
+)
+
+# --- https: on by default in production, off for the embedded default (plain http on loopback) ---
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=PRODUCTION)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=PRODUCTION)
+# Behind a TLS-terminating proxy that sets it (and strips it from clients), e.g.
+# "HTTP_X_FORWARDED_PROTO,https". Unset by default: trusting a header no proxy sets is a hole.
+_proxy_ssl_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER is HEADER,value, e.g. HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -52,10 +93,29 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its 429 answer.
     "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy (django-csp) on every answer: the admin and the console load scripts,
+# styles and images from this origin only (their CSS is in static files, no inline <style>), so
+# an end user's URL or injected markup can make the operator's browser run or fetch nothing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        # The nonce is for django-admin-rangefilter's inline filter script and style (it renders
+        # request.csp_nonce); a page that renders none sends no nonce.
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 ROOT_URLCONF = "hitl_gateway.urls"
 # Messages stay server-side: the admin shows a new API key once through them, never in a cookie.
@@ -95,12 +155,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Secrets at rest (hitl_gateway.encryption) ----------------------------------------------
 # Comma-separated Fernet keys: the first encrypts, all decrypt (``manage.py encryption_rotate``
 # re-encrypts with the first). The embedded default keeps a generated key in var/; production
-# (DATABASE_URL set, DEBUG off) must set them, else it refuses to start.
+# (a non-SQLite DATABASE_URL with DEBUG off) must set them, else it refuses to start.
 from hitl_gateway.encryption import encryption_keys_load  # noqa: E402
 
 HITL_ENCRYPTION_KEYS = encryption_keys_load(
     configured=env.list("HITL_ENCRYPTION_KEYS", default=[]),
-    production=not DEBUG and bool(env.str("DATABASE_URL", default="")),
+    production=PRODUCTION,
     key_file=VAR_DIR / "encryption.key",
 )
 
@@ -228,9 +288,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every record is redacted on its way out: Django logs request paths, and the Botpress
+    # endpoints' paths hold their URL secret (hitl_gateway.logging).
+    "filters": {"redact": {"()": "hitl_gateway.logging.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own handlers (console, mail_admins, django.server) carry no redaction: these
+        # loggers give them up and reach the root handler instead.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
 }
 
 from hitl_gateway.logging import configure_structlog  # noqa: E402

@@ -967,10 +967,10 @@ def _message_parts(message_type: str, payload: dict) -> list[dict]:
     if message_type in MEDIA:
         label, key = MEDIA[message_type]
         url = _safe_http_url(payload.get(key))
-        kind = "image" if message_type == "image" and url else "link"
         return [
             {
-                "kind": kind,
+                # Media, images included, are links: the operator's browser loads no end user's URL.
+                "kind": "link",
                 "kind_label": message_type,
                 "url": url,
                 "label": payload.get("title") or label,

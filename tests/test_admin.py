@@ -868,8 +868,10 @@ def test_session_page_timeline_shows_types_transitions_webhooks_and_audit(admin_
         detail={"delivery_ids": [world.dead.pk]},
     )
     content = html(admin_client.get(url("hitlsession", "change", session.pk)))
-    assert '<img src="https://files.example.com/img_1.png"' in content  # an image is a thumbnail
-    assert '<img src="https://files.example.com/in-bloc.png"' in content
+    # An image is a link: the operator's browser fetches no end user's URL by itself.
+    assert 'href="https://files.example.com/img_1.png"' in content and "image: " in content
+    assert 'href="https://files.example.com/in-bloc.png"' in content
+    assert [src for src in re.findall(r'<img[^>]*\ssrc="([^"]*)"', content) if not src.startswith("/static/")] == []
     assert 'href="https://files.example.com/invoice.pdf"' in content and "file: invoice.pdf" in content
     assert 'src="javascript' not in content and 'href="javascript' not in content  # shown as text only
     assert "bloc words" in content and "&quot;Yes&quot; (y)" in content

@@ -17,6 +17,7 @@ What the contract leaves out, and how it is bridged:
 from __future__ import annotations
 
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, permissions, serializers
 from rest_framework.response import Response
@@ -227,8 +228,13 @@ class CloseRemoteTicketApi(HitlApiView):
         return Response({})
 
 
+@csrf_exempt
 def hitl_api_not_found(request, integration_id: str, secret: str, rest: str = ""):
-    """Any other path under the base URL: a plain 404, without Django logging the secret."""
+    """Any other path under the base URL: a plain 404, without Django logging the secret.
+
+    CSRF-exempt like the endpoints beside it: Botpress posts without a cookie, and the CSRF
+    failure would otherwise be logged with the path (and so the secret) before this view runs.
+    """
     response = JsonResponse({"error": "not_found", "message": "No such hitl-api endpoint."}, status=404)
     response._has_been_logged = True
     return response
