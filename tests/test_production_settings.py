@@ -38,6 +38,7 @@ SHOWN = (
 def _django(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     clean = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "hitl_gateway.settings"}
     clean.setdefault("HITL_VAR_DIR", str(tmp_path / "var"))
+    clean.setdefault("HITL_ENCRYPTION_KEYS", Fernet.generate_key().decode())  # its own refusal is tested apart
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
