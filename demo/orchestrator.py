@@ -140,8 +140,10 @@ class Demo:
             DATABASE_URL=f"sqlite:///{self.state / 'gateway.sqlite3'}",
             CELERY_BROKER_URL="filesystem://",
             HITL_PUBLIC_BASE_URL=gateway,
-            # The stand-ins, and so the media they serve, live on loopback.
-            HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",
+            # The stand-ins, and so the media they serve, live on loopback: allow just their ports.
+            HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES=",".join(
+                f"127.0.0.1:{server.server_address[1]}" for server in (self.botpress, self.zendesk)
+            ),
             # A failed call is retried within seconds, not minutes: nobody waits long in a demo.
             HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.5",
             HITL_DELIVERY_BACKOFF_MAX_SECONDS="5",
