@@ -16,7 +16,7 @@ class MediaHost(ThreadingHTTPServer):
     """``/ok/<name>``: a small PNG. ``/redirect/<status>?to=<url>``: a redirect.
 
     ``/drip/<name>?bytes=N&every=S&size=B``: B-byte pieces every S seconds, N bytes in all
-    (a slow media server). Anything else: 404.
+    (a slow media server). Any other POST: 200 ``{}``. Anything else: 404.
     """
 
     daemon_threads = True
@@ -103,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(every)
             except OSError:
                 return  # the client gave up: that is the point
+        elif self.command == "POST":  # a webhook receiver (the hitl-api bot's endpoints)
+            self._send(200, b"{}", "application/json")
         else:
             self._send(404, b"not found", "text/plain")
 
