@@ -187,6 +187,9 @@ class Demo:
             "worker",
             *celery,
             "worker",
+            # One demo worker serves both queues (production runs a media worker of its own).
+            "-Q",
+            "hitl_gateway,hitl_gateway.media",
             "--loglevel=INFO",
             "--concurrency=1",
             "--without-gossip",

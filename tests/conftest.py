@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,10 +127,15 @@ def start_worker(*, queues: list[str], name: str, env: dict, workdir: Path, beat
             stderr=subprocess.STDOUT,
         )
     worker = Worker(queue=queues[0], process=process, log_path=log_path)
+    # "ready" is logged at INFO only: ask the worker itself (remote control ping) instead.
+    from hitl_gateway.celery import app
+
+    nodename = f"{name}@{socket.gethostname()}"
     deadline = time.monotonic() + 30
-    while "ready" not in worker.log() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         assert process.poll() is None, f"worker exited:\n{worker.log()}"
-        time.sleep(0.1)
+        if "ready" in worker.log() or app.control.ping(destination=[nodename], timeout=0.5):
+            break
     return worker
 
 
