@@ -26,8 +26,6 @@ from tests.conftest import (
     start_worker,
 )
 
-pytestmark = pytest.mark.e2e
-
 DEADLINE = 4.0  # HITL_MEDIA_FETCH_TIMEOUT for this run
 MEDIA_MESSAGES = 3
 TEXT_MESSAGES = 6
@@ -136,14 +134,46 @@ def _measure(launch, clients, zendesk, media_host, layout: str) -> list[float]:
     return latencies
 
 
+@pytest.mark.e2e
 def test_text_of_another_integration_is_prompt_while_a_media_host_drips(stack, media_host):
     launch, clients, zendesk = stack
     latencies = _measure(launch, clients, zendesk, media_host, "procfile")
     assert max(latencies) < 2.0, latencies
 
 
+@pytest.mark.e2e
 def test_without_the_media_queue_the_same_load_starves_the_text(stack, media_host):
     """The contrast that shows the measurement is sensitive: one worker for both queues."""
     launch, clients, zendesk = stack
     latencies = _measure(launch, clients, zendesk, media_host, "shared")
     assert max(latencies) > DEADLINE / 2, latencies
+
+
+@pytest.mark.parametrize(
+    ("message_type", "payload", "media"),
+    [
+        ("text", {"text": "hi"}, False),
+        ("image", {"imageUrl": "https://cdn.example.com/a.png"}, True),
+        ("file", {"fileUrl": "https://cdn.example.com/a.pdf", "title": "a"}, True),
+        ("bloc", {"items": [{"type": "text", "payload": {"text": "x"}}]}, False),
+        ("bloc", {"items": [{"type": "audio", "payload": {"audioUrl": "https://cdn.example.com/a.mp3"}}]}, True),
+    ],
+)
+def test_media_messages_go_to_the_media_queue(db, settings, monkeypatch, message_type, payload, media):
+    from sessions_app.models import EndUser, HitlSession
+    from sessions_app.services import outbox
+    from sessions_app.services.sessions import message_relay_to_agent
+    from sessions_app.tasks import delivery_run
+
+    sent = []
+    monkeypatch.setattr(delivery_run, "apply_async", lambda args, **options: sent.append(options["queue"]))
+    settings.HITL = {**settings.HITL, "MEDIA_QUEUE": "q.media"}
+    integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+    end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
+    HitlSession.objects.create(integration=integration, end_user=end_user, botpress_conversation_id="conv_1")
+    message, _ = message_relay_to_agent(
+        integration=integration, conversation_id="conv_1", type=message_type, payload=payload, sender_user_id="user_1"
+    )
+    assert message.delivery.queue == ("q.media" if media else "")
+    outbox.delivery_schedule(delivery_id=message.delivery.pk)
+    assert sent == ["q.media" if media else None]
