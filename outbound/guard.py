@@ -22,14 +22,18 @@ address, allows loopback only all-or-nothing, and has no port rule or URL-form c
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import idna
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 from urllib3.util.connection import allowed_gai_family
@@ -218,6 +222,53 @@ def resolve_checked(target: Target, *, policy: AddressPolicy) -> IPAddress:
     return addresses[0]
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def hard_deadline(seconds: float):
+    """Within this block, a guarded request still waiting for its response after ``seconds`` is cut.
+
+    Socket timeouts bound each wait, not the total: a server dripping its status line and
+    headers a byte at a time would hold the caller until Celery's time limit. A timer shuts the
+    connection's socket down at the deadline, which ends the blocked read with an error.
+    """
+    _local.deadline = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _local.deadline = None
+
+
+def _shut_down(conn) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlinePoolMixin:
+    def _make_request(self, conn, *args, **kwargs):
+        until = getattr(_local, "deadline", None)
+        if until is None:
+            return super()._make_request(conn, *args, **kwargs)
+        timer = threading.Timer(max(0.0, until - time.monotonic()), _shut_down, (conn,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return super()._make_request(conn, *args, **kwargs)
+        finally:
+            timer.cancel()
+
+
+class _HTTPPool(_DeadlinePoolMixin, HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_DeadlinePoolMixin, HTTPSConnectionPool):
+    pass
+
+
 class PinnedAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that connects only to an address ``policy`` allows, resolved once.
 
@@ -228,6 +279,10 @@ class PinnedAdapter(HTTPAdapter):
     def __init__(self, *, policy: AddressPolicy, **kwargs):
         self.policy = policy
         super().__init__(max_retries=0, **kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         if proxies and any(proxies.values()):

@@ -20,7 +20,7 @@ import requests
 import urllib3
 from urllib3.util import parse_url
 
-from outbound.guard import AddressPolicy, AddressRefused, url_target
+from outbound.guard import AddressPolicy, AddressRefused, hard_deadline, url_target
 
 CHUNK = 64 * 1024
 
@@ -61,12 +61,15 @@ def media_fetch(url: str, *, session: requests.Session, limits: MediaLimits) -> 
     started = time.monotonic()
     try:
         # No redirects: a redirect is relayed as the link (the guard would check each hop anyway).
-        with session.get(
-            url,
-            stream=True,
-            timeout=(min(limits.connect_timeout, limits.deadline), limits.deadline),
-            allow_redirects=False,
-        ) as response:
+        with (
+            hard_deadline(limits.deadline),
+            session.get(
+                url,
+                stream=True,
+                timeout=(min(limits.connect_timeout, limits.deadline), limits.deadline),
+                allow_redirects=False,
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise MediaRefused(f"HTTP {response.status_code}")
             declared = response.headers.get("Content-Length")

@@ -16,7 +16,8 @@ class MediaHost(ThreadingHTTPServer):
     """``/ok/<name>``: a small PNG. ``/redirect/<status>?to=<url>``: a redirect.
 
     ``/drip/<name>?bytes=N&every=S&size=B``: B-byte pieces every S seconds, N bytes in all
-    (a slow media server). Any other POST: 200 ``{}``. Anything else: 404.
+    (a slow media server). ``/drip-headers/<name>``: headers, one line every 0.2 s.
+    Any other POST: 200 ``{}``. Anything else: 404.
     """
 
     daemon_threads = True
@@ -103,6 +104,15 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(every)
             except OSError:
                 return  # the client gave up: that is the point
+        elif path.startswith("/drip-headers/"):  # status line, then one header line every 0.2 s
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            try:
+                for n in range(1000):
+                    self.wfile.write(b"X-Slow-%d: 1\r\n" % n)
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                return
         elif self.command == "POST":  # a webhook receiver (the hitl-api bot's endpoints)
             self._send(200, b"{}", "application/json")
         else:

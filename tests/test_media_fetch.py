@@ -58,6 +58,14 @@ def test_the_deadline_bounds_a_fetch_that_keeps_the_rate(host):
     assert 1.9 < time.monotonic() - started < 2.6
 
 
+def test_the_deadline_also_bounds_a_server_dripping_its_headers(host):
+    """Each header line comes within the socket timeout; only the hard deadline can end this."""
+    started = time.monotonic()
+    with pytest.raises(MediaRefused):
+        _fetch(host.url("/drip-headers/a.png"), host.port, deadline=2.0)
+    assert 1.9 < time.monotonic() - started < 2.6
+
+
 def test_a_slow_but_complete_small_file_is_not_refused_for_its_rate(host):
     # 300 bytes over 1.5 s is below 1,000 B/s on average, but everything arrived before the rate mattered.
     media = _fetch(host.url("/drip/a.png?bytes=300&every=0.5&size=100"), host.port, grace=2.0)
