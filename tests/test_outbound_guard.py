@@ -276,3 +276,69 @@ def test_allow_list_syntax():
     for bad in ("true", "localhost:80", "127.0.0.1:0", "127.0.0.1:http", "[::1]x"):
         with pytest.raises(ValueError):
             allowances_parse(bad)
+
+
+@pytest.fixture(scope="module")
+def tls_host(tmp_path_factory):
+    """A media host serving https for ``media.test`` with a certificate from a test CA."""
+    import datetime
+    import ssl
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder(subject_name=name("test CA"), issuer_name=name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder(subject_name=name("media.test"), issuer_name=ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("media.test")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.pem").write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "leaf.pem")
+    server_names: list[str | None] = []
+    context.sni_callback = lambda sock, server_name, ctx: server_names.append(server_name)
+    server = MediaHost()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.start()
+    yield server, str(folder / "ca.pem"), server_names
+    server.stop()
+
+
+def test_https_is_pinned_with_the_name_for_sni_and_certificate_checks(net, tls_host):
+    server, ca_file, server_names = tls_host
+    session = guarded_session(
+        policy=AddressPolicy(allow=(Allowance(ipaddress.ip_network("127.0.0.1/32"), server.port),))
+    )
+    session.verify = ca_file
+    limits = MediaLimits(max_bytes=1024, deadline=3.0, connect_timeout=1.0)
+    media = media_fetch(f"https://media.test:{server.port}/ok/a.png", session=session, limits=limits)
+    assert media.content == PNG
+    assert server_names == ["media.test"] and net["connects"] == [("127.0.0.1", server.port)]
+    # The certificate is still checked against the URL's host: the bare address does not match it.
+    with pytest.raises(MediaRefused, match="SSLError"):
+        media_fetch(f"https://127.0.0.1:{server.port}/ok/a.png", session=session, limits=limits)
