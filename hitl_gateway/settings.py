@@ -202,6 +202,8 @@ HITL = {
     "MEDIA_FETCH_TIMEOUT": env.float("HITL_MEDIA_FETCH_TIMEOUT", 15.0),
     "MEDIA_MIN_RATE": env.int("HITL_MEDIA_MIN_RATE", 10 * 1024),
     "MEDIA_RATE_GRACE_SECONDS": env.float("HITL_MEDIA_RATE_GRACE_SECONDS", 3.0),
+    # All the media of one message (a bloc may carry several) within this many seconds.
+    "MEDIA_FETCH_BUDGET_SECONDS": env.float("HITL_MEDIA_FETCH_BUDGET_SECONDS", 30.0),
     # Deliveries that fetch media run on this queue, served by a worker of its own (Procfile),
     # so a slow media host never delays other integrations' messages.
     "MEDIA_QUEUE": env.str("HITL_MEDIA_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}.media"),

@@ -74,3 +74,26 @@ def test_a_slow_but_complete_small_file_is_not_refused_for_its_rate(host):
 
 def test_fetches_from_the_allowed_host(host):
     assert _fetch(host.url("/ok/a.png"), host.port).content == PNG
+
+
+def test_all_the_media_of_one_message_share_one_time_budget(db, settings, host):
+    """A bloc of many slow images cannot add up past the task's time limit: the rest go as links."""
+    from sessions_app.services.integrations import integration_provider
+    from tests.conftest import integration_for
+
+    settings.HITL = {
+        **settings.HITL,
+        "MEDIA_ALLOW_PRIVATE_ADDRESSES": (Allowance(ipaddress.ip_network("127.0.0.1/32"), host.port),),
+        "MEDIA_FETCH_TIMEOUT": 1.5,
+        "MEDIA_RATE_GRACE_SECONDS": 10.0,
+        "MEDIA_FETCH_BUDGET_SECONDS": 2.8,
+    }
+    integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+    fetch = integration_provider(integration=integration).media_fetcher
+    host.reset()
+    started = time.monotonic()
+    for _ in range(4):
+        with pytest.raises(MediaRefused):
+            fetch(host.url("/drip/a.png?bytes=100000&every=0.1&size=100"))
+    assert time.monotonic() - started < 3.3  # 1.5 s, then the 1.3 s left, then nothing
+    assert len(host.requests) == 2

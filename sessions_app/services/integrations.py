@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
 
@@ -21,7 +22,7 @@ from botpress.names import HitlNames, names_errors
 from botpress.sink import BotpressSink, HitlApiSink, RuntimeApiSink
 from outbound.guard import AddressPolicy, AddressRefused, guarded_session, url_target
 from outbound.http import OutboundError, make_session
-from outbound.media import MediaFile, MediaLimits, media_fetch
+from outbound.media import MediaFile, MediaLimits, MediaRefused, media_fetch
 from providers import provider_class
 from providers.base import HelpDeskProvider
 from sessions_app.models import BotpressTransport, Integration, Provider, botpress_url_secret_new
@@ -146,8 +147,16 @@ def integration_provider(*, integration: Integration) -> HelpDeskProvider:
         connect_timeout=hitl["HTTP_CONNECT_TIMEOUT"],
     )
 
+    # One provider serves one delivery: all the media of one message (a bloc may carry many)
+    # share this budget, so the delivery ends well within the task's time limit.
+    budget_until = time.monotonic() + hitl["MEDIA_FETCH_BUDGET_SECONDS"]
+
     def fetch(url: str) -> MediaFile:
-        return media_fetch(url, session=_guarded_session(media_policy()), limits=limits)
+        remaining = budget_until - time.monotonic()
+        if remaining < 1:
+            raise MediaRefused("this message's time for media is spent")
+        limited = replace(limits, deadline=min(limits.deadline, remaining))
+        return media_fetch(url, session=_guarded_session(media_policy()), limits=limited)
 
     return provider_class(integration.provider)(
         base_url=integration.provider_base_url,
