@@ -105,7 +105,8 @@ class Gateway:
             "hitl_gateway",
             "worker",
             "-Q",
-            self.env["CELERY_TASK_DEFAULT_QUEUE"],
+            # The default queue and the media one (settings: HITL_MEDIA_QUEUE's default).
+            f"{self.env['CELERY_TASK_DEFAULT_QUEUE']},{self.env['CELERY_TASK_DEFAULT_QUEUE']}.media",
             "--concurrency",
             "2",
             "--loglevel",

@@ -143,8 +143,10 @@ class Demo:
             # The secrets of this run's fresh state are encrypted with a key of this run.
             HITL_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             HITL_PUBLIC_BASE_URL=gateway,
-            # The stand-ins, and so the media they serve, live on loopback.
-            HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",
+            # The stand-ins, and so the media they serve, live on loopback: allow just their ports.
+            HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES=",".join(
+                f"127.0.0.1:{server.server_address[1]}" for server in (self.botpress, self.zendesk)
+            ),
             # A failed call is retried within seconds, not minutes: nobody waits long in a demo.
             HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.5",
             HITL_DELIVERY_BACKOFF_MAX_SECONDS="5",
@@ -188,6 +190,9 @@ class Demo:
             "worker",
             *celery,
             "worker",
+            # One demo worker serves both queues (production runs a media worker of its own).
+            "-Q",
+            "hitl_gateway,hitl_gateway.media",
             "--loglevel=INFO",
             "--concurrency=1",
             "--without-gossip",

@@ -252,6 +252,8 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Gateway behaviour ----------------------------------------------------------------------
+from outbound.guard import allowances_parse  # noqa: E402
+
 HITL = {
     # Zendesk documents no replay window; we accept signatures at most this old (or new).
     "WEBHOOK_REPLAY_WINDOW_SECONDS": env.int("HITL_WEBHOOK_REPLAY_WINDOW_SECONDS", 300),
@@ -270,9 +272,24 @@ HITL = {
     "DELIVERY_STALE_SECONDS": env.int("HITL_DELIVERY_STALE_SECONDS", 30),
     # Media relayed as Zendesk attachments: fetched only within these limits, else sent as a link.
     "MEDIA_MAX_BYTES": env.int("HITL_MEDIA_MAX_BYTES", 10 * 1024 * 1024),
-    "MEDIA_FETCH_TIMEOUT": env.float("HITL_MEDIA_FETCH_TIMEOUT", 10.0),
-    # Only for tests and the local demo, whose media live on loopback.
-    "MEDIA_ALLOW_PRIVATE_ADDRESSES": env.bool("HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES", False),
+    # Seconds for a whole media fetch, and the average rate (bytes/s) it must keep after the grace.
+    "MEDIA_FETCH_TIMEOUT": env.float("HITL_MEDIA_FETCH_TIMEOUT", 15.0),
+    "MEDIA_MIN_RATE": env.int("HITL_MEDIA_MIN_RATE", 10 * 1024),
+    "MEDIA_RATE_GRACE_SECONDS": env.float("HITL_MEDIA_RATE_GRACE_SECONDS", 3.0),
+    # All the media of one message (a bloc may carry several) within this many seconds.
+    "MEDIA_FETCH_BUDGET_SECONDS": env.float("HITL_MEDIA_FETCH_BUDGET_SECONDS", 30.0),
+    # Deliveries that fetch media run on this queue, served by a worker of its own (Procfile),
+    # so a slow media host never delays other integrations' messages.
+    "MEDIA_QUEUE": env.str("HITL_MEDIA_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}.media"),
+    # Ports allowed besides 80/443 for user-chosen URLs (media, hitl-api webhook), e.g. "8443".
+    "OUTBOUND_EXTRA_PORTS": frozenset(env.list("HITL_OUTBOUND_EXTRA_PORTS", cast=int, default=[])),
+    # Non-public addresses media may be fetched from: "127.0.0.1:8211, 10.1.0.0/16, [::1]:9000"
+    # (an address or network, optionally one port). Empty (the default) allows none; only for
+    # tests and the local demo, whose media live on loopback.
+    "MEDIA_ALLOW_PRIVATE_ADDRESSES": allowances_parse(env.str("HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES", default="")),
+    # The same for the hitl-api webhook URL, which may then also be plain http (local development,
+    # the demo, tests); otherwise it must be https to a public address.
+    "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse(env.str("HITL_ALLOW_INSECURE_BOTPRESS_URLS", default="")),
     # Synchronous Botpress calls made while Botpress waits for our answer retry at most this long.
     "SYNC_RETRY_MAX_WAIT_SECONDS": env.float("HITL_SYNC_RETRY_MAX_WAIT_SECONDS", 10.0),
     # Any request body larger than this gets 413 before it is read (every endpoint, admin too).

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
+from outbound.guard import AddressRefused
+
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
 
@@ -78,6 +80,9 @@ def request(
     """
     try:
         response = session.request(method, url, timeout=timeout, **kwargs)
+    except AddressRefused as exc:
+        # A guarded session refused the URL or its address (``outbound.guard``): nothing was sent.
+        raise PermanentError(f"address refused: {exc}") from exc
     except requests.Timeout as exc:
         raise RetryableError(f"timed out: {type(exc).__name__}") from exc
     except requests.ConnectionError as exc:

@@ -314,6 +314,9 @@ class Delivery(models.Model):
     last_error = models.TextField(blank=True)
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # The Celery queue its tasks go to ('' = the default): work that may be slow (fetching media)
+    # runs on a queue of its own, so it cannot hold up everybody else's deliveries.
+    queue = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,7 +60,7 @@ def zendesk(zendesk_standin):
     return zendesk_standin
 
 
-def _worker_env(database_name: str, queue: str) -> dict:
+def _worker_env(database_name: str, queue: str, *, media_allow: str = "") -> dict:
     from django.conf import settings
     from django.db import connection
 
@@ -70,7 +71,11 @@ def _worker_env(database_name: str, queue: str) -> dict:
         CELERY_TASK_DEFAULT_QUEUE=queue,
         # The worker decrypts what the tests' process encrypted.
         HITL_ENCRYPTION_KEYS=",".join(settings.HITL_ENCRYPTION_KEYS),
-        HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES="true",
+        HITL_MEDIA_QUEUE=f"{queue}.media",
+        # Only the test media hosts (by port), never loopback at large: the guard stays on.
+        HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES=media_allow,
+        # The hitl-api bot stand-in listens on loopback, on a port picked per test.
+        HITL_ALLOW_INSECURE_BOTPRESS_URLS="127.0.0.1",
         HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.2",
         HITL_DELIVERY_BACKOFF_MAX_SECONDS="2",
         HITL_DELIVERY_STALE_SECONDS="3",
@@ -79,6 +84,11 @@ def _worker_env(database_name: str, queue: str) -> dict:
         HITL_LOG_LEVEL="WARNING",
     )
     return env
+
+
+def media_allow_list(*ports: int) -> str:
+    """The allow-list entries for media hosts on these loopback ports (``localhost`` may be either)."""
+    return ",".join(f"127.0.0.1:{port},[::1]:{port}" for port in ports)
 
 
 @dataclass
@@ -90,12 +100,80 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_worker(*, queues: list[str], name: str, env: dict, workdir: Path, beat: bool, concurrency: int) -> Worker:
+    """A real ``celery worker`` process consuming ``queues``; returns once it is ready."""
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hitl_gateway",
+                "worker",
+                *(["-B", "-s", str(workdir / f"{name}-beat-schedule")] if beat else []),
+                "-Q",
+                ",".join(queues),
+                f"--concurrency={concurrency}",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Worker(queue=queues[0], process=process, log_path=log_path)
+    # "ready" is logged at INFO only: ask the worker itself (remote control ping) instead.
+    from hitl_gateway.celery import app
+
+    nodename = f"{name}@{socket.gethostname()}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"worker exited:\n{worker.log()}"
+        if "ready" in worker.log() or app.control.ping(destination=[nodename], timeout=0.5):
+            break
+    return worker
+
+
+def delete_queues(*queues: str) -> None:
+    """Leave no test queue behind on the broker."""
+    from hitl_gateway.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in queues:
+            with contextlib.suppress(Exception):
+                conn.default_channel.queue_delete(queue)
+
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+def media_host():
+    """A real media host on loopback, allow-listed for the worker (``tests.media_hosts``)."""
+    from tests.media_hosts import MediaHost
+
+    server = MediaHost().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory, make_httpserver, media_host):
     """A real worker process (with its embedded beat, which runs the outbox sweeper).
 
-    It consumes a queue of its own on the real broker and uses the test database.
+    It consumes a queue of its own, and the matching media queue, on the real broker and uses
+    the test database. Media may be fetched from the test media hosts only.
     """
     from django.conf import settings
     from django.db import connection
@@ -106,50 +184,17 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         pytest.skip("end-to-end tests need a real broker: set CELERY_BROKER_URL (make test does)")
     queue = f"hitl-test-{uuid.uuid4().hex[:8]}"
     app.conf.task_default_queue = queue
+    settings.HITL["MEDIA_QUEUE"] = f"{queue}.media"
     with django_db_blocker.unblock():
         database_name = connection.settings_dict["NAME"]
+    env = _worker_env(database_name, queue, media_allow=media_allow_list(make_httpserver.port, media_host.port))
     workdir = tmp_path_factory.mktemp("worker")
-    log_path = workdir / "worker.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "hitl_gateway",
-                "worker",
-                "-B",
-                "-Q",
-                queue,
-                "--concurrency=2",
-                "--loglevel=WARNING",
-                "-s",
-                str(workdir / "beat-schedule"),
-                "--without-gossip",
-                "-n",
-                f"{queue}@%h",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env=_worker_env(database_name, queue),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    worker = Worker(queue=queue, process=process, log_path=log_path)
-    deadline = time.monotonic() + 30
-    while "ready" not in worker.log() and time.monotonic() < deadline:
-        assert process.poll() is None, f"worker exited:\n{worker.log()}"
-        time.sleep(0.1)
+    worker = start_worker(
+        queues=[queue, f"{queue}.media"], name=queue, env=env, workdir=workdir, beat=True, concurrency=2
+    )
     yield worker
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    # Leave no test queue behind on the broker.
-    with app.connection_for_write() as conn, contextlib.suppress(Exception):
-        conn.default_channel.queue_delete(queue)
+    worker.stop()
+    delete_queues(queue, f"{queue}.media")
 
 
 @dataclass

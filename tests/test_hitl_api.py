@@ -12,6 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from botpress.hitl_api import HitlApiWebhooks
+from outbound.guard import allowances_parse
 from sessions_app.api import hitl_api
 from sessions_app.api.jsonschema import serializer_schema
 from sessions_app.models import EndUser, HitlSession, Message, SessionStatus, StoppedBy
@@ -88,7 +89,9 @@ def test_the_webhook_calls_we_make_are_the_documents_bodies(httpserver):
 
 # --- the endpoints, through the test client --------------------------------------------------------
 @pytest.fixture
-def integration(db):
+def integration(db, settings):
+    # A bot on loopback over http: allowed explicitly, as for local development.
+    settings.HITL = {**settings.HITL, "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse("127.0.0.1")}
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     return integration_botpress_configure(
         integration=integration, transport="hitl_api", hitl_api_webhook_url="http://127.0.0.1:9/wh_1"
@@ -233,8 +236,9 @@ def test_the_connection_endpoint_gives_the_base_url(integration, settings):
 
 # --- one whole session with the Hub integration, agent included --------------------------------------
 @pytest.fixture
-def hitl_bot(gateway):
+def hitl_bot(gateway, settings):
     """A bot with plus/hitl-api installed, configured with the gateway's base URL, and vice versa."""
+    settings.HITL = {**settings.HITL, "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse("127.0.0.1")}
     runtime = RuntimeApi(gateway.botpress.base_url, token=BP_TOKEN, bot_id=BOT_ID, integration_id=BP_INTEGRATION_ID)
     bot = HitlApiBot(runtime=runtime).start()
     integration_botpress_configure(

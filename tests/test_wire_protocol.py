@@ -199,7 +199,7 @@ def test_webhook_received_is_our_webhook_handler(caller, integration):
 
 def test_the_hitl_api_transport_does_not_answer_the_wire_protocol(caller, integration):
     integration_botpress_configure(
-        integration=integration, transport="hitl_api", hitl_api_webhook_url="http://x.test/w"
+        integration=integration, transport="hitl_api", hitl_api_webhook_url="https://x.test/w"
     )
     _sdk_error(caller.ping(), 403, "Forbidden")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
 from urllib.parse import urlsplit
@@ -19,8 +21,9 @@ from botpress.client import BotpressClient
 from botpress.hitl_api import HitlApiWebhooks
 from botpress.names import HitlNames, names_errors
 from botpress.sink import BotpressSink, HitlApiSink, RuntimeApiSink
+from outbound.guard import AddressPolicy, AddressRefused, guarded_session, url_target
 from outbound.http import OutboundError, make_session
-from outbound.media import MediaFile, media_fetch
+from outbound.media import MediaFile, MediaLimits, MediaRefused, media_fetch
 from providers import provider_class
 from providers.base import HelpDeskProvider
 from sessions_app.models import BotpressTransport, Integration, Provider, botpress_url_secret_new
@@ -41,6 +44,30 @@ def _timeout() -> tuple[float, float]:
 def _http_session():
     """One pooled session per process: keep-alive connections to each remote host are reused."""
     return make_session(pool_size=32)
+
+
+def media_policy() -> AddressPolicy:
+    """Where media URLs chosen by chat users may be fetched from: public http(s) only, by default."""
+    hitl = settings.HITL
+    return AddressPolicy(
+        ports=frozenset({80, 443}) | hitl["OUTBOUND_EXTRA_PORTS"], allow=hitl["MEDIA_ALLOW_PRIVATE_ADDRESSES"]
+    )
+
+
+def hitl_api_policy() -> AddressPolicy:
+    """Where the hitl-api webhook URL may point: https to a public address, unless allow-listed."""
+    hitl = settings.HITL
+    return AddressPolicy(
+        ports=frozenset({443}) | hitl["OUTBOUND_EXTRA_PORTS"],
+        allow=hitl["BOTPRESS_ALLOW_INSECURE_URLS"],
+        plain_http_only_allowed=True,
+    )
+
+
+@cache
+def _guarded_session(policy: AddressPolicy):
+    """One pinned, checked session per policy and process (settings do not change at run time)."""
+    return guarded_session(policy=policy, pool_size=16)
 
 
 @transaction.atomic
@@ -202,14 +229,24 @@ def integration_provider(*, integration: Integration) -> HelpDeskProvider:
     """The help-desk adapter with this integration's credentials (the only reader of them)."""
     hitl = settings.HITL
 
+    limits = MediaLimits(
+        max_bytes=hitl["MEDIA_MAX_BYTES"],
+        deadline=hitl["MEDIA_FETCH_TIMEOUT"],
+        min_rate=hitl["MEDIA_MIN_RATE"],
+        grace=hitl["MEDIA_RATE_GRACE_SECONDS"],
+        connect_timeout=hitl["HTTP_CONNECT_TIMEOUT"],
+    )
+
+    # One provider serves one delivery: all the media of one message (a bloc may carry many)
+    # share this budget, so the delivery ends well within the task's time limit.
+    budget_until = time.monotonic() + hitl["MEDIA_FETCH_BUDGET_SECONDS"]
+
     def fetch(url: str) -> MediaFile:
-        return media_fetch(
-            url,
-            session=_http_session(),
-            max_bytes=hitl["MEDIA_MAX_BYTES"],
-            timeout=hitl["MEDIA_FETCH_TIMEOUT"],
-            allow_private=hitl["MEDIA_ALLOW_PRIVATE_ADDRESSES"],
-        )
+        remaining = budget_until - time.monotonic()
+        if remaining < 1:
+            raise MediaRefused("this message's time for media is spent")
+        limited = replace(limits, deadline=min(limits.deadline, remaining))
+        return media_fetch(url, session=_guarded_session(media_policy()), limits=limited)
 
     return provider_class(integration.provider)(
         base_url=integration.provider_base_url,
@@ -358,6 +395,8 @@ def integration_botpress_configure(
             raise InvalidInput(message, field=f"names.{path}".rstrip("."))
         integration.botpress_names = names
     if hitl_api_webhook_url is not None:
+        if hitl_api_webhook_url:
+            _hitl_api_webhook_url_check(hitl_api_webhook_url)
         integration.hitl_api_webhook_url = hitl_api_webhook_url.rstrip("/")
     if integration.botpress_transport == BotpressTransport.HITL_API and not integration.hitl_api_webhook_url:
         raise InvalidInput("The hitl-api transport needs the bot's webhook URL.", field="hitlApiWebhookUrl")
@@ -365,11 +404,30 @@ def integration_botpress_configure(
     return integration
 
 
+def _hitl_api_webhook_url_check(url: str) -> None:
+    """Refuse at once what the worker would refuse; a name is resolved and checked at POST time."""
+    policy = hitl_api_policy()
+    try:
+        target = url_target(url, policy=policy)
+        try:
+            policy.check(ipaddress.ip_address(target.host), target.port, scheme=target.scheme)
+        except ValueError:  # a name, not an address
+            if not policy.allow and (target.scheme != "https" or target.port not in policy.ports):
+                raise AddressRefused("only https on an allowed port") from None
+    except AddressRefused as exc:
+        raise InvalidInput(
+            f"must be an https URL of a public host ({exc}); see HITL_ALLOW_INSECURE_BOTPRESS_URLS",
+            field="hitlApiWebhookUrl",
+        ) from exc
+
+
 def integration_botpress_sink(*, integration: Integration, in_request: bool) -> BotpressSink:
     """How this integration reaches Botpress: its runtime API, or the hitl-api's webhooks."""
     if integration.botpress_transport == BotpressTransport.HITL_API:
         webhooks = HitlApiWebhooks(
-            webhook_url=integration.hitl_api_webhook_url, timeout=_timeout(), session=_http_session()
+            webhook_url=integration.hitl_api_webhook_url,
+            timeout=_timeout(),
+            session=_guarded_session(hitl_api_policy()),
         )
         lookup = integration_botpress(integration=integration, in_request=in_request)
         return HitlApiSink(webhooks=webhooks, namespace=str(integration.pk), lookup=lookup)

@@ -50,8 +50,12 @@ def delivery_enqueue(
     message: Message | None = None,
     payload: dict | None = None,
     lane_key: str = "",
+    queue: str = "",
 ) -> Delivery:
-    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT."""
+    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT.
+
+    ``queue``: the Celery queue its tasks go to ('' = the default), chosen by the calling service.
+    """
     delivery = Delivery.objects.create(
         integration_id=integration_id,
         session=session,
@@ -62,6 +66,7 @@ def delivery_enqueue(
         payload=payload or {},
         next_attempt_at=timezone.now(),
         retry_deadline=_retry_deadline(),
+        queue=queue,
     )
     transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
     return delivery
@@ -76,8 +81,9 @@ def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
     from sessions_app.tasks import delivery_run
 
     try:
+        queue = Delivery.objects.filter(pk=delivery_id).values_list("queue", flat=True).first()
         # A hair late rather than early: a task that arrives before its row is due does nothing.
-        delivery_run.apply_async((delivery_id,), countdown=countdown + 0.05 if countdown else None)
+        delivery_run.apply_async((delivery_id,), countdown=countdown + 0.05 if countdown else None, queue=queue or None)
     except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
         log.warning("delivery.enqueue_failed", delivery_id=delivery_id, error=type(exc).__name__)
 

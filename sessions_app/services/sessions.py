@@ -14,6 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import structlog
+from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -185,6 +186,17 @@ def session_stop(
     return session
 
 
+# Botpress message types whose URL the help-desk adapter may fetch (to attach the file).
+MEDIA_TYPES = frozenset({"image", "audio", "video", "file"})
+
+
+def _carries_media(type: str, payload: dict) -> bool:
+    """Whether relaying this message may fetch media (slow, user-chosen hosts): it gets its own queue."""
+    if type == "bloc":
+        return any(isinstance(item, dict) and item.get("type") in MEDIA_TYPES for item in payload.get("items") or [])
+    return type in MEDIA_TYPES
+
+
 @transaction.atomic
 def message_relay_to_agent(
     *,
@@ -234,6 +246,7 @@ def message_relay_to_agent(
         session=session,
         message=message,
         payload={"acknowledge": True} if acknowledge and botpress_message_id else None,
+        queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
     )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
     return message, True
