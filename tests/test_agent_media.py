@@ -4,6 +4,8 @@ Botpress's Files API (stand-in as strict as the real one), sent as text to the h
 from __future__ import annotations
 
 import base64
+import ipaddress
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -11,8 +13,9 @@ from werkzeug import Response
 
 from botpress.client import BotpressClient
 from botpress.sink import AgentRef, HitlApiSink
+from outbound.guard import AddressPolicy, Allowance, guarded_session
 from outbound.http import PermanentError, RetryableError, make_session
-from outbound.media import media_fetch
+from outbound.media import MediaLimits, media_fetch
 from providers.base import AttachmentUnavailable
 from providers.zendesk.provider import ZendeskProvider
 from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN
@@ -23,8 +26,11 @@ AUTH = "Basic " + base64.b64encode(b"gateway@acme.test/token:secret-token").deco
 
 
 def _provider(base_url, **kwargs):
-    def fetch(url):
-        return media_fetch(url, session=make_session(), max_bytes=1024, timeout=2.0, allow_private=True)
+    def fetch(url):  # the guarded public fetch, allowing only this test's loopback server
+        port = urlsplit(url).port
+        allow = tuple(Allowance(ipaddress.ip_network(net), port) for net in ("127.0.0.1/32", "::1/128"))
+        session = guarded_session(policy=AddressPolicy(allow=allow))
+        return media_fetch(url, session=session, limits=MediaLimits(max_bytes=1024, deadline=2.0))
 
     options = {"media_max_bytes": 1024, "media_timeout": 2.0} | kwargs
     return ZendeskProvider(

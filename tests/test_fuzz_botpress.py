@@ -28,6 +28,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from botpress import wire
+from outbound.guard import allowances_parse
 from sessions_app.models import EndUser, HitlSession
 from sessions_app.services.integrations import integration_botpress_configure
 from tests.conftest import integration_for
@@ -68,7 +69,9 @@ def runtime_integration(botpress, zendesk):
 
 
 @pytest.fixture
-def hitl_api_integration(botpress, zendesk):
+def hitl_api_integration(botpress, zendesk, settings):
+    # The stand-in bot listens on loopback over http: allowed explicitly, as for local development.
+    settings.HITL = {**settings.HITL, "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse("127.0.0.1")}
     integration, _ = integration_for(botpress_url=botpress.base_url, zendesk_url=zendesk.base_url, name="Hub")
     integration = integration_botpress_configure(
         integration=integration, transport="hitl_api", hitl_api_webhook_url=f"{botpress.base_url}/wh_fuzz"

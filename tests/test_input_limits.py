@@ -15,6 +15,7 @@ from django.http import HttpResponse
 from rest_framework.test import APIClient
 
 from hitl_gateway.limits import MAX_JSON_DEPTH, RequestBodyLimitMiddleware, json_loads_checked
+from outbound.guard import allowances_parse
 from sessions_app.models import EndUser, HitlSession, Message
 from sessions_app.services.integrations import integration_botpress_configure
 from tests.conftest import integration_for
@@ -39,7 +40,9 @@ def rest(botpress):
 
 
 @pytest.fixture
-def hitl_api(db):
+def hitl_api(db, settings):
+    # A bot on loopback over http: allowed explicitly, as for local development.
+    settings.HITL = {**settings.HITL, "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse("127.0.0.1")}
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     integration = integration_botpress_configure(
         integration=integration, transport="hitl_api", hitl_api_webhook_url="http://127.0.0.1:9/wh_1"
