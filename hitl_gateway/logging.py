@@ -1,11 +1,23 @@
 """structlog set-up with a redaction step, so a secret can never reach a log line."""
 
 import logging
+from functools import cache
 
 import structlog
 
 SECRET_KEY_PARTS = ("token", "secret", "password", "authorization", "api_key", "signature", "credential")
 REDACTED = "[redacted]"
+
+
+@cache
+def _secret_key_parts() -> tuple[str, ...]:
+    """``SECRET_KEY_PARTS`` and every help desk's secret credential names (``providers.spec``).
+
+    Imported on first use: settings import this module before the apps are loaded.
+    """
+    from providers.registry import secret_credential_names
+
+    return SECRET_KEY_PARTS + tuple(name.lower() for name in secret_credential_names())
 
 
 def redact_secrets(_logger, _method, event_dict: dict) -> dict:
@@ -14,7 +26,7 @@ def redact_secrets(_logger, _method, event_dict: dict) -> dict:
 
 
 def _redact(key: str, value):
-    if isinstance(key, str) and any(part in key.lower() for part in SECRET_KEY_PARTS):
+    if isinstance(key, str) and any(part in key.lower() for part in _secret_key_parts()):
         return REDACTED
     if isinstance(value, dict):
         return {k: _redact(k, v) for k, v in value.items()}

@@ -198,7 +198,9 @@ def webhooks_reapply_by_operator(
     queued = []
     for event in failed.select_related("integration", "session").order_by("id"):
         previous = {"detail": event.detail, "failed_events": event.failed_events}
-        WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookStatus.ACCEPTED, processed_at=None)
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            status=WebhookStatus.ACCEPTED, processed_at=None, attempts=0, retry_at=None
+        )
         operator_action_record(
             operator=operator,
             action=OperatorActionKind.WEBHOOK_REAPPLY,

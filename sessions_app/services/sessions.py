@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from outbound.http import OutboundError
+from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
 from providers.text import text_sanitize, value_sanitize
@@ -167,6 +168,7 @@ def session_stop(
     session.status, session.stopped_at, session.last_activity_at = SessionStatus.STOPPED, now, now
     session.stopped_by, session.stop_reason = stopped_by, reason
     session.save(update_fields=["status", "stopped_at", "last_activity_at", "stopped_by", "stop_reason"])
+    ticket_head_update_enqueue(session=session, state=SessionStatus.STOPPED)
     if close_ticket:
         delivery_enqueue(
             integration_id=session.integration_id,
@@ -281,6 +283,22 @@ def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> Hu
     return agent
 
 
+def ticket_head_update_enqueue(*, session: HitlSession, state: str, agent: HumanAgent | None = None) -> bool:
+    """Have the ticket's head show ``state`` ("assigned", "stopped"), through the session's
+    to-agent lane (so after the ticket exists); only for desks whose adapter has a head
+    (``updates_ticket_head``, such as Slack's root message), so others pay nothing."""
+    if not provider_class(session.integration.provider).updates_ticket_head:
+        return False
+    delivery_enqueue(
+        integration_id=session.integration_id,
+        kind=DeliveryKind.TICKET_HEAD_UPDATE,
+        direction=Direction.TO_AGENT,
+        session=session,
+        payload={"state": str(state), "agent_name": agent.name if agent else ""},
+    )
+    return True
+
+
 def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     """Assign the agent and tell Botpress, unless nothing changes (concurrent or repeated webhooks)."""
     if session.status == SessionStatus.STOPPED or (
@@ -291,6 +309,7 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     session.agent, session.status, session.last_activity_at = agent, SessionStatus.ASSIGNED, now
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
+    ticket_head_update_enqueue(session=session, state=SessionStatus.ASSIGNED, agent=agent)
     delivery_enqueue(
         integration_id=session.integration_id,
         kind=DeliveryKind.EVENT_TO_USER,
