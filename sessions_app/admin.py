@@ -60,6 +60,7 @@ from sessions_app.services.errors import ServiceError
 from sessions_app.services.integrations import (
     integration_api_key_rotate,
     integration_create,
+    integration_credentials_hint,
     integration_secrets_redact,
     integration_signing_secret_replace,
     integration_webhook_install,
@@ -111,7 +112,7 @@ def _describe_helpdesk_error(exc: Exception, integration: Integration) -> str:
     if isinstance(exc, OutboundError):
         text = str(exc)
         if exc.status_code in (401, 403):
-            text += " (check the help-desk email and API token)"
+            text += f" ({integration_credentials_hint(integration=integration)})"
     elif isinstance(exc, ServiceError):
         text = exc.message
     else:

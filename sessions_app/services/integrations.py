@@ -456,15 +456,20 @@ def _failure(system: str, exc: Exception, hint: str) -> ConnectionAnswer:
     return ConnectionAnswer(system, False, f"unexpected error ({type(exc).__name__}: {exc})")
 
 
+def integration_credentials_hint(*, integration: Integration) -> str:
+    """What to check when the help desk refuses the credentials, in the words of its spec."""
+    labels = " and ".join(f.label for f in provider_spec(integration.provider).credential_fields)
+    return f"check the help-desk {labels}"
+
+
 def _helpdesk_answer(integration: Integration) -> ConnectionAnswer:
     system = integration.get_provider_display()
-    labels = " and ".join(f.label for f in provider_spec(integration.provider).credential_fields)
     try:
         check = integration_provider(integration=integration).connection_check(
             installation=integration.provider_installation or {}
         )
     except Exception as exc:  # noqa: BLE001 - every failure is an answer to report
-        return _failure(system, exc, f"check the help-desk {labels}")
+        return _failure(system, exc, integration_credentials_hint(integration=integration))
     details = dict(check.details)
     # The endpoint may embed a credential (a Botpress webhook id): say only whether it is ours.
     endpoint = details.pop("webhook_endpoint", None)
