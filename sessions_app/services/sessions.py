@@ -321,16 +321,16 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
 
 
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
-    """Relay an agent's comment once, whatever number of webhooks carry it; return its first message.
+    """Relay an agent's message once, whatever number of webhooks carry it; return its first message.
 
     Each part (text, image, file...) becomes one message, in the agent's order, with its own
-    external id: the comment id for the first, ``<comment id>:<n>`` after, so the unique index
+    external id: the help desk's message id for the first, ``<message id>:<n>`` after, so the unique index
     dedups a re-sent webhook part by part. A media part's delivery re-hosts the file first.
     A reply before any assignment assigns the agent first, so Botpress always knows who speaks.
     """
     if session.status == SessionStatus.STOPPED:
         return None
-    # A "solved" webhook carries the ticket's latest public comment whoever wrote it: it may be
+    # A "solved" webhook may carry the ticket's latest public message whoever wrote it: it may be
     # one we posted (an end-user or bot message, or the transcript), or one already relayed.
     if (
         Message.objects.filter(session=session, external_message_id=event.message_external_id).exists()
@@ -358,7 +358,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
                 )
                 for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
             ]
-    except IntegrityError:  # the same comment committed by a concurrent webhook
+    except IntegrityError:  # the same message committed by a concurrent webhook
         return None
     for message, media in messages:
         delivery_enqueue(
@@ -424,7 +424,7 @@ def _event_apply(*, integration: Integration, session: HitlSession, event: Inbou
 def session_events_apply(
     *, integration: Integration, events: list[InboundEvent], only: Collection[int] | None = None
 ) -> EventsApplied:
-    """Apply what one webhook said, in order (a solve relays its last comment before stopping).
+    """Apply what one webhook said, in order (a solve relays its last message before stopping).
 
     Each event is sanitised (``providers.text``) and applied in its own savepoint, so one that
     fails cannot drop the others nor block a stop. A transient failure (database connection,
