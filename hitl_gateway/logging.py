@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import cache
 
 import structlog
 
@@ -78,6 +79,17 @@ def redaction_install(logger: logging.Logger) -> None:
             handler.addFilter(RedactingFilter())
 
 
+@cache
+def _secret_key_parts() -> tuple[str, ...]:
+    """``SECRET_KEY_PARTS`` and every help desk's secret credential names (``providers.spec``).
+
+    Imported on first use: settings import this module before the apps are loaded.
+    """
+    from providers.registry import secret_credential_names
+
+    return SECRET_KEY_PARTS + tuple(name.lower() for name in secret_credential_names())
+
+
 def redact_secrets(_logger, _method, event_dict: dict) -> dict:
     """structlog processor: blank secret-named fields, however deep, and redact every string."""
     return {key: _redact(key, value) for key, value in event_dict.items()}
@@ -85,7 +97,7 @@ def redact_secrets(_logger, _method, event_dict: dict) -> dict:
 
 def secret_named(name: str) -> bool:
     """Whether a field or header called ``name`` holds a credential (``api_token``, ``Authorization``)."""
-    return any(part in name.lower().replace("-", "_") for part in SECRET_KEY_PARTS)
+    return any(part in name.lower().replace("-", "_") for part in _secret_key_parts())
 
 
 def _redact(key: str, value):

@@ -9,7 +9,7 @@ return plain data, never Django models, and raise ``outbound.http`` errors.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -47,11 +47,16 @@ class TicketRef:
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    """A Botpress ``hitl`` channel message, to be posted by ``author_external_id``."""
+    """A Botpress ``hitl`` channel message, to be posted by ``author_external_id``.
+
+    ``author_name``: the real author's display name (the end user's, or the bot's), for desks
+    that post everything as one API account (JSM comments, Slack's username override).
+    """
 
     type: str
     payload: Mapping
     author_external_id: str
+    author_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,20 @@ class InboundEvent:
 
 @dataclass(frozen=True)
 class ParsedWebhook:
+    """What an authenticated webhook says, parsed without I/O on the acknowledgement path.
+
+    ``doorbell``: the webhook only names the ticket (maybe with an event hint); the worker asks
+    the adapter for the real events (``HelpDeskProvider.webhook_events_fetch``), so ``events``
+    may be empty. ``reply``: a body to answer synchronously (HTTP 200) instead of storing
+    anything, such as Slack's ``url_verification`` challenge.
+    """
+
     dedup_key: str
     event_type: str
     ticket_external_id: str  # webhooks about one ticket are applied in the order they arrived
     events: list[InboundEvent]
+    doorbell: bool = False
+    reply: Mapping | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,9 @@ class HelpDeskProvider(abc.ABC):
     kind: ClassVar[str]
     #: DRF serializer class validating this provider's ``hitlSession`` entity.
     entity_serializer: ClassVar[type]
+    #: Whether ``ticket_head_update`` does anything: the gateway enqueues it on assignment and
+    #: stop only then, so a desk without a ticket head costs no delivery.
+    updates_ticket_head: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -190,6 +208,11 @@ class HelpDeskProvider(abc.ABC):
     @abc.abstractmethod
     def ticket_close(self, *, ticket_external_id: str) -> None: ...
 
+    def ticket_head_update(self, *, ticket_external_id: str, state: str, agent_name: str = "") -> None:
+        """Show the session's state (``"assigned"``, ``"stopped"``) on the ticket's head, such as
+        Slack's root message. Called only when ``updates_ticket_head`` is set; default no-op."""
+        return None
+
     def attachment_download(self, *, url: str) -> MediaFile:
         """The bytes of a file an agent sent (inline image or attachment), to re-host for the end user.
 
@@ -226,11 +249,33 @@ class HelpDeskProvider(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def webhook_parse(cls, *, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
+    def webhook_parse(
+        cls, *, headers: Mapping[str, str], body: bytes, installation: Mapping | None = None
+    ) -> ParsedWebhook:
         """Turn an authenticated body into events; raise ``WebhookInvalid`` naming the bad field.
 
-        Pure parsing, no I/O: it runs on the acknowledgement path.
+        Pure parsing, no I/O: it runs on the acknowledgement path. ``installation``: the
+        integration's stored ``provider_installation`` (e.g. our own account id, to drop echoes).
         """
+
+    def webhook_events_fetch(
+        self, *, parsed: ParsedWebhook, installation: Mapping, known_message_ids: Collection[str]
+    ) -> list[InboundEvent]:
+        """The events a webhook stands for; runs in the worker, with credentials.
+
+        A doorbell provider reads the ticket from its API and returns, in order: an
+        ``agent_message`` for each public agent reply whose id is not in ``known_message_ids``
+        (every message the gateway relayed or posted on that ticket, both directions), then
+        ``assigned`` (the ticket has an assignee), then ``stopped`` (resolved or closed).
+        The services dedupe again by message id. Raises ``outbound.http`` errors; the worker
+        retries the webhook later. Default: the parsed events.
+        """
+        return list(parsed.events)
+
+    def agent_profile_fetch(self, *, external_id: str) -> AgentProfile | None:
+        """An agent's name, email and picture, when a webhook named them by id only (Slack
+        ``users.info``, Freshdesk's agents API); ``None`` when the desk has no such look-up."""
+        return None
 
     @classmethod
     def webhook_replay_key(cls, *, headers: Mapping[str, str], body: bytes) -> str:
@@ -251,6 +296,11 @@ class HelpDeskProvider(abc.ABC):
 
     @abc.abstractmethod
     def webhook_uninstall(self, *, state: Mapping) -> None: ...
+
+    def webhook_instructions(self, *, url: str, secret: str) -> str:
+        """For ``WebhookInstall.MANUAL``: the exact rules an operator creates by hand (events,
+        conditions, URL, header, body). Default: "" (nothing to do by hand)."""
+        return ""
 
     # --- operators' console -----------------------------------------------------------------
     # Not abstract, so an adapter written before them still loads; each says what it lacks.

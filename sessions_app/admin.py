@@ -37,9 +37,10 @@ from django.utils.html import format_html
 from rangefilter.filters import DateTimeRangeFilter
 
 from outbound.http import OutboundError
+from providers.registry import provider_choices, provider_spec, provider_specs
 from providers.rendering import MEDIA, render_payload
 from sessions_app import selectors
-from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm
+from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm, credential_form_field
 from sessions_app.models import (
     Delivery,
     DeliveryAttempt,
@@ -51,7 +52,6 @@ from sessions_app.models import (
     Integration,
     Message,
     OperatorAction,
-    Provider,
     SessionStatus,
     WebhookEvent,
     WebhookRejection,
@@ -60,6 +60,7 @@ from sessions_app.services.errors import ServiceError
 from sessions_app.services.integrations import (
     integration_api_key_rotate,
     integration_create,
+    integration_credentials_hint,
     integration_secrets_redact,
     integration_signing_secret_replace,
     integration_webhook_install,
@@ -111,7 +112,7 @@ def _describe_helpdesk_error(exc: Exception, integration: Integration) -> str:
     if isinstance(exc, OutboundError):
         text = str(exc)
         if exc.status_code in (401, 403):
-            text += " (check the help-desk email and API token)"
+            text += f" ({integration_credentials_hint(integration=integration)})"
     elif isinstance(exc, ServiceError):
         text = exc.message
     else:
@@ -293,10 +294,14 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                         "fields": (
                             "provider",
                             "provider_base_url",
-                            "provider_email",
-                            "new_provider_api_token",
+                            *(
+                                credential_form_field(spec.kind, f.name)
+                                for spec in provider_specs()
+                                for f in spec.credential_fields
+                            ),
                             "new_webhook_signing_secret",
-                        )
+                        ),
+                        "description": "Fill in the credentials of the help desk you choose; the others are ignored.",
                     },
                 ),
                 BOTPRESS_FIELDSET,
@@ -309,8 +314,10 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                     "fields": (
                         "provider",
                         "provider_base_url",
-                        "provider_email",
-                        "new_provider_api_token",
+                        *(
+                            credential_form_field(obj.provider, f.name)
+                            for f in provider_spec(obj.provider).credential_fields
+                        ),
                         "helpdesk_bot_user_id",
                     )
                 },
@@ -402,10 +409,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             name=obj.name,
             provider=obj.provider,
             provider_base_url=obj.provider_base_url,
-            provider_credentials={
-                "email": form.cleaned_data["provider_email"],
-                "api_token": secrets["new_provider_api_token"],
-            },
+            provider_credentials=form.provider_credentials(),
             botpress_api_url=obj.botpress_api_url,
             botpress_token=secrets["new_botpress_token"],
             botpress_bot_id=obj.botpress_bot_id,
@@ -435,9 +439,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         model_fields = {f.name for f in Integration._meta.concrete_fields}
         update_fields = {name for name in form.changed_data if name in model_fields}
         credentials = dict(obj.provider_credentials) if isinstance(obj.provider_credentials, dict) else {}
-        new_credentials = {**credentials, "email": form.cleaned_data["provider_email"]}
-        if "new_provider_api_token" in secrets:
-            new_credentials["api_token"] = secrets["new_provider_api_token"]
+        new_credentials = form.provider_credentials(stored=credentials)
         if new_credentials != credentials:
             obj.provider_credentials = new_credentials
             update_fields.add("provider_credentials")
@@ -607,7 +609,7 @@ class ProviderFilter(admin.SimpleListFilter):
     parameter_name = "provider"
 
     def lookups(self, request, model_admin):
-        return Provider.choices
+        return provider_choices()
 
     def queryset(self, request, queryset):
         return queryset.filter(integration__provider=self.value()) if self.value() else queryset

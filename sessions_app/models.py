@@ -11,11 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from providers.registry import provider_choices, provider_default
 from sessions_app.fields import EncryptedJSONField, EncryptedTextField, EncryptedURLField
-
-
-class Provider(models.TextChoices):
-    ZENDESK = "zendesk", "Zendesk Support"
 
 
 class Direction(models.TextChoices):
@@ -39,14 +36,16 @@ class Integration(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
-    provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.ZENDESK)
-    provider_base_url = models.URLField(help_text="Help-desk account URL, e.g. https://acme.zendesk.com")
-    # Provider credentials (Zendesk: {"email": ..., "api_token": ...}); read only through
-    # ``services.integrations.integration_provider`` and never rendered.
+    # The help desks are ``providers.registry.SPECS``: the choices are read from there, so a new
+    # desk needs no migration.
+    provider = models.CharField(max_length=32, choices=provider_choices, default=provider_default)
+    provider_base_url = models.URLField(help_text="Help-desk account URL")
+    # Provider credentials, the fields its spec declares (``ProviderSpec.credential_fields``);
+    # read only through ``services.integrations.integration_provider`` and never rendered.
     # The secrets below are encrypted at rest (``sessions_app.fields``, keys ``HITL_ENCRYPTION_KEYS``).
     provider_credentials = EncryptedJSONField(default=dict, blank=True)
     webhook_signing_secret = EncryptedTextField(max_length=255, blank=True)
-    # The secret before the last change, still accepted for a grace period: webhooks Zendesk
+    # The secret before the last change, still accepted for a grace period: webhooks the desk
     # signed just before a rotation or a reinstall are in flight when the new secret is stored.
     webhook_signing_secret_previous = EncryptedTextField(max_length=255, blank=True)
     webhook_signing_secret_changed_at = models.DateTimeField(null=True, blank=True)
@@ -59,7 +58,7 @@ class Integration(models.Model):
     botpress_integration_alias = models.CharField(max_length=128, blank=True)
     # Botpress user standing for the bot; messages without an author are posted as it.
     botpress_bot_user_id = models.CharField(max_length=64, blank=True)
-    # The help desk's user for the bot (Zendesk end user "Botpress"), created on first need.
+    # The help desk's user for the bot (an external user named "Botpress"), created on first need.
     helpdesk_bot_user_id = models.CharField(max_length=64, blank=True)
     # SHA-256 of the credential Botpress uses to call us; the credential itself is shown once.
     api_key_hash = models.CharField(max_length=64)
@@ -206,7 +205,7 @@ class HitlSession(models.Model):
 
 
 class Ticket(models.Model):
-    """The help desk's record of a session (a Zendesk ticket, later a Slack thread, ...)."""
+    """The help desk's record of a session (a ticket, later a Slack thread, ...)."""
 
     session = models.OneToOneField(HitlSession, on_delete=models.CASCADE, related_name="ticket")
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tickets")
@@ -241,7 +240,7 @@ class Message(models.Model):
     author_agent = models.ForeignKey(HumanAgent, null=True, blank=True, on_delete=models.SET_NULL)
     # Botpress message id: given by Botpress (to_agent) or created by us (to_user).
     botpress_message_id = models.CharField(max_length=64, blank=True)
-    # Help-desk id of the message (Zendesk comment id).
+    # Help-desk id of the message.
     external_message_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -253,7 +252,7 @@ class Message(models.Model):
                 condition=Q(direction="to_agent") & ~Q(botpress_message_id=""),
                 name="message_unique_bp_message_to_agent",
             ),
-            # The same help-desk comment relayed twice is one message (to_user dedup).
+            # The same help-desk message relayed twice is one message (to_user dedup).
             models.UniqueConstraint(
                 fields=["session", "external_message_id"],
                 condition=Q(direction="to_user") & ~Q(external_message_id=""),
@@ -277,6 +276,7 @@ class DeliveryKind(models.TextChoices):
     MESSAGE_TO_USER = "message_to_user", "Create the agent's message in Botpress"
     EVENT_TO_USER = "event_to_user", "Emit a HITL event to Botpress"
     CONVERSATION_TAG = "conversation_tag", "Tag the Botpress conversation with the ticket id"
+    TICKET_HEAD_UPDATE = "ticket_head_update", "Show the session's state on the ticket's head"
 
 
 class DeliveryStatus(models.TextChoices):
@@ -300,7 +300,7 @@ class Delivery(models.Model):
     kind = models.CharField(max_length=32, choices=DeliveryKind.choices)
     payload = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
-    # Sent as Zendesk's Idempotency-Key / used as a Botpress discriminating tag.
+    # Sent as the help desk's idempotency key / used as a Botpress discriminating tag.
     idempotency_key = models.UUIDField(default=uuid.uuid4, editable=False)
     attempts = models.PositiveIntegerField(default=0)
     # Set while a worker executes the row; a lease that expires means that worker died mid-call.
@@ -365,9 +365,9 @@ class WebhookEvent(models.Model):
     """Every inbound help-desk webhook: the dedup key, and the audit trail of what arrived."""
 
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_events")
-    provider = models.CharField(max_length=32, choices=Provider.choices)
+    provider = models.CharField(max_length=32, choices=provider_choices)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
-    # A hash of what the help desk signed (Zendesk: timestamp + body), unique per integration:
+    # A hash of what the help desk signed (its ``webhook_replay_key``), unique per integration:
     # the invocation id is not signed, so a captured webhook re-sent under a new one is a replay.
     replay_key = models.CharField(max_length=128, null=True, blank=True)
     event_type = models.CharField(max_length=64, blank=True)
@@ -384,6 +384,10 @@ class WebhookEvent(models.Model):
     # The events of this webhook that failed for good: ``[{"index", "kind", "reason"}]``. A
     # re-apply applies only these (the others were applied), then clears the list.
     failed_events = models.JSONField(default=list, blank=True)
+    # Tries that failed on the help desk's API (a doorbell's read of the ticket): the next one
+    # waits longer, and after ``WEBHOOK_FETCH_MAX_ATTEMPTS`` the webhook is ``failed``.
+    attempts = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

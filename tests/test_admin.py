@@ -253,8 +253,8 @@ def integration_form_data(integration: Integration, **overrides) -> dict:
         "name": integration.name,
         "is_active": "on",
         "provider_base_url": integration.provider_base_url,
-        "provider_email": integration.provider_credentials.get("email", ""),
-        "new_provider_api_token": "",
+        "credential_zendesk_email": integration.provider_credentials.get("email", ""),
+        "credential_zendesk_api_token": "",
         "new_webhook_signing_secret": "",
         "botpress_api_url": integration.botpress_api_url,
         "botpress_bot_id": integration.botpress_bot_id,
@@ -621,7 +621,7 @@ def test_edit_integration_blank_secrets_keep_values(admin_client, world):
     assert 'type="password"' in page
     assert "gateway@acme.test" in page  # the non-secret email is a normal field
 
-    response = admin_client.post(change, integration_form_data(integration, provider_email="new@acme.test"))
+    response = admin_client.post(change, integration_form_data(integration, credential_zendesk_email="new@acme.test"))
     assert response.status_code == 302
     integration.refresh_from_db()
     assert integration.provider_credentials == {"email": "new@acme.test", "api_token": ZD_TOKEN}
@@ -633,7 +633,7 @@ def test_edit_integration_blank_secrets_keep_values(admin_client, world):
         integration_form_data(
             integration,
             new_botpress_token="bp-rotated-token-123456",
-            new_provider_api_token="zd-rotated-token-123456",
+            credential_zendesk_api_token="zd-rotated-token-123456",
             new_webhook_signing_secret="whsec-rotated-123456",
         ),
     )
@@ -656,8 +656,8 @@ def add_form_data(**overrides) -> dict:
         "name": "Globex help",
         "provider": "zendesk",
         "provider_base_url": DUMMY_URL,
-        "provider_email": "agent@globex.test",
-        "new_provider_api_token": ZD_TOKEN,
+        "credential_zendesk_email": "agent@globex.test",
+        "credential_zendesk_api_token": ZD_TOKEN,
         "new_webhook_signing_secret": "",
         "botpress_api_url": DUMMY_URL,
         "botpress_bot_id": "bot_globex",
@@ -695,11 +695,11 @@ def test_add_integration_shows_api_key_once(admin_client, db, settings):
 
 def test_add_integration_requires_credentials(admin_client, db):
     response = admin_client.post(
-        url("integration", "add"), add_form_data(new_botpress_token="", new_provider_api_token="")
+        url("integration", "add"), add_form_data(new_botpress_token="", credential_zendesk_api_token="")
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert "new_botpress_token" in errors and "new_provider_api_token" in errors
+    assert "new_botpress_token" in errors and "credential_zendesk_api_token" in errors
     assert not Integration.objects.exists()
 
     # A refused form with the secrets typed in does not echo them back.
@@ -757,7 +757,7 @@ def test_install_webhook_failure_is_readable_and_secret_free(admin_client, world
     assert response.status_code == 200
     notes = shown_messages(response)
     assert any("could not be installed: HTTP 401: Couldn't authenticate you" in note for note in notes)
-    assert any("check the help-desk email and API token" in note for note in notes)
+    assert any("check the help-desk Agent email and API token" in note for note in notes)
     assert_no_secret(html(response), secrets_of(world))
     world.integration.refresh_from_db()
     assert world.integration.provider_installation == {}
@@ -1071,7 +1071,7 @@ def test_test_connection_reports_failures_without_secrets(admin_client, live_int
     response = admin_client.post(url("integration", "test_connection", live_integration.pk))
     answers = response.context["answers"]
     assert [a.ok for a in answers] == [False, False]
-    assert "HTTP 401" in answers[0].summary and "check the help-desk email and API token" in answers[0].summary
+    assert "HTTP 401" in answers[0].summary and "check the help-desk Agent email and API token" in answers[0].summary
     assert "HTTP 401" in answers[1].summary and "check the Botpress token" in answers[1].summary
     assert_no_secret(html(response), ["zd-wrong-token-123456", "bp-wrong-token-123456"])
 

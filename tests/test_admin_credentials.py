@@ -49,8 +49,8 @@ def form_data(integration: Integration, **overrides) -> dict:
         "name": integration.name,
         "is_active": "on",
         "provider_base_url": integration.provider_base_url,
-        "provider_email": "gateway@acme.test",
-        "new_provider_api_token": "",
+        "credential_zendesk_email": "gateway@acme.test",
+        "credential_zendesk_api_token": "",
         "new_webhook_signing_secret": "",
         "botpress_api_url": integration.botpress_api_url,
         "botpress_bot_id": integration.botpress_bot_id,
@@ -78,7 +78,8 @@ def test_a_new_url_without_its_credential_is_refused_naming_the_field(admin_clie
     response = admin_client.post(change_url(integration), form_data(integration, provider_base_url=new_host))
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert list(errors) == ["new_provider_api_token"] and "help-desk URL changed" in errors["new_provider_api_token"][0]
+    assert list(errors) == ["credential_zendesk_api_token"]
+    assert "help-desk URL changed" in errors["credential_zendesk_api_token"][0]
 
     response = admin_client.post(change_url(integration), form_data(integration, botpress_api_url=new_host))
     errors = response.context["adminform"].form.errors
@@ -96,7 +97,7 @@ def test_a_new_url_with_its_credential_is_saved(admin_client, integration, https
     data = form_data(
         integration,
         provider_base_url=new_host,
-        new_provider_api_token=NEW_ZD_TOKEN,
+        credential_zendesk_api_token=NEW_ZD_TOKEN,
         botpress_api_url=new_host,
         new_botpress_token=NEW_BP_TOKEN,
     )
@@ -115,7 +116,7 @@ def test_test_connection_never_sends_the_old_tokens_to_a_new_host(admin_client, 
     assert admin_client.post(test_connection).status_code == 200
     assert httpserver.log == []  # the URL did not change, so nothing went to the new host
 
-    accepted = refused | {"new_provider_api_token": NEW_ZD_TOKEN, "new_botpress_token": NEW_BP_TOKEN}
+    accepted = refused | {"credential_zendesk_api_token": NEW_ZD_TOKEN, "new_botpress_token": NEW_BP_TOKEN}
     assert admin_client.post(change_url(integration), accepted).status_code == 302
     assert admin_client.post(test_connection).status_code == 200
     sent = tokens_sent(httpserver)

@@ -1,5 +1,6 @@
 """Zendesk Support: tickets, public comments, trigger-connected signed webhooks."""
 
 from providers.zendesk.provider import ZendeskProvider
+from providers.zendesk.spec import SPEC
 
-__all__ = ["ZendeskProvider"]
+__all__ = ["SPEC", "ZendeskProvider"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rest_framework import serializers
 
-from providers import provider_class
+from providers.registry import provider_entity_serializer
 from sessions_app.api import contract
 from sessions_app.models import Integration, StoppedBy
 from sessions_app.services.sessions import (
@@ -90,6 +90,6 @@ ACTIONS = {
 def action_input(integration: Integration, action: str, data: object) -> serializers.Serializer:
     """The unvalidated input serializer of an interface action (``hitlSession`` is the provider's)."""
     if action == "startHitl":
-        entity = provider_class(integration.provider).entity_serializer
+        entity = provider_entity_serializer(integration.provider)
         return contract.StartHitlInput(data=data, entity_serializer=entity)
     return ACTIONS[action].input(data=data)

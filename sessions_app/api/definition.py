@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from botpress import names as hitl
 from botpress.names import names_errors
 from botpress.sink import EXTERNAL_MESSAGE_TAG, SESSION_TAG, TICKET_TAG
-from providers import provider_class
+from providers.registry import provider_entity_serializer
 from sessions_app.api import actions, contract
 from sessions_app.api.jsonschema import serializer_schema
 from sessions_app.api.views import IntegrationApi
@@ -67,8 +67,7 @@ def _string_properties(described: dict[str, str]) -> dict:
 
 def definition_build(*, integration: Integration) -> dict:
     names = integration_botpress_names(integration=integration)
-    provider = provider_class(integration.provider)
-    entity = serializer_schema(provider.entity_serializer)
+    entity = serializer_schema(provider_entity_serializer(integration.provider))
     definition_actions = {}
     for interface_name, action in actions.ACTIONS.items():
         name = names.action(interface_name)

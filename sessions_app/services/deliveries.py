@@ -1,9 +1,10 @@
 """What each kind of outbox row does, one executor per ``DeliveryKind``.
 
 Executors run inside the outbox's transaction, holding the lane head's lock: they call one
-adapter, write what it returned (ticket, comment id, Botpress ids) and raise ``outbound.http``
-errors for the outbox to retry. Every step is safe to repeat: Zendesk replays ticket creation
-by Idempotency-Key, user upserts are keyed by external id, Botpress messages are get-or-create
+adapter, write what it returned (ticket, message id, Botpress ids) and raise ``outbound.http``
+errors for the outbox to retry. Every step is safe to repeat: ticket creation carries an
+idempotency key and is looked up by our reference after a lost answer, user upserts are keyed
+by external id, Botpress messages are get-or-create
 on the help desk's message id.
 """
 
@@ -109,7 +110,7 @@ def execute_ticket_create(delivery: Delivery) -> dict:
         extras=extras,
     )
     provider = integration_provider(integration=session.integration)
-    # Zendesk's Idempotency-Key covers quick retries; after an attempt with an unknown outcome
+    # The desk's idempotency key (where it has one) covers quick retries; after an attempt with an unknown outcome
     # we also look the ticket up by our reference, which holds however long the outage lasted.
     ref = (delivery.maybe_delivered and provider.ticket_find(reference=spec.reference)) or provider.ticket_create(
         spec, idempotency_key=str(delivery.idempotency_key)
@@ -124,7 +125,7 @@ def execute_ticket_create(delivery: Delivery) -> dict:
             priority=ref.priority,
             initial_message_id=ref.initial_message_id,
         )
-        # The conversation carries the ticket id, as with Botpress's own Zendesk integration.
+        # The conversation carries the ticket id, as with Botpress's own help-desk integrations.
         if integration_botpress_sink(integration=session.integration, in_request=False).tags_conversations:
             delivery_enqueue(
                 integration_id=session.integration_id,
@@ -136,7 +137,7 @@ def execute_ticket_create(delivery: Delivery) -> dict:
 
 
 def _ticket_of(delivery: Delivery) -> Ticket:
-    ticket = Ticket.objects.filter(session_id=delivery.session_id).select_related("integration").first()
+    ticket = Ticket.objects.filter(session_id=delivery.session_id).select_related("integration", "session").first()
     if ticket is None:
         raise DeliverySkipped("the session has no ticket (its creation failed)")
     return ticket
@@ -148,31 +149,42 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
     if message.external_message_id:  # posted by an earlier attempt: only the acknowledgement is left
         return _message_acknowledge(delivery, message, ticket.integration)
     if message.author_end_user_id:
-        author = _external_user_ensure(EndUser.objects.select_related("integration").get(pk=message.author_end_user_id))
+        end_user = EndUser.objects.select_related("integration").get(pk=message.author_end_user_id)
+        author, author_name = _external_user_ensure(end_user), end_user.name
     else:
         author = _helpdesk_bot_user_ensure(ticket.integration)
+        author_name = _bot_name(ticket.session)
     provider = integration_provider(integration=ticket.integration)
-    outbound = OutboundMessage(type=message.type, payload=message.payload, author_external_id=author)
-    comment_id = None
-    if delivery.maybe_delivered:  # a lost attempt may have posted it: adopt that comment
+    outbound = OutboundMessage(
+        type=message.type, payload=message.payload, author_external_id=author, author_name=author_name
+    )
+    posted_id = None
+    if delivery.maybe_delivered:  # a lost attempt may have posted it: adopt that message
         known = set(
             Message.objects.filter(session_id=delivery.session_id, direction=Direction.TO_AGENT)
             .exclude(external_message_id="")
             .values_list("external_message_id", flat=True)
         )
-        comment_id = provider.message_find(ticket_external_id=ticket.external_id, message=outbound, exclude=known)
-    comment_id = comment_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
-    message.external_message_id = comment_id
+        posted_id = provider.message_find(ticket_external_id=ticket.external_id, message=outbound, exclude=known)
+    posted_id = posted_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
+    message.external_message_id = posted_id
     message.save(update_fields=["external_message_id"])
     return _message_acknowledge(delivery, message, ticket.integration)
 
 
-def _message_acknowledge(delivery: Delivery, message: Message, integration: Integration) -> dict:
-    """Tag the Botpress message with the comment id, as Botpress's integrations acknowledge.
+def _bot_name(session: HitlSession) -> str:
+    """The bot's display name in this session: the ``chatbotName`` it gave, else the default."""
+    extras = session.extras if isinstance(session.extras, dict) else {}
+    name = extras.get("chatbotName")
+    return name if isinstance(name, str) and name.strip() else DEFAULT_BOT_NAME
 
-    Only for messages handed over by the wire protocol. The comment id is saved first (the
+
+def _message_acknowledge(delivery: Delivery, message: Message, integration: Integration) -> dict:
+    """Tag the Botpress message with the help desk's message id, as Botpress's integrations acknowledge.
+
+    Only for messages handed over by the wire protocol. The message id is saved first (the
     executor runs outside a transaction), so a failed acknowledgement is retried on its own
-    and never posts the comment twice.
+    and never posts the message twice.
     """
     result = {"external_message_id": message.external_message_id}
     if delivery.payload.get("acknowledge") and message.botpress_message_id:
@@ -189,6 +201,16 @@ def execute_ticket_close(delivery: Delivery) -> dict:
     ticket.status = "closed"
     ticket.save(update_fields=["status", "updated_at"])
     return {"ticket_id": ticket.external_id}
+
+
+def execute_ticket_head_update(delivery: Delivery) -> dict:
+    """Show the session's state on the ticket's head (enqueued only for adapters that have one)."""
+    ticket = _ticket_of(delivery)
+    state, agent_name = delivery.payload["state"], delivery.payload.get("agent_name", "")
+    integration_provider(integration=ticket.integration).ticket_head_update(
+        ticket_external_id=ticket.external_id, state=state, agent_name=agent_name
+    )
+    return {"ticket_id": ticket.external_id, "state": state}
 
 
 # --- Botpress side --------------------------------------------------------------------------
@@ -312,4 +334,5 @@ EXECUTORS: dict[str, Callable[[Delivery], dict]] = {
     DeliveryKind.MESSAGE_TO_USER: execute_message_to_user,
     DeliveryKind.EVENT_TO_USER: execute_event_to_user,
     DeliveryKind.CONVERSATION_TAG: execute_conversation_tag,
+    DeliveryKind.TICKET_HEAD_UPDATE: execute_ticket_head_update,
 }

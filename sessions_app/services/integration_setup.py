@@ -17,6 +17,7 @@ from sessions_app.models import Integration
 from sessions_app.services.errors import Conflict
 from sessions_app.services.integrations import (
     integration_create,
+    integration_credentials_validate,
     integration_signing_secret_replace,
     integration_webhook_install,
 )
@@ -62,7 +63,8 @@ def integration_setup(
     """Create (or update) the integration and optionally install its webhook, or change nothing.
 
     Raises ``Conflict`` for a name in use (see ``OnExisting``), Django's ``ValidationError`` for
-    invalid settings, and the help desk's ``OutboundError`` when the install fails; in every
+    invalid settings (credentials as the provider's spec declares them included), and the help
+    desk's ``OutboundError`` when the install fails; in every
     case the database is as it was.
     """
     settings = {
@@ -97,6 +99,7 @@ def integration_setup(
 
 def _update(integration: Integration, settings: dict, webhook_signing_secret: str) -> None:
     """The given settings on an existing integration; a signing secret only if one is given."""
+    integration_credentials_validate(provider=settings["provider"], credentials=settings["provider_credentials"])
     for field, value in settings.items():
         if field in ("provider_base_url", "botpress_api_url"):
             value = value.rstrip("/")

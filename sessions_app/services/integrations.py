@@ -14,6 +14,7 @@ from functools import cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +27,8 @@ from outbound.http import OutboundError, make_session
 from outbound.media import MediaFile, MediaLimits, MediaRefused, media_fetch
 from providers import provider_class
 from providers.base import HelpDeskProvider
-from sessions_app.models import BotpressTransport, Integration, Provider, botpress_url_secret_new
+from providers.registry import provider_default, provider_spec
+from sessions_app.models import BotpressTransport, Integration, botpress_url_secret_new
 from sessions_app.services.errors import InvalidInput
 
 API_KEY_PREFIX = "hitl_"
@@ -74,7 +76,7 @@ def _guarded_session(policy: AddressPolicy):
 def integration_create(
     *,
     name: str,
-    provider: str = Provider.ZENDESK,
+    provider: str = "",
     provider_base_url: str,
     provider_credentials: dict,
     botpress_api_url: str,
@@ -85,8 +87,15 @@ def integration_create(
     botpress_bot_user_id: str = "",
     webhook_signing_secret: str = "",
 ) -> tuple[Integration, str]:
-    """Create an integration and return it with its API key, which is never stored in clear."""
+    """Create an integration and return it with its API key, which is never stored in clear.
+
+    ``provider``: a kind of ``providers.registry`` (default: the first). Raises Django's
+    ``ValidationError`` for invalid settings, credentials included (see
+    ``integration_credentials_validate``).
+    """
+    provider = provider or provider_default()
     provider_class(provider)  # fail early on an unknown provider
+    integration_credentials_validate(provider=provider, credentials=provider_credentials)
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     integration = Integration(
         name=name,
@@ -106,6 +115,23 @@ def integration_create(
     integration.full_clean()
     integration.save()
     return integration, api_key
+
+
+def integration_credentials_validate(*, provider: str, credentials: object) -> None:
+    """Raise ``ValidationError`` (``{"provider_credentials": ["<field>: <why>", ...]}``) unless
+    ``credentials`` has every field the provider's spec requires, and no other."""
+    errors = provider_spec(provider).credentials_errors(credentials)
+    if errors:
+        raise ValidationError({"provider_credentials": [f"{name}: {message}" for name, message in errors.items()]})
+
+
+def integration_secret_credentials_given(*, provider: str, credentials: dict | None) -> bool:
+    """Whether ``credentials`` carries a value for every secret field of the provider's spec."""
+    credentials = credentials or {}
+    return all(
+        isinstance(credentials.get(f.name), str) and credentials[f.name].strip()
+        for f in provider_spec(provider).secret_fields
+    )
 
 
 def integration_api_key_rotate(*, integration: Integration) -> str:
@@ -164,7 +190,7 @@ def integration_connection_change_errors(
     whoever can edit the URL may own. So a new URL (other scheme, host, port or path; case and a
     trailing slash do not count) needs its credential again. ``None`` means "unchanged";
     ``*_given``: the change also sets that credential. Fields: ``provider_credentials``
-    (the help-desk API token) and ``botpress_token``.
+    (the secret fields of the provider's spec) and ``botpress_token``.
     """
     errors = {}
     if (
@@ -172,8 +198,9 @@ def integration_connection_change_errors(
         and not provider_credentials_given
         and _endpoint(provider_base_url) != _endpoint(integration.provider_base_url)
     ):
+        labels = " and ".join(f.label for f in provider_spec(integration.provider).secret_fields) or "credentials"
         errors["provider_credentials"] = (
-            "The help-desk URL changed: enter the help-desk API token again (the stored one is never sent "
+            f"The help-desk URL changed: enter the help-desk {labels} again (the stored one is never sent "
             "to a new address)."
         )
     if (
@@ -206,7 +233,8 @@ def integration_connection_change(
         integration=integration,
         provider_base_url=provider_base_url,
         botpress_api_url=botpress_api_url,
-        provider_credentials_given=bool((provider_credentials or {}).get("api_token")),
+        provider_credentials_given=provider_credentials is not None
+        and integration_secret_credentials_given(provider=integration.provider, credentials=provider_credentials),
         botpress_token_given=bool(botpress_token),
     )
     if errors:
@@ -455,12 +483,16 @@ class ConnectionAnswer:
 
 def _integration_secrets(integration: Integration) -> list[str]:
     credentials = integration.provider_credentials if isinstance(integration.provider_credentials, dict) else {}
+    try:
+        secret_fields = provider_spec(integration.provider).secret_fields
+    except LookupError:
+        secret_fields = ()
     values = (
         integration.botpress_token,
         integration.webhook_signing_secret,
         integration.webhook_signing_secret_previous,
         integration.api_key_hash,
-        credentials.get("api_token"),
+        *(credentials.get(f.name) for f in secret_fields),
         getattr(integration, "botpress_url_secret", ""),
         getattr(integration, "hitl_api_webhook_url", ""),
     )
@@ -482,6 +514,12 @@ def _failure(system: str, exc: Exception, hint: str) -> ConnectionAnswer:
     return ConnectionAnswer(system, False, f"unexpected error ({type(exc).__name__}: {exc})")
 
 
+def integration_credentials_hint(*, integration: Integration) -> str:
+    """What to check when the help desk refuses the credentials, in the words of its spec."""
+    labels = " and ".join(f.label for f in provider_spec(integration.provider).credential_fields)
+    return f"check the help-desk {labels}"
+
+
 def _helpdesk_answer(integration: Integration) -> ConnectionAnswer:
     system = integration.get_provider_display()
     try:
@@ -489,7 +527,7 @@ def _helpdesk_answer(integration: Integration) -> ConnectionAnswer:
             installation=integration.provider_installation or {}
         )
     except Exception as exc:  # noqa: BLE001 - every failure is an answer to report
-        return _failure(system, exc, "check the help-desk email and API token")
+        return _failure(system, exc, integration_credentials_hint(integration=integration))
     details = dict(check.details)
     # The endpoint may embed a credential (a Botpress webhook id): say only whether it is ours.
     endpoint = details.pop("webhook_endpoint", None)

@@ -137,9 +137,9 @@ def message_resend(*, message: Message, operator: AbstractBaseUser, reason: str)
 
     A copy rather than a second delivery of the same row, because both directions deduplicate
     on the row's ids, which is what makes ordinary retries safe: a to_agent message that has
-    its comment id is only acknowledged, and Botpress get-or-creates a to_user message by tag
-    ``externalMessageId`` (the comment id). The copy has no comment id (to_agent: a new comment)
-    or a distinct one, ``<comment id>/resend-<n>`` (to_user: a new Botpress message), so it goes
+    its help-desk message id is only acknowledged, and Botpress get-or-creates a to_user message by tag
+    ``externalMessageId`` (the help desk's id). The copy has no message id (to_agent: a new message)
+    or a distinct one, ``<message id>/resend-<n>`` (to_user: a new Botpress message), so it goes
     out again exactly once however often its own delivery is retried. Both rows keep their ids.
     """
     reason = _reason(reason, required=True)
@@ -185,7 +185,7 @@ def webhooks_reapply_by_operator(
     Only webhooks that were accepted (they have a dedup key) and then failed: a malformed one
     (answered 400) has nothing to apply. Only the events that failed are applied again (see
     ``WebhookEvent.failed_events``); that is safe to repeat, as relays are deduplicated by
-    comment id and a stop is idempotent. One audit entry per webhook, with the reason it had
+    message id and a stop is idempotent. One audit entry per webhook, with the reason it had
     failed. A session with no other failure left stops needing attention (a webhook that fails
     again flags it again).
     """
@@ -198,7 +198,9 @@ def webhooks_reapply_by_operator(
     queued = []
     for event in failed.select_related("integration", "session").order_by("id"):
         previous = {"detail": event.detail, "failed_events": event.failed_events}
-        WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookStatus.ACCEPTED, processed_at=None)
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            status=WebhookStatus.ACCEPTED, processed_at=None, attempts=0, retry_at=None
+        )
         operator_action_record(
             operator=operator,
             action=OperatorActionKind.WEBHOOK_REAPPLY,

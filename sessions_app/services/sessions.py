@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from outbound.http import OutboundError
+from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
 from providers.text import text_sanitize, value_sanitize
@@ -168,6 +169,7 @@ def session_stop(
     session.status, session.stopped_at, session.last_activity_at = SessionStatus.STOPPED, now, now
     session.stopped_by, session.stop_reason = stopped_by, reason
     session.save(update_fields=["status", "stopped_at", "last_activity_at", "stopped_by", "stop_reason"])
+    ticket_head_update_enqueue(session=session, state=SessionStatus.STOPPED)
     if close_ticket:
         delivery_enqueue(
             integration_id=session.integration_id,
@@ -294,6 +296,22 @@ def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> Hu
     return agent
 
 
+def ticket_head_update_enqueue(*, session: HitlSession, state: str, agent: HumanAgent | None = None) -> bool:
+    """Have the ticket's head show ``state`` ("assigned", "stopped"), through the session's
+    to-agent lane (so after the ticket exists); only for desks whose adapter has a head
+    (``updates_ticket_head``, such as Slack's root message), so others pay nothing."""
+    if not provider_class(session.integration.provider).updates_ticket_head:
+        return False
+    delivery_enqueue(
+        integration_id=session.integration_id,
+        kind=DeliveryKind.TICKET_HEAD_UPDATE,
+        direction=Direction.TO_AGENT,
+        session=session,
+        payload={"state": str(state), "agent_name": agent.name if agent else ""},
+    )
+    return True
+
+
 def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     """Assign the agent and tell Botpress, unless nothing changes (concurrent or repeated webhooks)."""
     if session.status == SessionStatus.STOPPED or (
@@ -304,6 +322,7 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     session.agent, session.status, session.last_activity_at = agent, SessionStatus.ASSIGNED, now
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
+    ticket_head_update_enqueue(session=session, state=SessionStatus.ASSIGNED, agent=agent)
     delivery_enqueue(
         integration_id=session.integration_id,
         kind=DeliveryKind.EVENT_TO_USER,
@@ -315,16 +334,16 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
 
 
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
-    """Relay an agent's comment once, whatever number of webhooks carry it; return its first message.
+    """Relay an agent's message once, whatever number of webhooks carry it; return its first message.
 
     Each part (text, image, file...) becomes one message, in the agent's order, with its own
-    external id: the comment id for the first, ``<comment id>:<n>`` after, so the unique index
+    external id: the help desk's message id for the first, ``<message id>:<n>`` after, so the unique index
     dedups a re-sent webhook part by part. A media part's delivery re-hosts the file first.
     A reply before any assignment assigns the agent first, so Botpress always knows who speaks.
     """
     if session.status == SessionStatus.STOPPED:
         return None
-    # A "solved" webhook carries the ticket's latest public comment whoever wrote it: it may be
+    # A "solved" webhook may carry the ticket's latest public message whoever wrote it: it may be
     # one we posted (an end-user or bot message, or the transcript), or one already relayed.
     if (
         Message.objects.filter(session=session, external_message_id=event.message_external_id).exists()
@@ -352,7 +371,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
                 )
                 for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
             ]
-    except IntegrityError:  # the same comment committed by a concurrent webhook
+    except IntegrityError:  # the same message committed by a concurrent webhook
         return None
     for message, media in messages:
         delivery_enqueue(
@@ -418,7 +437,7 @@ def _event_apply(*, integration: Integration, session: HitlSession, event: Inbou
 def session_events_apply(
     *, integration: Integration, events: list[InboundEvent], only: Collection[int] | None = None
 ) -> EventsApplied:
-    """Apply what one webhook said, in order (a solve relays its last comment before stopping).
+    """Apply what one webhook said, in order (a solve relays its last message before stopping).
 
     Each event is sanitised (``providers.text``) and applied in its own savepoint, so one that
     fails cannot drop the others nor block a stop. A transient failure (database connection,

@@ -10,32 +10,26 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from outbound.http import OutboundError
 from providers import provider_class
-from providers.base import WebhookInvalid, WebhookRejected
+from providers.base import HelpDeskProvider, InboundEvent, WebhookInvalid, WebhookRejected
+from providers.registry import provider_spec
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
-from sessions_app.models import Integration, WebhookEvent, WebhookRejection, WebhookStatus
-from sessions_app.services.integrations import integration_signing_secrets
+from sessions_app.models import HumanAgent, Integration, Message, Ticket, WebhookEvent, WebhookRejection, WebhookStatus
+from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
 log = structlog.get_logger(__name__)
 
-# Headers worth keeping for the audit trail; never the signature.
-KEPT_HEADERS = (
-    "content-type",
-    "user-agent",
-    "x-zendesk-account-id",
-    "x-zendesk-webhook-id",
-    "x-zendesk-webhook-invocation-id",
-    "x-zendesk-webhook-signature-timestamp",
-)
 MAX_HEADER_VALUE = 256
 # An authenticated but malformed request is kept for audit only, so only its start is stored.
 MAX_INVALID_BODY = 4096
@@ -43,6 +37,16 @@ MAX_INVALID_BODY = 4096
 # each at most this many bytes of JSON.
 SAMPLES_KEPT = 5
 SAMPLE_MAX_BYTES = 512
+# A webhook whose processing needs the help desk's API (a doorbell reading its ticket, an agent's
+# profile) is retried when the desk fails: after 2, 4, 8 ... seconds, at most this far apart,
+# at most this many times (about 1.7 hours), then it is ``failed`` and an operator re-applies it.
+FETCH_RETRY_MAX_DELAY = 300
+FETCH_RETRY_MAX_ATTEMPTS = 12
+
+
+def kept_headers(provider: str) -> tuple[str, ...]:
+    """The webhook headers kept for the audit trail: what the provider's spec names, never a signature."""
+    return provider_spec(provider).kept_headers
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ def webhook_receive(
     A rejected request is only counted (``webhook_rejection_count``); an authentic one is stored
     once, deduplicated by the adapter's dedup key and by its replay key (what was signed). Every
     text stored is sanitised (``providers.text``): a raw body may hold NUL bytes or invalid UTF-8.
+    A webhook the adapter answers synchronously (``ParsedWebhook.reply``, such as Slack's
+    ``url_verification``) gets that answer with 200 and stores nothing.
     """
     integration = _integration(integration_id, provider)
     if integration is None:
@@ -77,7 +83,9 @@ def webhook_receive(
         return UNAUTHORIZED
     adapter = provider_class(provider)
     lowered = {key.lower(): value for key, value in headers.items()}
-    kept = {key: text_sanitize(str(lowered[key]))[:MAX_HEADER_VALUE] for key in KEPT_HEADERS if key in lowered}
+    kept = {
+        key: text_sanitize(str(lowered[key]))[:MAX_HEADER_VALUE] for key in kept_headers(provider) if key in lowered
+    }
     try:
         _verify(adapter, integration, headers=lowered, body=body)
     except WebhookRejected as exc:
@@ -88,7 +96,9 @@ def webhook_receive(
         return UNAUTHORIZED
     record = {"integration": integration, "provider": provider, "headers": kept, "remote_addr": remote_addr}
     try:
-        parsed = value_sanitize(adapter.webhook_parse(headers=lowered, body=body))
+        parsed = value_sanitize(
+            adapter.webhook_parse(headers=lowered, body=body, installation=integration.provider_installation or {})
+        )
     except WebhookInvalid as exc:
         WebhookEvent.objects.create(
             status=WebhookStatus.FAILED,
@@ -104,6 +114,8 @@ def webhook_receive(
                 "fields": {exc.field: [exc.message]},
             },
         )
+    if parsed.reply is not None:
+        return WebhookOutcome(200, dict(parsed.reply))
     replay_key = adapter.webhook_replay_key(headers=lowered, body=body) or None
     try:
         with transaction.atomic():
@@ -232,11 +244,15 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
     queue = WebhookEvent.objects.filter(
         integration_id=integration_id, ticket_external_id=ticket_external_id, status=WebhookStatus.ACCEPTED
     )
+    head_id = None
     try:
         with transaction.atomic():
-            head_id = queue.order_by("id").values_list("id", flat=True).first()
-            if head_id is None:
+            head = queue.order_by("id").values_list("id", "retry_at").first()
+            if head is None:
                 return False
+            head_id, retry_at = head
+            if retry_at and retry_at > timezone.now():
+                return False  # waiting for its retry: the task scheduled then carries on
             # This row only: FOR UPDATE through a join would also lock the integration row.
             event = (
                 queue.select_for_update(skip_locked=True, of=("self",))
@@ -254,6 +270,8 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
         log.warning("webhook.apply_retry", webhook_event_id=head_id, error=type(exc).__name__)
         webhook_schedule(webhook_event_id=head_id, countdown=1.0)
         return False
+    except OutboundError as exc:
+        return _fetch_retry(head_id, exc)
     except Exception as exc:
         log.exception("webhook.apply_failed", webhook_event_id=head_id)
         WebhookEvent.objects.filter(pk=head_id, status=WebhookStatus.ACCEPTED).update(
@@ -264,31 +282,122 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
         return True
 
 
+def _fetch_retry(webhook_event_id: int, exc: OutboundError) -> bool:
+    """The help desk failed while this webhook was processed: retry it later, or give up.
+
+    Its ticket's queue waits (order), other tickets' queues do not. Returns whether the queue
+    may go on (only once the webhook was given up as ``failed``).
+    """
+    event = WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).first()
+    if event is None:
+        return True
+    attempts = event.attempts + 1
+    reason = text_sanitize(f"{type(exc).__name__}: {exc}")[:1000]
+    if attempts >= FETCH_RETRY_MAX_ATTEMPTS:
+        log.error("webhook.fetch_failed", webhook_event_id=webhook_event_id, attempts=attempts, error=reason)
+        WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).update(
+            status=WebhookStatus.FAILED,
+            attempts=attempts,
+            retry_at=None,
+            detail=f"failed: the help desk failed {attempts} times; last: {reason}",
+            processed_at=timezone.now(),
+        )
+        return True
+    delay = min(2.0**attempts, FETCH_RETRY_MAX_DELAY)
+    log.warning("webhook.fetch_retry", webhook_event_id=webhook_event_id, attempts=attempts, delay=delay, error=reason)
+    WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).update(
+        attempts=attempts,
+        retry_at=timezone.now() + timedelta(seconds=delay),
+        detail=f"retrying in {delay:.0f} s (attempt {attempts}): {reason}",
+    )
+    webhook_schedule(webhook_event_id=webhook_event_id, countdown=delay)
+    return False
+
+
 def _webhook_event_apply(event: WebhookEvent) -> None:
     """Apply the webhook's events, each on its own (see ``session_events_apply``).
 
     Events that fail for good are listed in ``failed_events`` and the webhook is ``failed``;
-    after an operator's re-apply only those are applied again.
+    after an operator's re-apply only those are applied again. A doorbell's events are read
+    from the help desk here (``webhook_events_fetch``), and agents named by id only are looked
+    up (``agent_profile_fetch``): both raise ``OutboundError`` for ``_queue_step`` to retry.
     """
-    adapter = provider_class(event.provider)
-    parsed = adapter.webhook_parse(headers=event.headers, body=event.body.encode())
-    only = {failure["index"] for failure in event.failed_events} or None
-    applied = session_events_apply(integration=event.integration, events=parsed.events, only=only)
+    integration = event.integration
+    installation = integration.provider_installation or {}
+    parsed = provider_class(event.provider).webhook_parse(
+        headers=event.headers, body=event.body.encode(), installation=installation
+    )
+    events, only = list(parsed.events), {failure["index"] for failure in event.failed_events} or None
+    adapter = None
+    if parsed.doorbell:
+        adapter = integration_provider(integration=integration)
+        events = adapter.webhook_events_fetch(
+            parsed=parsed,
+            installation=installation,
+            known_message_ids=_known_message_ids(integration, parsed.ticket_external_id),
+        )
+        only = None  # a fresh read: its indexes are not those of the failed list, and dedup makes it safe
+    if any(e.agent and e.agent.external_id and not e.agent.name for e in events):
+        events = _agent_profiles_complete(adapter or integration_provider(integration=integration), integration, events)
+    applied = session_events_apply(integration=integration, events=events, only=only)
     event.session = applied.session or event.session
     event.failed_events = applied.failures
     if applied.failures:
         event.status = WebhookStatus.FAILED
     else:
         event.status = WebhookStatus.PROCESSED if applied.session else WebhookStatus.IGNORED
-    event.detail, event.processed_at = text_sanitize(applied.detail)[:2000], timezone.now()
-    event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at"])
+    event.detail, event.processed_at, event.retry_at = text_sanitize(applied.detail)[:2000], timezone.now(), None
+    event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
+
+
+def _known_message_ids(integration: Integration, ticket_external_id: str) -> set[str]:
+    """Ids of every message the gateway relayed or posted on this ticket, and its first message."""
+    ticket = Ticket.objects.filter(integration=integration, external_id=ticket_external_id).first()
+    if ticket is None:
+        return set()
+    known = set(
+        Message.objects.filter(session_id=ticket.session_id)
+        .exclude(external_message_id="")
+        .values_list("external_message_id", flat=True)
+    )
+    return known | ({ticket.initial_message_id} if ticket.initial_message_id else set())
+
+
+def _agent_profiles_complete(
+    adapter: HelpDeskProvider, integration: Integration, events: list[InboundEvent]
+) -> list[InboundEvent]:
+    """Events whose agent is named by id only get the agent's profile from the help desk.
+
+    Once; an agent the gateway already knows by name costs no call. ``human_agent_upsert``
+    then stores the profile when the event is applied.
+    """
+    profiles = {}
+    completed = []
+    for event in events:
+        agent = event.agent
+        if agent and agent.external_id and not agent.name:
+            if agent.external_id not in profiles:
+                known = (
+                    HumanAgent.objects.filter(integration=integration, external_user_id=agent.external_id)
+                    .exclude(name="")
+                    .exists()
+                )
+                fetched = None if known else adapter.agent_profile_fetch(external_id=agent.external_id)
+                profiles[agent.external_id] = fetched
+            profile = profiles[agent.external_id]
+            if profile is not None:
+                event = replace(event, agent=replace(profile, external_id=agent.external_id))
+        completed.append(event)
+    return completed
 
 
 def webhook_events_sweep(*, older_than_seconds: int) -> int:
     """Re-enqueue accepted webhooks whose task was lost."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    # A webhook waiting for its retry (``retry_at``) has its task scheduled already.
+    due = Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now())
     ids = list(
-        WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED, received_at__lte=cutoff).values_list(
+        WebhookEvent.objects.filter(due, status=WebhookStatus.ACCEPTED, received_at__lte=cutoff).values_list(
             "pk", flat=True
         )[:1000]
     )

@@ -247,7 +247,7 @@ def test_stop_cuts_keep_alive_connections(session):
 
 def test_main_serves_both_until_sigterm():
     command = [sys.executable, "-m", "standins", "--bot-id", "bot_m", "--bp-token", "tok-m"]
-    command += ["--integration-id", "intg_m", "--zd-email", "m@example.com", "--zd-token", "zd-m"]
+    command += ["--integration-id", "intg_m", "--zendesk-email", "m@example.com", "--zendesk-api-token", "zd-m"]
     root = Path(__file__).resolve().parents[2]
     with subprocess.Popen(
         command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -3,6 +3,10 @@
 All or nothing: if ``--install-webhook`` fails (help desk unreachable, credentials refused),
 nothing is saved and one line on stderr says why (exit status 1), so no integration is left
 whose API key was never printed. A name in use is refused unless ``--update`` or ``--force``.
+
+The help desk's credentials are the fields its spec declares (``providers.spec``), given as
+``--credential NAME=VALUE`` or with the flag generated per provider and field,
+``--<kind>-<name-with-dashes>``; a value given both ways is taken from ``--credential``.
 """
 
 import json
@@ -12,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from outbound.http import OutboundError
-from sessions_app.models import Provider
+from providers.registry import provider_default, provider_spec, provider_specs
 from sessions_app.services.errors import Conflict
 from sessions_app.services.integration_setup import OnExisting, integration_setup
 from sessions_app.services.integrations import integration_webhook_url
@@ -23,12 +27,30 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
-        parser.add_argument("--provider", default=Provider.ZENDESK, choices=Provider.values)
+        specs = provider_specs()
+        parser.add_argument("--provider", default=provider_default(), choices=[spec.kind for spec in specs])
         parser.add_argument(
-            "--provider-url", required=True, help="Help-desk account URL, e.g. https://acme.zendesk.com"
+            "--provider-url",
+            required=True,
+            help="Help-desk account URL ("
+            + "; ".join(f"{spec.label}: e.g. {spec.base_url_example}" for spec in specs)
+            + ")",
         )
-        parser.add_argument("--zendesk-email", default="", help="Agent email for Zendesk API-token auth")
-        parser.add_argument("--zendesk-api-token", default="")
+        parser.add_argument(
+            "--credential",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A help-desk credential field of the provider's spec (repeat for each)",
+        )
+        for spec in specs:
+            for credential in spec.credential_fields:
+                parser.add_argument(
+                    _flag(spec.kind, credential.name),
+                    dest=_dest(spec.kind, credential.name),
+                    default="",
+                    help=f"{spec.label}: {credential.label}. {credential.help_text}".strip(),
+                )
         parser.add_argument("--webhook-secret", default="", help="Signing secret, if the webhook already exists")
         parser.add_argument("--botpress-url", default="https://api.botpress.cloud")
         parser.add_argument("--botpress-token", required=True)
@@ -54,11 +76,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **o):
-        credentials = {}
-        if o["provider"] == Provider.ZENDESK:
-            if not o["zendesk_email"] or not o["zendesk_api_token"]:
-                raise CommandError("--zendesk-email and --zendesk-api-token are required for Zendesk")
-            credentials = {"email": o["zendesk_email"], "api_token": o["zendesk_api_token"]}
+        credentials = _credentials(o)
         on_existing = OnExisting.UPDATE if o["update"] else OnExisting.FORCE if o["force"] else OnExisting.REFUSE
         try:
             setup = integration_setup(
@@ -99,6 +117,41 @@ class Command(BaseCommand):
                 }
             )
         )
+
+
+def _flag(kind: str, name: str) -> str:
+    return f"--{kind}-{name}".replace("_", "-")
+
+
+def _dest(kind: str, name: str) -> str:
+    return f"credential_{kind}_{name}"
+
+
+def _credentials(options: dict) -> dict:
+    """The chosen provider's credentials from the per-spec flags and ``--credential``; a missing
+    required one, one of another provider or an unknown name is a ``CommandError``."""
+    spec = provider_spec(options["provider"])
+    credentials = {
+        f.name: options[_dest(spec.kind, f.name)] for f in spec.credential_fields if options[_dest(spec.kind, f.name)]
+    }
+    for other in provider_specs():
+        if other.kind == spec.kind:
+            continue
+        given = [_flag(other.kind, f.name) for f in other.credential_fields if options[_dest(other.kind, f.name)]]
+        if given:
+            raise CommandError(f"{', '.join(given)}: not a {spec.label} credential (--provider {spec.kind})")
+    for item in options["credential"]:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CommandError(f"--credential {name!r}: expected NAME=VALUE")
+        credentials[name.strip()] = value
+    errors = spec.credentials_errors(credentials)
+    if errors:
+        flags = {f.name: f"{_flag(spec.kind, f.name)} (or --credential {f.name}=...)" for f in spec.credential_fields}
+        raise CommandError(
+            "; ".join(f"{flags.get(name, f'--credential {name}')}: {message}" for name, message in errors.items())
+        )
+    return credentials
 
 
 def _one_line(text: str) -> str:
