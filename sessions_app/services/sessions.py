@@ -20,6 +20,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
+from hitl_gateway import metrics
 from outbound.http import OutboundError
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
@@ -291,6 +292,7 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     session.agent, session.status, session.last_activity_at = agent, SessionStatus.ASSIGNED, now
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
+    metrics.session_assignment_observe(session=session, at=now)
     delivery_enqueue(
         integration_id=session.integration_id,
         kind=DeliveryKind.EVENT_TO_USER,
@@ -351,6 +353,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
             payload={"media": media} if media else None,
         )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    metrics.agent_reply_observe(session=session, message=messages[0][0])
     return messages[0][0]
 
 

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from hitl_gateway import metrics
 from providers import provider_class
 from providers.base import WebhookInvalid, WebhookRejected
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
@@ -74,6 +75,7 @@ def webhook_receive(
     integration = _integration(integration_id, provider)
     if integration is None:
         log.warning("webhook.unknown_integration", provider=provider, remote_addr=remote_addr)
+        metrics.webhook_counted(provider=provider, result="rejected", reason="unknown integration")
         return UNAUTHORIZED
     adapter = provider_class(provider)
     lowered = {key.lower(): value for key, value in headers.items()}
@@ -85,11 +87,13 @@ def webhook_receive(
             integration=integration, reason=str(exc), headers=kept, body=body, remote_addr=remote_addr
         )
         log.warning("webhook.rejected", integration_id=str(integration.pk), reason=str(exc))
+        metrics.webhook_counted(provider=provider, result="rejected", reason=str(exc))
         return UNAUTHORIZED
     record = {"integration": integration, "provider": provider, "headers": kept, "remote_addr": remote_addr}
     try:
         parsed = value_sanitize(adapter.webhook_parse(headers=lowered, body=body))
     except WebhookInvalid as exc:
+        metrics.webhook_counted(provider=provider, result="rejected", reason="invalid payload")
         WebhookEvent.objects.create(
             status=WebhookStatus.FAILED,
             detail=text_sanitize(f"invalid: {exc}")[:2000],
@@ -119,6 +123,7 @@ def webhook_receive(
             transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
     except IntegrityError:  # the same dedup key, or the same signed content (a replay)
         return DUPLICATE
+    metrics.webhook_counted(provider=provider, result="accepted")
     return WebhookOutcome(200, {"status": "accepted"})
 
 
