@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from hitl_gateway import metrics
-from outbound.http import OutboundError
+from outbound.http import UNREACHABLE, OutboundError
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
 from providers.text import text_sanitize, value_sanitize
@@ -53,6 +53,8 @@ def _botpress_call(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except OutboundError as exc:
+        if exc.error_type == UNREACHABLE:  # "could not reach <url>: connection refused"
+            raise UpstreamUnavailable(str(exc).replace("could not reach", "could not reach Botpress at", 1)) from exc
         raise UpstreamUnavailable(f"Botpress answered: {exc}") from exc
 
 
