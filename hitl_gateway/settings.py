@@ -322,6 +322,8 @@ LOGGING = {
         # loggers give them up and reach the root handler instead.
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        # A failing health check is in the probe's answer; its traceback on every probe buried the rest.
+        "health_check": {"level": "ERROR"},
     },
 }
 
