@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -290,3 +291,24 @@ def test_event_metrics_are_summed_over_processes(db, tmp_path):
     read = setup + f"print(metrics.metrics_registry().get_sample_value('hitl_webhooks_total', {labels!r}))"
     out = subprocess.run([sys.executable, "-c", read], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
     assert out.stdout.decode().strip() == "2.0"
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics(client, integration):
+    """Every metric the dashboard queries is in a scrape (once each labelled metric has a sample)."""
+    import re
+
+    from hitl_gateway import metrics
+
+    metrics.webhook_counted(provider="zendesk", result="accepted")
+    metrics.RELAY_SECONDS.labels(direction="to_user")
+    metrics.DELIVERY_ATTEMPTS.labels(kind="ticket_create", outcome="retry")
+    outbox.delivery_enqueue(
+        integration_id=integration.pk, kind=DeliveryKind.TICKET_CLOSE, direction=Direction.TO_AGENT, payload={}
+    )
+    _scrape(client)  # the request figures (django_prometheus) have a sample once a request was served
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b((?:hitl|django)_\w+)", expr)}
+    text = _scrape(client)
+    exported = set(re.findall(r"^(\w+)(?:\{| )", text, re.MULTILINE))
+    assert used and used <= exported, used - exported
