@@ -290,6 +290,7 @@ HITL_METRICS_TOKEN = env.str("HITL_METRICS_TOKEN", default="")
 HITL_METRICS_ALLOWED_NETWORKS = [
     ipaddress.ip_network(network, strict=False)
     for network in env.list("HITL_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+    if network.strip()
 ]
 HITL_HEALTH = {
     # Each Celery worker writes a heartbeat this often; /health/ fails when the newest is older.
