@@ -4,17 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sessions_app', '0010_e_encrypt_secrets'),
+        ("sessions_app", "0010_e_encrypt_secrets"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Heartbeat',
+            name="Heartbeat",
             fields=[
-                ('name', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('beat_at', models.DateTimeField()),
+                ("name", models.CharField(max_length=255, primary_key=True, serialize=False)),
+                ("beat_at", models.DateTimeField()),
             ],
         ),
     ]
