@@ -282,12 +282,10 @@ PNG = base64.b64decode(
 )
 
 
-def test_the_chat_sends_an_image_and_shows_the_agents(demo):
-    """The attach button's route: the end user's image reaches the ticket; the agent's comes back."""
+def test_the_chat_sends_an_image_and_shows_the_agents(demo, browser, tmp_path):
+    """The attach button: the end user's image reaches the ticket; the agent's comes back; both show."""
     bp, zd = demo.urls["chat"].removesuffix("/chat/"), demo.urls["desk"].removesuffix("/agent/")
-    chat = requests.post(
-        f"{bp}/__demo__/chats", json={"name": "Grace Hopper", "email": "grace@example.com"}, timeout=10
-    )
+    chat = requests.post(f"{bp}/__demo__/chats", json={"name": "Ada Byron", "email": "ada@x.test"}, timeout=10)
     chat_url = f"{bp}/__demo__/chats/{chat.json()['id']}"
     conversation_id = requests.post(f"{chat_url}/handoff", json={}, timeout=30).json()["conversationId"]
     desk = _poll(lambda: requests.get(f"{zd}/__demo__/desk", timeout=10).json(), lambda d: _ticket(d, conversation_id))
@@ -295,10 +293,19 @@ def test_the_chat_sends_an_image_and_shows_the_agents(demo):
     requests.post(f"{zd}/__standin__/tickets/{ticket['id']}/assign", json={"agent_id": agent_id}, timeout=10)
     _poll(lambda: requests.get(chat_url, timeout=10).json(), lambda view: view["mode"] == "agent")
 
-    attach = {"name": "pixel.png", "contentType": "image/png", "data": base64.b64encode(PNG).decode()}
-    view = requests.post(f"{chat_url}/attachments", json=attach, timeout=30).json()
-    sent = [e for e in view["entries"] if e["kind"] == "user" and e["type"] == "image"]
-    assert len(sent) == 1 and requests.get(sent[0]["payload"]["imageUrl"], timeout=10).content == PNG
+    browser.get(demo.urls["chat"])
+    browser.execute_script("sessionStorage.setItem('hitl-demo-chat', arguments[0])", chat.json()["id"])
+    browser.get(demo.urls["chat"])
+    _wait(browser, lambda d: "Chatting with" in _find(d, "#status").text, "the chat never showed the agent")
+    assert _find(browser, "#attach").is_displayed()
+    picture = tmp_path / "pixel.png"
+    picture.write_bytes(PNG)
+    _find(browser, "#attachment").send_keys(str(picture))  # what choosing a file after "Attach…" does
+    _wait(
+        browser,
+        lambda d: d.find_elements("css selector", ".entry.user img.attachment-image"),
+        f"the image was not sent: {_find(browser, '#error').text!r}",
+    )
     desk = _poll(
         lambda: requests.get(f"{zd}/__demo__/desk", timeout=10).json(),
         lambda d: any(c["attachments"] for c in _ticket(d, conversation_id)["comments"]),
@@ -306,21 +313,14 @@ def test_the_chat_sends_an_image_and_shows_the_agents(demo):
     attachment = next(a for c in _ticket(desk, conversation_id)["comments"] for a in c["attachments"])
     assert requests.get(attachment["url"], timeout=10).content == PNG
 
-    reply = {
-        "agent_id": agent_id,
-        "body": "",
-        "attachments": [
-            {"filename": "back.png", "content_type": "image/png", "content": base64.b64encode(PNG).decode()}
-        ],
-    }
+    image = {"filename": "back.png", "content_type": "image/png", "content": base64.b64encode(PNG).decode()}
+    reply = {"agent_id": agent_id, "body": "", "attachments": [image]}
     requests.post(f"{zd}/__standin__/tickets/{ticket['id']}/reply", json=reply, timeout=10).raise_for_status()
-    view = _poll(
-        lambda: requests.get(chat_url, timeout=10).json(),
-        lambda view: any(e["kind"] == "agent" and e["type"] == "image" for e in view["entries"]),
-    )
-    image = next(e for e in view["entries"] if e["kind"] == "agent" and e["type"] == "image")
-    assert requests.get(image["payload"]["imageUrl"], timeout=10).content == PNG
+    shown = "return [...document.querySelectorAll('.entry img.attachment-image')].filter(i => i.naturalWidth).length"
+    _wait(browser, lambda d: d.execute_script(shown) == 2, "the two images (sent, received) never showed in the chat")
+    screenshot(browser, "demo-chat-images")
 
+    attach = {"name": "pixel.png", "contentType": "image/png", "data": base64.b64encode(PNG).decode()}
     too_big = {**attach, "data": base64.b64encode(b"x" * (5 * 2**20 + 1)).decode()}
     assert requests.post(f"{chat_url}/attachments", json=too_big, timeout=30).status_code == 413
     assert requests.post(f"{chat_url}/attachments", json={**attach, "data": "%%%"}, timeout=10).status_code == 400
