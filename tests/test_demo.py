@@ -294,9 +294,12 @@ def test_the_chat_sends_an_image_and_shows_the_agents(demo, browser, tmp_path):
     _poll(lambda: requests.get(chat_url, timeout=10).json(), lambda view: view["mode"] == "agent")
 
     browser.get(demo.urls["chat"])
+    # The page opens its own chat first; once it has, show this one instead.
+    _wait(browser, lambda d: _find(d, "#status").text != "Connecting…", "the chat page never loaded")
     browser.execute_script("sessionStorage.setItem('hitl-demo-chat', arguments[0])", chat.json()["id"])
     browser.get(demo.urls["chat"])
-    _wait(browser, lambda d: "Chatting with" in _find(d, "#status").text, "the chat never showed the agent")
+    agent = f"Chatting with {desk['agents'][0]['name']}"
+    _wait(browser, lambda d: _find(d, "#status").text == agent, "the chat never showed the agent")
     assert _find(browser, "#attach").is_displayed()
     picture = tmp_path / "pixel.png"
     picture.write_bytes(PNG)
