@@ -17,11 +17,14 @@ $(BIN)/.installed: requirements.txt
 
 install: $(BIN)/.installed
 
+# The port first (a clash is one line: make run PORT=8001), then web, worker and beat from the
+# Procfile; Ctrl-C stops them cleanly (hitl_gateway/launch.py).
 run: install
+	@$(BIN)/python -m hitl_gateway.launch --check-port $(PORT)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	$(BIN)/python -m hitl_gateway.launch --port $(PORT)
 
 # A whole HITL session on this machine, no external service: the gateway, both stand-ins (with an
 # end-user chat and an agent desk) and a demo integration. Ctrl-C stops it; each run starts afresh.

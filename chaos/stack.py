@@ -22,6 +22,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from chaos.processes import Gateway
+from hitl_gateway.launch import metrics_dir_prepare
 from standins.botpress import BotpressStandin
 from standins.zendesk import ZendeskStandin
 
@@ -82,6 +83,8 @@ class Stack:
                 "CELERY_TASK_DEFAULT_QUEUE": f"hitl-run-{uuid.uuid4().hex[:8]}",
                 "HITL_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                 "HITL_VAR_DIR": str(work_dir),
+                # /metrics sums every process's figures (hitl_gateway.metrics); emptied at start.
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir_prepare(work_dir)),
                 "HITL_LOG_LEVEL": "WARNING",
                 # A production-like stack needs its encryption key: one per run, like its database.
                 "HITL_ENCRYPTION_KEYS": os.environ.get("HITL_ENCRYPTION_KEYS") or Fernet.generate_key().decode(),

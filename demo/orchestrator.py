@@ -32,6 +32,7 @@ from pathlib import Path
 import requests
 from cryptography.fernet import Fernet
 
+from hitl_gateway.launch import metrics_dir_prepare
 from standins.demo_pages import ChatBotpress, DeskZendesk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +139,8 @@ class Demo:
         os.environ.update(
             DJANGO_SETTINGS_MODULE="hitl_gateway.settings",
             HITL_VAR_DIR=str(self.state),
+            # /metrics sums every process's figures (hitl_gateway.metrics); emptied at start.
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir_prepare(self.state)),
             DATABASE_URL=f"sqlite:///{self.state / 'gateway.sqlite3'}",
             CELERY_BROKER_URL="filesystem://",
             # The secrets of this run's fresh state are encrypted with a key of this run.

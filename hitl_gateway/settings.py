@@ -7,6 +7,7 @@ own ``DJANGO_SECRET_KEY`` (it refuses to start without), and gets https settings
 (README, "Production settings").
 """
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -174,6 +175,8 @@ AXES_FAILURE_LIMIT = env.int("HITL_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("HITL_LOGIN_COOLOFF_HOURS", default=0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Its "AXES: BEGIN version …" banner would open the output of every manage.py command.
+AXES_VERBOSE = False
 # The address is REMOTE_ADDR: behind a proxy every client shares it, and the lock is then in
 # effect per user name (still the point: no unlimited password guessing).
 
@@ -298,6 +301,27 @@ HITL = {
 # Django's own form-data limit agrees with ours, so a body under ours is never its 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = HITL["MAX_REQUEST_BODY_BYTES"]
 
+# --- Health and metrics (README, "Health and metrics") --------------------------------------
+# /metrics answers a client holding this bearer token, or one in these networks (REMOTE_ADDR).
+HITL_METRICS_TOKEN = env.str("HITL_METRICS_TOKEN", default="")
+HITL_METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network, strict=False)
+    for network in env.list("HITL_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+    if network.strip()
+]
+HITL_HEALTH = {
+    # Each Celery worker writes a heartbeat this often; /health/ fails when the newest is older.
+    "WORKER_HEARTBEAT_SECONDS": env.float("HITL_WORKER_HEARTBEAT_SECONDS", 10.0),
+    "WORKER_MAX_AGE_SECONDS": env.float("HITL_HEALTH_WORKER_MAX_AGE_SECONDS", 60.0),
+    # The sweeper (scheduled by beat, run by a worker) last ran longer ago than this: beat is down.
+    "SWEEPER_MAX_AGE_SECONDS": env.float(
+        "HITL_HEALTH_SWEEPER_MAX_AGE_SECONDS", max(60.0, 6 * CELERY_BEAT_SCHEDULE["outbox-sweep"]["schedule"])
+    ),
+    # The oldest pending delivery waits longer than this: degraded (a side is down or slow).
+    "PENDING_MAX_AGE_SECONDS": env.float("HITL_HEALTH_PENDING_MAX_AGE_SECONDS", 300.0),
+    "BROKER_TIMEOUT_SECONDS": env.float("HITL_HEALTH_BROKER_TIMEOUT_SECONDS", 3.0),
+}
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("HITL_LOG_LEVEL", default="INFO")
 LOG_JSON = env.bool("HITL_LOG_JSON", default=False)
@@ -316,6 +340,8 @@ LOGGING = {
         # loggers give them up and reach the root handler instead.
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        # A failing health check is in the probe's answer; its traceback on every probe buried the rest.
+        "health_check": {"level": "ERROR"},
     },
 }
 

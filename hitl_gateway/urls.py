@@ -3,6 +3,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from health_check.views import HealthCheckView
 
+from hitl_gateway.health import CHECKS as HEALTH_CHECKS
+from hitl_gateway.metrics import metrics_view
 from sessions_app.api import hitl_api
 from sessions_app.api.views import helpdesk_webhook
 from sessions_app.api.wire import botpress_wire
@@ -30,6 +32,7 @@ urlpatterns = [
         for name, view in HITL_API.items()
     ),
     re_path(rf"^hitl-api/{BOTPRESS_BASE}(?:/(?P<rest>.*))?$", hitl_api.hitl_api_not_found),
-    path("health/", HealthCheckView.as_view(checks=["health_check.checks.Database"]), name="health"),
-    path("", include("django_prometheus.urls")),
+    path("health/", HealthCheckView.as_view(checks=HEALTH_CHECKS), name="health"),
+    # Generic Django figures (django_prometheus) and the domain's, for a trusted client only.
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]

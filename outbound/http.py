@@ -7,7 +7,10 @@ Adapters raise ``RetryableError`` (timeouts, connection errors, 429, 5xx, 409) o
 from __future__ import annotations
 
 import email.utils
+import socket
+import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,6 +67,33 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return None
 
 
+UNREACHABLE = "unreachable"  # ``error_type`` of a request that got no connection at all
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    """The OS-level reason under requests' and urllib3's wrappers, in words ("connection refused")."""
+    pending, seen = [exc], set()
+    while pending:
+        error = pending.pop(0)
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "host name not found"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror[:1].lower() + error.strerror[1:]
+        pending += [error.__cause__, error.__context__, getattr(error, "reason", None)]
+        pending += [arg for arg in error.args if isinstance(arg, BaseException)]
+    return f"connection failed ({type(exc).__name__})"
+
+
 def request(
     session: requests.Session,
     method: str,
@@ -86,7 +116,9 @@ def request(
     except requests.Timeout as exc:
         raise RetryableError(f"timed out: {type(exc).__name__}") from exc
     except requests.ConnectionError as exc:
-        raise RetryableError(f"connection failed: {type(exc).__name__}") from exc
+        raise RetryableError(
+            f"could not reach {_origin(url)}: {_unreachable_reason(exc)}", error_type=UNREACHABLE
+        ) from exc
     if response.status_code < 400:
         return response
     error_type, message = describe_error(response)

@@ -486,3 +486,17 @@ class OperatorAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {self.get_action_display()}"
+
+
+class Heartbeat(models.Model):
+    """When a background process last showed it was alive (``services.heartbeats``, read by /health/).
+
+    ``name`` is ``worker:<hostname>`` (each Celery worker, on a timer) or ``sweeper`` (the outbox
+    sweeper, which beat schedules and a worker runs).
+    """
+
+    name = models.CharField(max_length=255, primary_key=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -16,6 +16,8 @@ for the gateway, which meanwhile calls this very stand-in.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import re
@@ -40,6 +42,8 @@ HTML = "text/html; charset=utf-8"
 BOT_NAME = "Demo bot"
 HANDOFF_CHOICE = {"label": "Talk to a human", "value": "human"}
 ASKS_FOR_HUMAN = re.compile(r"\b(human|agent|person|someone)\b", re.IGNORECASE)
+# What the chat's attach button takes (Botpress's webchat has its own, larger, limit).
+ATTACHMENT_MAX_BYTES = 5 * 1024 * 1024
 
 
 def _page(name: str) -> Response:
@@ -131,6 +135,7 @@ class ChatBotpress(DemoPages, BotpressStandin):
         self.demo_route("GET", r"/__demo__/chats/(?P<id>\w+)", lambda req: self._view(self._chat(req)))
         self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/messages", self._chat_message)
         self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/handoff", self._chat_handoff)
+        self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/attachments", self._chat_attach)
         self.demo_route("POST", r"/__demo__/chats/(?P<id>\w+)/end", self._chat_end)
 
     def connect_gateway(self, url: str, integration_id: str, api_key: str) -> None:
@@ -205,6 +210,72 @@ class ChatBotpress(DemoPages, BotpressStandin):
         }
         self._call_gateway(chat, "hitl message", "channels/hitl/messages", body)
         return self._view(chat)
+
+    def _chat_attach(self, req: Request) -> dict[str, Any]:
+        """The attach button: the file goes to Botpress's file store, the chat gets an image or file message.
+
+        Body: ``{"name", "contentType", "data": <base64>}``. The file is uploaded as a webchat
+        does, through this stand-in's Files API (upsert, then the pre-signed upload), public, so
+        the gateway fetches it from its URL; with an agent on the chat the message goes to the
+        gateway's hitl channel like a typed one.
+        """
+        chat = self._chat(req)
+        body = _json_object(req)
+        name = re.sub(r"[^\w.-]+", "_", str(body.get("name") or ""))[-100:].strip("._") or "file"
+        content_type = str(body.get("contentType") or "application/octet-stream")[:100]
+        try:
+            data = base64.b64decode(str(body.get("data") or ""), validate=True)
+        except binascii.Error:
+            raise HttpError(400, "The file is not valid base64") from None
+        if not data:
+            raise HttpError(400, "Choose a non-empty file first")
+        if len(data) > ATTACHMENT_MAX_BYTES:
+            raise HttpError(413, f"The demo chat takes files up to {ATTACHMENT_MAX_BYTES // 2**20} MB")
+        url = self._file_host(name=name, content_type=content_type, data=data)
+        type_ = "image" if content_type.startswith("image/") else "file"
+        payload = {"imageUrl": url} if type_ == "image" else {"fileUrl": url, "title": name}
+        session = self._active_session(chat)
+        if session is None:
+            self._say(chat, "user", type_, payload)
+            reply = "Thanks for the file. I am only a demo bot: ask for a human to show it to an agent."
+            self._say(chat, "bot", "text", {"text": reply})
+            return self._view(chat)
+        self._say(chat, "user", type_, payload, to_gateway=True)
+        body = {
+            "conversationId": session["conversationId"],
+            "messageId": f"msg_{ulid()}",
+            "userId": chat.user_id,
+            "type": type_,
+            "payload": payload,
+        }
+        self._call_gateway(chat, "hitl message", "channels/hitl/messages", body)
+        return self._view(chat)
+
+    def _file_host(self, *, name: str, content_type: str, data: bytes) -> str:
+        """Upload ``data`` through the Files API as the demo bot; return the file's public URL."""
+        bot = next(iter(self._bots.values()), None)
+        if bot is None:
+            raise HttpError(503, "The demo bot is not registered yet")
+        headers = {
+            "Authorization": f"Bearer {bot.token}",
+            "x-bot-id": bot.bot_id,
+            "x-integration-id": bot.integration_id,
+        }
+        upsert = requests.put(
+            f"{self.base_url}/v1/files",
+            json={
+                "key": f"demo-chat/{ulid().lower()}/{name}",
+                "size": len(data),
+                "contentType": content_type,
+                "accessPolicies": ["public_content"],
+            },
+            headers=headers,
+            timeout=10,
+        )
+        upsert.raise_for_status()
+        file = upsert.json()["file"]
+        requests.put(file["uploadUrl"], data=data, timeout=30).raise_for_status()
+        return file["url"]
 
     def _chat_handoff(self, req: Request) -> dict[str, Any]:
         chat = self._chat(req)

@@ -6,6 +6,7 @@ PostgreSQL nor RabbitMQ (it uses the embedded default), only Debian's Chromium.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -273,6 +274,59 @@ def test_solving_after_an_end_user_message_does_not_echo_it(demo):
     requests.post(f"{zd}/__standin__/tickets/{ticket['id']}/solve", json={"agent_id": agent_id}, timeout=10)
     view = _poll(lambda: requests.get(chat_url, timeout=10).json(), lambda view: view["mode"] == "bot")
     assert [e["payload"] for e in view["entries"] if e["kind"] == "agent"] == []
+
+
+# A one-pixel PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def test_the_chat_sends_an_image_and_shows_the_agents(demo, browser, tmp_path):
+    """The attach button: the end user's image reaches the ticket; the agent's comes back; both show."""
+    bp, zd = demo.urls["chat"].removesuffix("/chat/"), demo.urls["desk"].removesuffix("/agent/")
+    chat = requests.post(f"{bp}/__demo__/chats", json={"name": "Ada Byron", "email": "ada@x.test"}, timeout=10)
+    chat_url = f"{bp}/__demo__/chats/{chat.json()['id']}"
+    conversation_id = requests.post(f"{chat_url}/handoff", json={}, timeout=30).json()["conversationId"]
+    desk = _poll(lambda: requests.get(f"{zd}/__demo__/desk", timeout=10).json(), lambda d: _ticket(d, conversation_id))
+    ticket, agent_id = _ticket(desk, conversation_id), desk["agents"][0]["id"]
+    requests.post(f"{zd}/__standin__/tickets/{ticket['id']}/assign", json={"agent_id": agent_id}, timeout=10)
+    _poll(lambda: requests.get(chat_url, timeout=10).json(), lambda view: view["mode"] == "agent")
+
+    browser.get(demo.urls["chat"])
+    # The page opens its own chat first; once it has, show this one instead.
+    _wait(browser, lambda d: _find(d, "#status").text != "Connecting…", "the chat page never loaded")
+    browser.execute_script("sessionStorage.setItem('hitl-demo-chat', arguments[0])", chat.json()["id"])
+    browser.get(demo.urls["chat"])
+    agent = f"Chatting with {desk['agents'][0]['name']}"
+    _wait(browser, lambda d: _find(d, "#status").text == agent, "the chat never showed the agent")
+    assert _find(browser, "#attach").is_displayed()
+    picture = tmp_path / "pixel.png"
+    picture.write_bytes(PNG)
+    _find(browser, "#attachment").send_keys(str(picture))  # what choosing a file after "Attach…" does
+    _wait(
+        browser,
+        lambda d: d.find_elements("css selector", ".entry.user img.attachment-image"),
+        f"the image was not sent: {_find(browser, '#error').text!r}",
+    )
+    desk = _poll(
+        lambda: requests.get(f"{zd}/__demo__/desk", timeout=10).json(),
+        lambda d: any(c["attachments"] for c in _ticket(d, conversation_id)["comments"]),
+    )
+    attachment = next(a for c in _ticket(desk, conversation_id)["comments"] for a in c["attachments"])
+    assert requests.get(attachment["url"], timeout=10).content == PNG
+
+    image = {"filename": "back.png", "content_type": "image/png", "content": base64.b64encode(PNG).decode()}
+    reply = {"agent_id": agent_id, "body": "", "attachments": [image]}
+    requests.post(f"{zd}/__standin__/tickets/{ticket['id']}/reply", json=reply, timeout=10).raise_for_status()
+    shown = "return [...document.querySelectorAll('.entry img.attachment-image')].filter(i => i.naturalWidth).length"
+    _wait(browser, lambda d: d.execute_script(shown) == 2, "the two images (sent, received) never showed in the chat")
+    screenshot(browser, "demo-chat-images")
+
+    attach = {"name": "pixel.png", "contentType": "image/png", "data": base64.b64encode(PNG).decode()}
+    too_big = {**attach, "data": base64.b64encode(b"x" * (5 * 2**20 + 1)).decode()}
+    assert requests.post(f"{chat_url}/attachments", json=too_big, timeout=30).status_code == 413
+    assert requests.post(f"{chat_url}/attachments", json={**attach, "data": "%%%"}, timeout=10).status_code == 400
 
 
 def test_ctrl_c_stops_every_process(demo):

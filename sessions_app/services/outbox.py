@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from hitl_gateway import metrics
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 
@@ -211,6 +212,7 @@ def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
         )
         if outcome == "dead":
             _delivery_dead(delivery)
+    metrics.delivery_attempt_observe(delivery=delivery, outcome=outcome, at=now)
     log.info(
         "delivery.attempt",
         delivery_id=delivery.pk,

@@ -21,7 +21,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
-from outbound.http import OutboundError
+from hitl_gateway import metrics
+from outbound.http import UNREACHABLE, OutboundError
 from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
 from providers.html_parts import media_kind
@@ -54,6 +55,8 @@ def _botpress_call(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except OutboundError as exc:
+        if exc.error_type == UNREACHABLE:  # "could not reach <url>: connection refused"
+            raise UpstreamUnavailable(str(exc).replace("could not reach", "could not reach Botpress at", 1)) from exc
         raise UpstreamUnavailable(f"Botpress answered: {exc}") from exc
 
 
@@ -323,6 +326,7 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
     ticket_head_update_enqueue(session=session, state=SessionStatus.ASSIGNED, agent=agent)
+    metrics.session_assignment_observe(session=session, at=now)
     delivery_enqueue(
         integration_id=session.integration_id,
         kind=DeliveryKind.EVENT_TO_USER,
@@ -383,6 +387,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
             payload={"media": media} if media else None,
         )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    metrics.agent_reply_observe(session=session, message=messages[0][0])
     return messages[0][0]
 
 

@@ -19,6 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from hitl_gateway import metrics
 from outbound.http import OutboundError
 from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, WebhookInvalid, WebhookRejected
@@ -80,6 +81,7 @@ def webhook_receive(
     integration = _integration(integration_id, provider)
     if integration is None:
         log.warning("webhook.unknown_integration", provider=provider, remote_addr=remote_addr)
+        metrics.webhook_counted(provider=provider, result="rejected", reason="unknown integration")
         return UNAUTHORIZED
     adapter = provider_class(provider)
     lowered = {key.lower(): value for key, value in headers.items()}
@@ -93,6 +95,7 @@ def webhook_receive(
             integration=integration, reason=str(exc), headers=kept, body=body, remote_addr=remote_addr
         )
         log.warning("webhook.rejected", integration_id=str(integration.pk), reason=str(exc))
+        metrics.webhook_counted(provider=provider, result="rejected", reason=str(exc))
         return UNAUTHORIZED
     record = {"integration": integration, "provider": provider, "headers": kept, "remote_addr": remote_addr}
     try:
@@ -100,6 +103,7 @@ def webhook_receive(
             adapter.webhook_parse(headers=lowered, body=body, installation=integration.provider_installation or {})
         )
     except WebhookInvalid as exc:
+        metrics.webhook_counted(provider=provider, result="rejected", reason="invalid payload")
         WebhookEvent.objects.create(
             status=WebhookStatus.FAILED,
             detail=text_sanitize(f"invalid: {exc}")[:2000],
@@ -131,6 +135,7 @@ def webhook_receive(
             transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
     except IntegrityError:  # the same dedup key, or the same signed content (a replay)
         return DUPLICATE
+    metrics.webhook_counted(provider=provider, result="accepted")
     return WebhookOutcome(200, {"status": "accepted"})
 
 

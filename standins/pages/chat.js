@@ -14,6 +14,38 @@ function textOf(entry) {
   return p.text || p.markdown || p.imageUrl || p.audioUrl || p.videoUrl || p.fileUrl || `[${entry.type}]`;
 }
 
+// Images are shown, other media are links; both name where the file lives (Botpress's file store).
+function drawBubble(entry) {
+  const bubble = element("div", "bubble");
+  const p = entry.payload || {};
+  const url = p.imageUrl || p.fileUrl || p.audioUrl || p.videoUrl;
+  if (!url || !/^https?:/.test(url)) {
+    bubble.textContent = textOf(entry);
+    return bubble;
+  }
+  const link = element("a", "attachment", p.title || decodeURIComponent(url.split("?")[0].split("/").pop()));
+  link.href = url;
+  link.target = "_blank";
+  link.rel = "noopener";
+  if (entry.type === "image") {
+    const image = element("img", "attachment-image");
+    image.src = url;
+    image.alt = link.textContent;
+    bubble.append(image, element("br"));
+  }
+  bubble.append(link);
+  return bubble;
+}
+
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+    reader.onerror = () => reject(new Error(`Could not read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
 function drawEntry(entry) {
   const item = element("li", `entry ${entry.kind}`);
   item.dataset.id = entry.id;
@@ -22,7 +54,7 @@ function drawEntry(entry) {
     return item;
   }
   const author = { user: chat.name, bot: "Demo bot", agent: entry.author }[entry.kind];
-  item.append(element("div", "meta", `${author} · ${clock(entry.at)}`), element("div", "bubble", textOf(entry)));
+  item.append(element("div", "meta", `${author} · ${clock(entry.at)}`), drawBubble(entry));
   for (const option of entry.payload.options || []) {
     const button = element("button", "choice", option.label);
     button.type = "button";
@@ -118,6 +150,22 @@ $("#composer").addEventListener("submit", (event) => {
   if (!text || !chat) return;
   input.value = "";
   act("POST", `/__demo__/chats/${chat.id}/messages`, { text });
+});
+$("#attach").addEventListener("click", () => $("#attachment").click());
+$("#attachment").addEventListener("change", async () => {
+  const file = $("#attachment").files[0];
+  $("#attachment").value = "";
+  if (!file || !chat) return;
+  try {
+    const data = await readBase64(file);
+    await act("POST", `/__demo__/chats/${chat.id}/attachments`, {
+      name: file.name,
+      contentType: file.type || "application/octet-stream",
+      data,
+    });
+  } catch (error) {
+    $("#error").textContent = error.message;
+  }
 });
 $("#handoff").addEventListener("click", handoff);
 $("#end-session").addEventListener("click", () => act("POST", `/__demo__/chats/${chat.id}/end`));
