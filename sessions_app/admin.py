@@ -40,6 +40,7 @@ from outbound.http import OutboundError
 from providers.rendering import MEDIA, render_payload
 from sessions_app import selectors
 from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm
+from sessions_app.admin_lifecycle import LifecyclePolicyInline
 from sessions_app.models import (
     Delivery,
     DeliveryAttempt,
@@ -49,6 +50,7 @@ from sessions_app.models import (
     HitlSession,
     HumanAgent,
     Integration,
+    LifecyclePolicy,
     Message,
     OperatorAction,
     Provider,
@@ -392,6 +394,15 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             "webhookrejection", "changelist", integration__id__exact=obj.pk, **_since_params("bucket", since)
         )
         return format_html('<a href="{}">{}</a>', url, count)
+
+    def get_inlines(self, request, obj=None):
+        return (LifecyclePolicyInline,) if obj is not None else ()
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is LifecyclePolicy:
+            LifecyclePolicyInline.policy_save(formset=formset, integration=form.instance)
+            return
+        super().save_formset(request, form, formset, change)
 
     def save_model(self, request, obj: Integration, form: IntegrationForm, change: bool) -> None:
         secrets = form.secret_values()
@@ -1033,6 +1044,17 @@ def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
             "url": _admin_url(
                 "hitlsession", "changelist", status__exact="stopped", **_since_params("stopped_at", d.today)
             ),
+        },
+        {
+            "label": "Ended by timeout, 24 h",
+            "value": d.ended_by_policy_24h,
+            "url": _admin_url(
+                "hitlsession",
+                "changelist",
+                stopped_by__exact="policy",
+                **_since_params("stopped_at", d.now - selectors.WINDOWS["24h"]),
+            ),
+            "note": "lifecycle policies: timeouts, business hours",
         },
         {
             "label": "Sessions needing attention",

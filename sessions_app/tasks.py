@@ -25,3 +25,10 @@ def outbox_sweep() -> dict:
 
     stale = settings.HITL["DELIVERY_STALE_SECONDS"]
     return {"deliveries": sweep_deliveries(), "webhooks": webhook_events_sweep(older_than_seconds=stale)}
+
+
+@shared_task
+def session_timeouts_sweep() -> dict:
+    from sessions_app.services.lifecycle import session_timeouts_sweep as sweep_timeouts
+
+    return sweep_timeouts()
