@@ -227,8 +227,9 @@ class HitlSession(models.Model):
     # When the assignment timeout ends the session if no agent took it (business hours counted);
     # null when the integration has no such timeout. Swept by ``services.lifecycle``.
     assignment_due_at = models.DateTimeField(null=True, blank=True)
-    # When the end user was last warned of the inactivity timeout (once per silence).
-    inactivity_warned_at = models.DateTimeField(null=True, blank=True)
+    # The ``last_activity_at`` of the silence the end user was last warned about: one warning
+    # per silence, whatever clock the sweep runs on.
+    inactivity_warned_for = models.DateTimeField(null=True, blank=True)
     # Set when a delivery of this session is dead, so operators find it.
     needs_attention = models.BooleanField(default=False)
 

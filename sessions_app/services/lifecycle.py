@@ -357,23 +357,23 @@ def _inactivity(now: dt.datetime) -> tuple[int, int]:
         if not policy.inactivity_warning_minutes or not policy.inactivity_warning_message:
             continue
         warn_since = silent_since + dt.timedelta(minutes=policy.inactivity_warning_minutes)
-        # Warned once per silence: a warning older than the last message does not count.
+        # Warned once per silence: a warning about an earlier silence does not count.
         unwarned = assigned.filter(last_activity_at__lte=warn_since, last_activity_at__gt=silent_since).exclude(
-            inactivity_warned_at__gte=F("last_activity_at")
+            inactivity_warned_for__gte=F("last_activity_at")
         )
         for session_id in unwarned.values_list("pk", flat=True)[:SWEEP_BATCH]:
             with transaction.atomic():
                 session = (
                     locked_sessions()
                     .filter(pk=session_id, status=SessionStatus.ASSIGNED, last_activity_at__lte=warn_since)
-                    .exclude(inactivity_warned_at__gte=F("last_activity_at"))
+                    .exclude(inactivity_warned_for__gte=F("last_activity_at"))
                     .first()
                 )
                 if session is None:
                     continue
                 # A warning is not activity: ``last_activity_at`` stays, so the timeout still comes.
                 session_bot_message_to_user(session=session, text=policy.inactivity_warning_message)
-                HitlSession.objects.filter(pk=session.pk).update(inactivity_warned_at=now)
+                HitlSession.objects.filter(pk=session.pk).update(inactivity_warned_for=session.last_activity_at)
                 warned += 1
     return ended, warned
 
