@@ -202,7 +202,7 @@ def test_assignment_timeout_ends_the_session_once(integration):
     assert _kinds(session, Direction.TO_AGENT) == [DeliveryKind.MESSAGE_TO_AGENT, DeliveryKind.TICKET_CLOSE]
     assert _kinds(session, Direction.TO_USER) == [DeliveryKind.MESSAGE_TO_USER, DeliveryKind.EVENT_TO_USER]
     note = Message.objects.get(session=session, direction=Direction.TO_AGENT)
-    assert "within 10 minutes" in note.payload["text"] and note.author_end_user is None
+    assert "within 10 min" in note.payload["text"] and note.author_end_user is None
     told = Message.objects.get(session=session, direction=Direction.TO_USER)
     assert told.payload["text"] == LifecyclePolicy.objects.get().assignment_timeout_message
     assert told.author_agent is None

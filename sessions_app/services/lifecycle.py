@@ -65,9 +65,9 @@ ENDED_BY_POLICY = Counter(
 )
 
 TICKET_NOTES = {
-    ASSIGNMENT_TIMEOUT: "No agent took this ticket within {minutes} minutes: the gateway ended the chat session. "
+    ASSIGNMENT_TIMEOUT: "No agent took this ticket within {minutes} min: the gateway ended the chat session. "
     "The end user was told: “{message}”",
-    INACTIVITY_TIMEOUT: "Nobody wrote for {minutes} minutes: the gateway ended the chat session. "
+    INACTIVITY_TIMEOUT: "Nobody wrote for {minutes} min: the gateway ended the chat session. "
     "The end user was told: “{message}”",
     OUTSIDE_HOURS: "This request arrived outside business hours: the gateway ended the chat session; "
     "follow up by e-mail. The end user was told: “{message}”",
