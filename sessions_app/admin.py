@@ -40,7 +40,7 @@ from outbound.http import OutboundError
 from providers.rendering import MEDIA, render_payload
 from sessions_app import selectors
 from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm
-from sessions_app.admin_lifecycle import LifecyclePolicyInline
+from sessions_app.admin_lifecycle import LifecyclePolicyAdmin  # noqa: F401 - registers the policies' pages
 from sessions_app.models import (
     Delivery,
     DeliveryAttempt,
@@ -50,7 +50,6 @@ from sessions_app.models import (
     HitlSession,
     HumanAgent,
     Integration,
-    LifecyclePolicy,
     Message,
     OperatorAction,
     Provider,
@@ -394,15 +393,6 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             "webhookrejection", "changelist", integration__id__exact=obj.pk, **_since_params("bucket", since)
         )
         return format_html('<a href="{}">{}</a>', url, count)
-
-    def get_inlines(self, request, obj=None):
-        return (LifecyclePolicyInline,) if obj is not None else ()
-
-    def save_formset(self, request, form, formset, change):
-        if formset.model is LifecyclePolicy:
-            LifecyclePolicyInline.policy_save(formset=formset, integration=form.instance)
-            return
-        super().save_formset(request, form, formset, change)
 
     def save_model(self, request, obj: Integration, form: IntegrationForm, change: bool) -> None:
         secrets = form.secret_values()

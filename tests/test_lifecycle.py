@@ -455,3 +455,51 @@ def test_timer_in_flight_wins_over_the_reply(integration, monkeypatch, policy_ki
     assert not Message.objects.filter(session=session, author_agent__isnull=False).exists()
     stopped = Delivery.objects.filter(session=session, kind=DeliveryKind.EVENT_TO_USER, payload__event="hitlStopped")
     assert stopped.count() == 1
+
+
+# --- the admin ------------------------------------------------------------------------------
+def _admin_form(integration, **changes) -> dict:
+    data = {
+        "integration": str(integration.pk),
+        "assignment_timeout_minutes": "20",
+        "assignment_timeout_message": "Nobody is free.",
+        "inactivity_timeout_minutes": "",
+        "inactivity_timeout_message": "Closed.",
+        "inactivity_warning_minutes": "",
+        "inactivity_warning_message": "Still there?",
+        "business_hours": '{"mon": [["09:00", "17:00"]]}',
+        "time_zone": "Europe/Paris",
+        "holidays": "[]",
+        "outside_hours_message": "Closed now.",
+    }
+    return data | changes
+
+
+def test_admin_edits_the_policy_through_the_service(integration, admin_client):
+    waiting = _session(integration)
+    add = "/admin/sessions_app/lifecyclepolicy/add/"
+    refused = admin_client.post(add, _admin_form(integration, time_zone="Atlantis/Capital"))
+    assert refused.status_code == 200 and "IANA time zone" in refused.content.decode()
+    assert not LifecyclePolicy.objects.exists()
+    response = admin_client.post(add, _admin_form(integration))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    policy = LifecyclePolicy.objects.get(integration=integration)
+    assert policy.assignment_timeout_minutes == 20 and policy.business_hours == {"mon": [["09:00", "17:00"]]}
+    waiting.refresh_from_db()  # armed by the service
+    assert waiting.assignment_due_at == open_minutes_add(policy=policy, start=waiting.created_at, minutes=20)
+    change = f"/admin/sessions_app/lifecyclepolicy/{policy.pk}/change/"
+    response = admin_client.post(change, _admin_form(integration, assignment_timeout_minutes=""))
+    assert response.status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.assignment_due_at is None
+
+
+def test_dashboard_shows_sessions_ended_by_timeout(integration, admin_client):
+    integration_policy_update(integration=integration, changes={"assignment_timeout_minutes": 1})
+    session = _session(integration)
+    HitlSession.objects.filter(pk=session.pk).update(assignment_due_at=timezone.now() - dt.timedelta(seconds=1))
+    assert session_timeouts_sweep()["assignment_timeout"] == 1
+    page = admin_client.get("/admin/sessions_app/hitlsession/dashboard/").content.decode()
+    assert "Ended by timeout, 24 h" in page
+    listing = admin_client.get("/admin/sessions_app/hitlsession/", {"stopped_by__exact": "policy"})
+    assert listing.status_code == 200 and "conv_1" in listing.content.decode()
