@@ -5,6 +5,19 @@ import sessions_app.models
 from django.db import migrations, models
 
 
+def operator_groups(apps, schema_editor):
+    """Operators read the new policies too; permissions first, as post_migrate has not made them yet."""
+    from django.contrib.auth.management import create_permissions
+
+    from sessions_app.services.operators import operator_groups_ensure
+
+    app_config = apps.get_app_config("sessions_app")
+    app_config.models_module = True  # create_permissions skips apps without models otherwise
+    create_permissions(app_config, apps=apps, verbosity=0)
+    app_config.models_module = None
+    operator_groups_ensure(apps=apps)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -64,4 +77,5 @@ class Migration(migrations.Migration):
             name='integration',
             field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lifecycle_policy', to='sessions_app.integration'),
         ),
+        migrations.RunPython(operator_groups, migrations.RunPython.noop),
     ]
