@@ -34,10 +34,10 @@ SESSION_TAG = "sessionId"
 TICKET_TAG = "id"
 # The hitl-api integration tags its users and conversations with the remote id we issued.
 HITL_API_TAG = "externalId"
-# Botpress media message types and the payload field holding their URL [botpress-hitl.md 1.4].
 # How the gateway names the bot when it writes as the bot: the runtime API user's ``id`` tag, and
 # the remote user id the hitl-api gives the bot's messages (``remoteUserId: "BOT"``).
 BOT_AUTHOR_ID, HITL_API_BOT_USER = "hitl-gateway-bot", "BOT"
+# Botpress media message types and the payload field holding their URL [botpress-hitl.md 1.4].
 MEDIA_URL_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
 
 

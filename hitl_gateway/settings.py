@@ -248,11 +248,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     # The sweeper is what makes the outbox durable: a lost broker message is found again.
     "outbox-sweep": {"task": "sessions_app.tasks.outbox_sweep", "schedule": env.float("HITL_SWEEP_SECONDS", 10.0)},
-    # Lifecycle timers are due-time columns: this sweep ends what is due (services.lifecycle).
-    "session-timeouts": {
-        "task": "sessions_app.tasks.session_timeouts_sweep",
-        "schedule": env.float("HITL_SWEEP_SECONDS", 10.0),
-    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -20,15 +20,14 @@ def webhook_process(webhook_event_id: int) -> int:
 
 @shared_task
 def outbox_sweep() -> dict:
+    from sessions_app.services.lifecycle import session_timeouts_sweep
     from sessions_app.services.outbox import outbox_sweep as sweep_deliveries
     from sessions_app.services.webhooks import webhook_events_sweep
 
     stale = settings.HITL["DELIVERY_STALE_SECONDS"]
-    return {"deliveries": sweep_deliveries(), "webhooks": webhook_events_sweep(older_than_seconds=stale)}
-
-
-@shared_task
-def session_timeouts_sweep() -> dict:
-    from sessions_app.services.lifecycle import session_timeouts_sweep as sweep_timeouts
-
-    return sweep_timeouts()
+    return {
+        "deliveries": sweep_deliveries(),
+        "webhooks": webhook_events_sweep(older_than_seconds=stale),
+        # Lifecycle timers are due-time columns: the same beat period ends what is due.
+        "timeouts": session_timeouts_sweep(),
+    }

@@ -10,7 +10,7 @@ Per integration (``LifecyclePolicy``), all off by default:
 
 Timers are durable columns, never Celery countdowns: ``HitlSession.assignment_due_at`` (set at
 start, business hours counted) and ``last_activity_at`` (moved by every message). The beat
-scheduler calls ``session_timeouts_sweep`` every few seconds; whatever was due while the
+scheduler calls ``session_timeouts_sweep`` every few seconds (``tasks.outbox_sweep``); whatever was due while the
 gateway was down is ended by the first sweep after it. Each end locks the session and checks
 again that it is still due, so a reply in flight and a timer never both win: the reply's
 transaction holds the same row lock (``locked_sessions``).
