@@ -177,3 +177,43 @@ def test_a_timer_due_during_a_restart_is_ended_by_the_workers_sweep(gateway):
     gateway.zendesk.wait_for(lambda: gateway.zendesk.ticket(ticket["id"])["status"] == "closed", timeout=20)
     session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
     assert (session.stopped_by, session.stop_reason) == (StoppedBy.POLICY, "assignment_timeout")
+
+
+def test_assignment_timeout_through_the_hitl_api_integration(gateway):
+    """The same policy when Botpress Hub's hitl-api owns the Botpress side: the bot's message goes
+    to ``/message-from-agent`` as ``remoteUserId: "BOT"``, then ``/stop-hitl``; the bodies are the
+    documents' (the stand-in checks them)."""
+    from sessions_app.services.integrations import integration_botpress_configure, integration_botpress_endpoints
+    from standins.hitl_api_bot import HitlApiBot, RuntimeApi
+    from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN
+
+    runtime = RuntimeApi(gateway.botpress.base_url, token=BP_TOKEN, bot_id=BOT_ID, integration_id=BP_INTEGRATION_ID)
+    bot = HitlApiBot(runtime=runtime).start()
+    try:
+        integration_botpress_configure(
+            integration=gateway.integration, transport="hitl_api", hitl_api_webhook_url=bot.webhook_url
+        )
+        bot.endpoint_base_url = integration_botpress_endpoints(integration=gateway.integration)["hitl_api_base_url"]
+        assert bot.register().status_code == 200
+        _policy(gateway, assignmentTimeoutMinutes=3, assignmentTimeoutMessage="We will write to you.")
+        user_id = bot.create_user(name="Ada", email="ada@example.com")
+        conversation_id = bot.start_hitl(user_id=user_id, title="Help")
+        remote_id = runtime.conversation_get(conversation_id)["tags"]["externalId"]
+        session = HitlSession.objects.get(botpress_conversation_id=remote_id)
+        assert (
+            session_timeouts_sweep(now=session.created_at + dt.timedelta(minutes=3, seconds=1))["assignment_timeout"]
+            == 1
+        )
+        to_bot = gateway.botpress.wait_for(
+            lambda: (calls := bot.calls(direction="to_bot")) and len(calls) == 2 and calls, timeout=20
+        )
+        assert [c["endpoint"] for c in to_bot] == ["/message-from-agent", "/stop-hitl"]
+        assert to_bot[0]["body"] == {
+            "remoteConversationId": remote_id,
+            "remoteUserId": "BOT",
+            "messageType": "text",
+            "payload": {"text": "We will write to you."},
+        }
+        assert bot.violations() == []
+    finally:
+        bot.stop()
