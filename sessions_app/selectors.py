@@ -41,6 +41,7 @@ from sessions_app.models import (
     HumanAgent,
     Message,
     OperatorAction,
+    OperatorActionKind,
     SessionStatus,
     StoppedBy,
     Ticket,
@@ -310,6 +311,18 @@ def session_search(*, queryset: QuerySet, term: str) -> QuerySet:
         branches.append(HitlSession.objects.filter(pk=uuid.UUID(term)).values("pk"))
     first, *others = (branch.order_by() for branch in branches)
     return queryset.filter(pk__in=first.union(*others))
+
+
+def policy_ends_count() -> dict[str, int]:
+    """Sessions ended by a lifecycle policy since the start, per reason (``{reason: n}``)."""
+    rows = (
+        OperatorAction.objects.filter(action=OperatorActionKind.SESSION_POLICY_END)
+        .order_by()
+        .values("reason")
+        .annotate(n=Count("pk"))
+        .values_list("reason", "n")
+    )
+    return dict(rows)
 
 
 # --- one session ----------------------------------------------------------------------------

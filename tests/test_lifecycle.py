@@ -9,7 +9,7 @@ import threading
 import pytest
 from django.db import connection
 from django.utils import timezone
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 from rest_framework.test import APIClient
 
 from providers.base import AgentProfile, InboundEvent
@@ -501,5 +501,9 @@ def test_dashboard_shows_sessions_ended_by_timeout(integration, admin_client):
     assert session_timeouts_sweep()["assignment_timeout"] == 1
     page = admin_client.get("/admin/sessions_app/hitlsession/dashboard/").content.decode()
     assert "Ended by timeout, 24 h" in page
+    # What /metrics serves, from any process: counted from the audit trail, not in the worker's memory.
+    exposed = generate_latest(REGISTRY).decode()
+    assert 'hitl_sessions_ended_by_policy_total{reason="assignment_timeout"} 1.0' in exposed
+    assert 'hitl_sessions_ended_by_policy_total{reason="inactivity_timeout"} 0.0' in exposed
     listing = admin_client.get("/admin/sessions_app/hitlsession/", {"stopped_by__exact": "policy"})
     assert listing.status_code == 200 and "conv_1" in listing.content.decode()

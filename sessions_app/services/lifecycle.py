@@ -27,7 +27,7 @@ import structlog
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily
 
 from sessions_app.models import (
     HitlSession,
@@ -58,11 +58,41 @@ SWEEP_BATCH = 200
 # How far ahead the business-hours calendar is searched for an opening (holidays included).
 MAX_CLOSED_DAYS = 366
 
-ENDED_BY_POLICY = Counter(
-    "hitl_sessions_ended_by_policy_total",
-    "HITL sessions the gateway ended on its own, by lifecycle policy reason.",
-    ["reason"],
-)
+
+class PolicyEndsCollector:
+    """Prometheus ``hitl_sessions_ended_by_policy_total{reason}``, read from the audit trail.
+
+    The sweep runs in the Celery worker while ``/metrics`` is served by the web processes, so
+    an in-process counter would never be seen there: the figure is counted from the
+    ``OperatorAction`` rows the policy writes, one query per scrape, and survives restarts.
+    A scrape without a database (a test, a startup) yields nothing rather than failing.
+    """
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "hitl_sessions_ended_by_policy",
+            "HITL sessions the gateway ended on its own, by lifecycle policy reason.",
+            labels=["reason"],
+        )
+
+    def describe(self):
+        """What ``collect`` yields, without a query (read when the collector is registered)."""
+        yield self._family()
+
+    def collect(self):
+        from sessions_app.selectors import policy_ends_count
+
+        try:
+            counts = policy_ends_count()
+        except Exception:  # a scrape must never fail because of one figure
+            log.warning("metrics.policy_ends_unavailable", exc_info=True)
+            return
+        family = self._family()
+        for reason in (ASSIGNMENT_TIMEOUT, INACTIVITY_TIMEOUT, OUTSIDE_HOURS):
+            family.add_metric([reason], counts.get(reason, 0))
+        yield family
+
 
 TICKET_NOTES = {
     ASSIGNMENT_TIMEOUT: "No agent took this ticket within {minutes} min: the gateway ended the chat session. "
@@ -298,7 +328,6 @@ def _session_end(
         integration_id=session.integration_id,
         detail={"reason": reason, "minutes": minutes, "ticket_closed": close_ticket},
     )
-    transaction.on_commit(lambda: ENDED_BY_POLICY.labels(reason=reason).inc())
     log.info("session.ended_by_policy", session=str(session.pk), reason=reason)
 
 
