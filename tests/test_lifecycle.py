@@ -507,3 +507,7 @@ def test_dashboard_shows_sessions_ended_by_timeout(integration, admin_client):
     assert 'hitl_sessions_ended_by_policy_total{reason="inactivity_timeout"} 0.0' in exposed
     listing = admin_client.get("/admin/sessions_app/hitlsession/", {"stopped_by__exact": "policy"})
     assert listing.status_code == 200 and "conv_1" in listing.content.decode()
+    # The session's page: the transition and the audit entry name the policy and the reason.
+    detail = admin_client.get(f"/admin/sessions_app/hitlsession/{session.pk}/change/").content.decode()
+    assert "Lifecycle policy (timeout, business hours): assignment_timeout" in detail
+    assert "lifecycle policy" in detail and "Ended the session by a lifecycle policy" in detail
