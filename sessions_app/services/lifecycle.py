@@ -217,7 +217,8 @@ def _policy_errors(values: Mapping[str, object]) -> dict[str, str]:
                 dt.date.fromisoformat(day)
         except ValueError:
             errors["holidays"] = 'A list of dates, e.g. ["2026-12-25"].'
-    for name in ("assignment_timeout_message", "inactivity_timeout_message", "inactivity_warning_message"):
+    texts = ("assignment_timeout_message", "inactivity_timeout_message", "inactivity_warning_message")
+    for name in (*texts, "outside_hours_message"):
         if not isinstance(values.get(name), str):
             errors[name] = "A text."
     if hours and not errors.get("business_hours") and not errors.get("time_zone") and not errors.get("holidays"):
@@ -240,9 +241,7 @@ def lifecycle_policy_errors(*, integration: Integration, changes: Mapping[str, o
 
 
 @transaction.atomic
-def integration_policy_update(
-    *, integration: Integration, changes: Mapping[str, object], now: dt.datetime | None = None
-) -> LifecyclePolicy:
+def integration_policy_update(*, integration: Integration, changes: Mapping[str, object]) -> LifecyclePolicy:
     """Change some settings of the integration's policy (model field names → values).
 
     The waiting sessions' assignment deadlines are recomputed from their start under the new
