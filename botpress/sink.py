@@ -34,6 +34,9 @@ SESSION_TAG = "sessionId"
 TICKET_TAG = "id"
 # The hitl-api integration tags its users and conversations with the remote id we issued.
 HITL_API_TAG = "externalId"
+# How the gateway names the bot when it writes as the bot: the runtime API user's ``id`` tag, and
+# the remote user id the hitl-api gives the bot's messages (``remoteUserId: "BOT"``).
+BOT_AUTHOR_ID, HITL_API_BOT_USER = "hitl-gateway-bot", "BOT"
 # Botpress media message types and the payload field holding their URL [botpress-hitl.md 1.4].
 MEDIA_URL_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
 
@@ -82,6 +85,11 @@ class BotpressSink(abc.ABC):
         self, *, conversation_id: str, author: AgentRef, type: str, payload: dict, external_message_id: str
     ) -> str:
         """Relay an agent's message; return the Botpress message id when Botpress tells it."""
+
+    @abc.abstractmethod
+    def bot_author(self, *, bot_user_id: str, name: str) -> AgentRef:
+        """The author of a message the gateway sends as the bot (``bot_user_id``: the bot's
+        Botpress user when the integration knows it)."""
 
     @abc.abstractmethod
     def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
@@ -159,6 +167,12 @@ class RuntimeApiSink(BotpressSink):
         )
         return created["id"]
 
+    def bot_author(self, *, bot_user_id: str, name: str) -> AgentRef:
+        if not bot_user_id:  # a user standing for the bot, found again by its tag on every call
+            tags = {"id": BOT_AUTHOR_ID, "role": "bot"}
+            bot_user_id = self.client.user_get_or_create(tags=tags, name=name, discriminate_by=["id"])["id"]
+        return AgentRef(external_id=BOT_AUTHOR_ID, name=name, botpress_user_id=bot_user_id)
+
     def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
         payload = {"conversationId": conversation_id}
         if event == EVENT_ASSIGNED:
@@ -226,6 +240,10 @@ class HitlApiSink(BotpressSink):
             payload=payload,
         )
         return ""  # the hitl-api answers without the message it created
+
+    def bot_author(self, *, bot_user_id: str, name: str) -> AgentRef:
+        # The remote user id the hitl-api itself uses for the bot's messages.
+        return AgentRef(external_id=HITL_API_BOT_USER, name=name)
 
     def event_emit(self, *, event: str, conversation_id: str, agent: AgentRef | None = None) -> str:
         if event == EVENT_ASSIGNED:

@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "var" / "demo",
         help="database, broker folders and logs; wiped at every start (default: var/demo)",
     )
+    parser.add_argument(
+        "--assignment-timeout",
+        type=int,
+        default=None,
+        metavar="MINUTES",
+        help="end a session no agent took within this many minutes (a lifecycle policy; default: off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -251,8 +258,17 @@ class Demo:
             stdout=out,
         )
         get_user_model().objects.create_superuser(ADMIN_USER, "admin@demo.test", ADMIN_PASSWORD)
+        created = json.loads(out.getvalue())
+        if self.args.assignment_timeout:
+            from sessions_app.models import Integration
+            from sessions_app.services.lifecycle import integration_policy_update
+
+            integration_policy_update(
+                integration=Integration.objects.get(pk=created["id"]),
+                changes={"assignment_timeout_minutes": self.args.assignment_timeout},
+            )
         connections.close_all()  # the gateway's own processes use the database from now on
-        return json.loads(out.getvalue())
+        return created
 
     def _spawn(self, env: dict[str, str], name: str, *module_and_args: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as log:
@@ -327,6 +343,16 @@ class Demo:
             print("Demo stopped.", flush=True)
 
     # ----------------------------------------------------------------- output
+    def _timeout_hint(self) -> str:
+        minutes = self.args.assignment_timeout
+        if not minutes:
+            return ""
+        return (
+            f"Assignment timeout: {minutes} min. Press “Talk to a human” and leave the ticket unassigned: after\n"
+            f"{minutes} min the chat gets the bot's message, the ticket a note and is closed, and the session shows\n"
+            "“Lifecycle policy (timeout, business hours): assignment_timeout”.\n\n"
+        )
+
     def _print_banner(self, urls: dict[str, str]) -> None:
         rows = [
             ("End-user chat (Botpress side)", urls["chat"]),
@@ -347,7 +373,8 @@ class Demo:
             "Try it: in the chat, talk to the bot, then press “Talk to a human”. In the agent desk, open the\n"
             "ticket (the transcript comes first), “Assign to me”, reply, and watch the chat; then “Solve”.\n"
             "The admin shows the session's status and message log as you go.\n\n"
-            "Press Ctrl-C to stop everything.",
+            + self._timeout_hint()
+            + "Press Ctrl-C to stop everything.",
             flush=True,
         )
 

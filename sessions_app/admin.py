@@ -41,6 +41,7 @@ from providers.registry import provider_choices, provider_spec, provider_specs
 from providers.rendering import MEDIA, render_payload
 from sessions_app import selectors
 from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm, credential_form_field
+from sessions_app.admin_lifecycle import LifecyclePolicyAdmin  # noqa: F401 - registers the policies' pages
 from sessions_app.models import (
     Delivery,
     DeliveryAttempt,
@@ -1035,6 +1036,17 @@ def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
             "url": _admin_url(
                 "hitlsession", "changelist", status__exact="stopped", **_since_params("stopped_at", d.today)
             ),
+        },
+        {
+            "label": "Ended by timeout, 24 h",
+            "value": d.ended_by_policy_24h,
+            "url": _admin_url(
+                "hitlsession",
+                "changelist",
+                stopped_by__exact="policy",
+                **_since_params("stopped_at", d.now - selectors.WINDOWS["24h"]),
+            ),
+            "note": "lifecycle policies: timeouts, business hours",
         },
         {
             "label": "Sessions needing attention",

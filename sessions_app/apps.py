@@ -1,3 +1,5 @@
+import contextlib
+
 from django.apps import AppConfig
 
 
@@ -8,3 +10,15 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self):
         from sessions_app.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
+
+        _lifecycle_metrics_register()
+
+
+def _lifecycle_metrics_register() -> None:
+    """Expose the sessions ended by lifecycle policies on ``/metrics`` (once per process)."""
+    from prometheus_client import REGISTRY
+
+    from sessions_app.services.lifecycle import PolicyEndsCollector
+
+    with contextlib.suppress(ValueError):  # already registered: ``ready`` ran again
+        REGISTRY.register(PolicyEndsCollector())

@@ -90,6 +90,59 @@ class Integration(models.Model):
         return f"{self.name} ({self.get_provider_display()})"
 
 
+def _default_weekly_hours() -> dict:
+    return {}
+
+
+class LifecyclePolicy(models.Model):
+    """When the gateway ends a session on its own, per integration (``services.lifecycle``).
+
+    Every timeout is off (null) by default. ``business_hours`` maps a weekday (``mon`` ...
+    ``sun``) to its open intervals, ``[["09:00", "17:00"]]``, in ``time_zone`` (an IANA name);
+    empty means always open. ``holidays`` lists closed dates (``"2026-12-25"``) in that zone.
+    """
+
+    integration = models.OneToOneField(Integration, on_delete=models.CASCADE, related_name="lifecycle_policy")
+    assignment_timeout_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="End a session no agent took within this many minutes (empty: never)."
+    )
+    assignment_timeout_message = models.TextField(
+        blank=True, default="No agent is free right now; we will answer you by e-mail."
+    )
+    assignment_timeout_keep_ticket_open = models.BooleanField(
+        default=False, help_text="Leave the ticket open for an e-mail follow-up instead of closing it."
+    )
+    inactivity_timeout_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="End an assigned session silent for this many minutes (empty: never)."
+    )
+    inactivity_timeout_message = models.TextField(
+        blank=True, default="This conversation was closed after a period of inactivity."
+    )
+    inactivity_warning_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Warn the end user this many minutes before the inactivity timeout."
+    )
+    inactivity_warning_message = models.TextField(
+        blank=True, default="Are you still there? This conversation will close soon without a reply."
+    )
+    business_hours = models.JSONField(default=_default_weekly_hours, blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    holidays = models.JSONField(default=list, blank=True)
+    outside_hours_message = models.TextField(
+        blank=True, default="Our agents are away right now; they will see your request when they are back."
+    )
+    outside_hours_close = models.BooleanField(
+        default=False, help_text="Outside hours, end the session at once (the ticket stays open)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "lifecycle policy"
+        verbose_name_plural = "lifecycle policies"
+
+    def __str__(self) -> str:
+        return f"lifecycle policy of {self.integration_id}"
+
+
 class EndUser(models.Model):
     """The person talking to the bot: a Botpress user and their external user in the help desk."""
 
@@ -146,6 +199,8 @@ class StoppedBy(models.TextChoices):
     AGENT = "agent", "Agent (ticket solved)"
     OPERATOR = "operator", "Operator (admin)"
     HELPDESK_REFUSED = "helpdesk_refused", "Help desk refused the ticket"
+    # ``stop_reason`` names which: assignment_timeout, inactivity_timeout, outside_business_hours.
+    POLICY = "policy", "Lifecycle policy (timeout, business hours)"
 
 
 class HitlSession(models.Model):
@@ -168,6 +223,12 @@ class HitlSession(models.Model):
     stopped_by = models.CharField(max_length=32, choices=StoppedBy.choices, blank=True)
     stop_reason = models.TextField(blank=True)
     last_activity_at = models.DateTimeField(auto_now_add=True)
+    # When the assignment timeout ends the session if no agent took it (business hours counted);
+    # null when the integration has no such timeout. Swept by ``services.lifecycle``.
+    assignment_due_at = models.DateTimeField(null=True, blank=True)
+    # The ``last_activity_at`` of the silence the end user was last warned about: one warning
+    # per silence, whatever clock the sweep runs on.
+    inactivity_warned_for = models.DateTimeField(null=True, blank=True)
     # Set when a delivery of this session is dead, so operators find it.
     needs_attention = models.BooleanField(default=False)
 
@@ -186,6 +247,7 @@ class HitlSession(models.Model):
             models.Index(fields=["-created_at", "-id"], name="session_created"),
             models.Index(fields=["integration", "-created_at"], name="session_integration_created"),
             models.Index(fields=["-stopped_at"], name="session_stopped"),
+            models.Index(fields=["assignment_due_at"], name="session_assignment_due", condition=Q(status="pending")),
         ]
         ordering = ["-created_at"]
         # What an operator may do besides looking; the groups are made in a data migration.
@@ -452,6 +514,7 @@ class OperatorActionKind(models.TextChoices):
     CONNECTION_TEST = "connection_test", "Tested the connections"
     WEBHOOK_SECRET_ROTATE = "webhook_secret_rotate", "Rotated the webhook signing secret"
     WEBHOOK_REAPPLY = "webhook_reapply", "Re-applied failed webhooks"
+    SESSION_POLICY_END = "session_policy_end", "Ended the session by a lifecycle policy"
 
 
 class OperatorAction(models.Model):

@@ -41,7 +41,9 @@ from sessions_app.models import (
     HumanAgent,
     Message,
     OperatorAction,
+    OperatorActionKind,
     SessionStatus,
+    StoppedBy,
     Ticket,
     WebhookEvent,
     WebhookRejection,
@@ -156,6 +158,8 @@ class Dashboard:
     webhooks_rejected_24h: int
     webhooks_rejected_7d: int
     webhooks_failed: int
+    # Sessions a lifecycle policy ended (timeouts, business hours) in the last 24 h.
+    ended_by_policy_24h: int = 0
     started_per_hour: list[tuple[datetime, int]] = field(default_factory=list)
     assignment_median_per_day: list[tuple[datetime, timedelta | None]] = field(default_factory=list)
 
@@ -203,7 +207,8 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     sessions = (
         HitlSession.objects.filter(
-            Q(status__in=[SessionStatus.PENDING, SessionStatus.ASSIGNED]) | Q(stopped_at__gte=today)
+            Q(status__in=[SessionStatus.PENDING, SessionStatus.ASSIGNED])
+            | Q(stopped_at__gte=min(today, now - WINDOWS["24h"]))
         )
         .order_by()
         .aggregate(
@@ -212,6 +217,9 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
             assigned=Count("pk", filter=Q(status=SessionStatus.ASSIGNED)),
             stopped_today=Count("pk", filter=Q(status=SessionStatus.STOPPED, stopped_at__gte=today)),
             needing_attention=Count("pk", filter=Q(needs_attention=True)),
+            ended_by_policy_24h=Count(
+                "pk", filter=Q(stopped_by=StoppedBy.POLICY, stopped_at__gte=now - WINDOWS["24h"])
+            ),
         )
     )
     deliveries = (
@@ -245,6 +253,7 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
         webhooks_rejected_24h=rejected["last_24h"] or 0,
         webhooks_rejected_7d=rejected["last_7d"] or 0,
         webhooks_failed=WebhookEvent.objects.filter(status=WebhookStatus.FAILED).count(),
+        ended_by_policy_24h=sessions["ended_by_policy_24h"],
         started_per_hour=_started_per_hour(now),
         assignment_median_per_day=_assignment_median_per_day(today, force_python=force_python),
     )
@@ -302,6 +311,18 @@ def session_search(*, queryset: QuerySet, term: str) -> QuerySet:
         branches.append(HitlSession.objects.filter(pk=uuid.UUID(term)).values("pk"))
     first, *others = (branch.order_by() for branch in branches)
     return queryset.filter(pk__in=first.union(*others))
+
+
+def policy_ends_count() -> dict[str, int]:
+    """Sessions ended by a lifecycle policy since the start, per reason (``{reason: n}``)."""
+    rows = (
+        OperatorAction.objects.filter(action=OperatorActionKind.SESSION_POLICY_END)
+        .order_by()
+        .values("reason")
+        .annotate(n=Count("pk"))
+        .values_list("reason", "n")
+    )
+    return dict(rows)
 
 
 # --- one session ----------------------------------------------------------------------------

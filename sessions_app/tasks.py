@@ -21,9 +21,15 @@ def webhook_process(webhook_event_id: int) -> int:
 @shared_task
 def outbox_sweep() -> dict:
     from sessions_app.services.heartbeats import SWEEPER, heartbeat_record
+    from sessions_app.services.lifecycle import session_timeouts_sweep
     from sessions_app.services.outbox import outbox_sweep as sweep_deliveries
     from sessions_app.services.webhooks import webhook_events_sweep
 
     heartbeat_record(name=SWEEPER)  # /health/: beat scheduled this and a worker ran it
     stale = settings.HITL["DELIVERY_STALE_SECONDS"]
-    return {"deliveries": sweep_deliveries(), "webhooks": webhook_events_sweep(older_than_seconds=stale)}
+    return {
+        "deliveries": sweep_deliveries(),
+        "webhooks": webhook_events_sweep(older_than_seconds=stale),
+        # Lifecycle timers are due-time columns: the same beat period ends what is due.
+        "timeouts": session_timeouts_sweep(),
+    }

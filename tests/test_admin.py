@@ -786,6 +786,7 @@ def test_operator_groups_come_from_the_migration(db):
             "webhookevent",
             "webhookrejection",
             "operatoraction",
+            "lifecyclepolicy",
         )
     }
     operators = Group.objects.get(name=OPERATORS_GROUP)

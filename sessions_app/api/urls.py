@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sessions_app.api import definition, views
+from sessions_app.api import definition, lifecycle, views
 
 app_name = "api"
 
@@ -35,4 +35,5 @@ urlpatterns = [
         definition.BotpressUrlSecretApi.as_view(),
         name="botpressUrlSecret",
     ),
+    path("integrations/<str:integration_id>/lifecycle", lifecycle.LifecyclePolicyApi.as_view(), name="lifecyclePolicy"),
 ]

@@ -240,17 +240,22 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     """
     message = delivery.message
     session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
-    agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
     sink = integration_botpress_sink(integration=session.integration, in_request=False)
     media = delivery.payload.get("media")
     if media and not media.get("done"):
         _media_rehost(delivery, message, session, sink)
+    if message.author_agent_id:
+        agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
+        author = _agent_ref(sink, agent)
+    else:  # the gateway speaking as the bot (a lifecycle policy's message)
+        author = sink.bot_author(bot_user_id=session.integration.botpress_bot_user_id, name=DEFAULT_BOT_NAME)
     botpress_message_id = sink.message_send(
         conversation_id=session.botpress_conversation_id,
-        author=_agent_ref(sink, agent),
+        author=author,
         type=message.type,
         payload=message.payload,
-        external_message_id=message.external_message_id,
+        # The bot's messages have no help-desk id: the delivery's key makes the send repeatable.
+        external_message_id=message.external_message_id or f"gateway:{delivery.idempotency_key}",
     )
     if botpress_message_id:
         message.botpress_message_id = botpress_message_id

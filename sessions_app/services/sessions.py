@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from django.conf import settings
@@ -49,6 +50,7 @@ EVENT_ASSIGNED, EVENT_STOPPED = "hitlAssigned", "hitlStopped"
 # Failures worth retrying the whole webhook for: the database or the broker, not the input.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
 BOT_NAME = "Botpress"
+USER_LEFT_NOTE = "The user left the chat before an agent took this ticket: the ticket is closed."
 
 
 def _botpress_call(call, *args, **kwargs):
@@ -126,6 +128,9 @@ def session_start(
             direction=Direction.TO_AGENT,
             session=session,
         )
+        from sessions_app.services.lifecycle import session_lifecycle_start
+
+        session_lifecycle_start(session=session)
     return session
 
 
@@ -162,13 +167,25 @@ def session_for_botpress_conversation(*, integration: Integration, conversation_
 
 @transaction.atomic
 def session_stop(
-    *, session: HitlSession, stopped_by: str, reason: str = "", close_ticket: bool, notify_botpress: bool
+    *,
+    session: HitlSession,
+    stopped_by: str,
+    reason: str = "",
+    close_ticket: bool,
+    notify_botpress: bool,
+    now: datetime | None = None,
 ) -> HitlSession:
-    """End the session once; later stops (a duplicate webhook, a racing stopHitl) change nothing."""
+    """End the session once; later stops (a duplicate webhook, a racing stopHitl) change nothing.
+
+    Botpress stopping a session no agent took yet (the user left) leaves a note on the ticket
+    before it is closed, so the agents know why it closed unanswered.
+    """
     session = locked_sessions().get(pk=session.pk)
     if session.status == SessionStatus.STOPPED:
         return session
-    now = timezone.now()
+    if stopped_by == StoppedBy.BOTPRESS and close_ticket and session.status == SessionStatus.PENDING:
+        session_bot_note(session=session, text=USER_LEFT_NOTE)
+    now = now or timezone.now()
     session.status, session.stopped_at, session.last_activity_at = SessionStatus.STOPPED, now, now
     session.stopped_by, session.stop_reason = stopped_by, reason
     session.save(update_fields=["status", "stopped_at", "last_activity_at", "stopped_by", "stop_reason"])
@@ -200,6 +217,35 @@ def _carries_media(type: str, payload: dict) -> bool:
     if type == "bloc":
         return any(isinstance(item, dict) and item.get("type") in MEDIA_TYPES for item in payload.get("items") or [])
     return type in MEDIA_TYPES
+def session_bot_note(*, session: HitlSession, text: str) -> Message:
+    """Post ``text`` to the ticket as the bot, after what the lane already holds (the ticket
+    creation, earlier messages) and before any close: why the gateway did something."""
+    message = Message.objects.create(session=session, direction=Direction.TO_AGENT, type="text", payload={"text": text})
+    delivery_enqueue(
+        integration_id=session.integration_id,
+        kind=DeliveryKind.MESSAGE_TO_AGENT,
+        direction=Direction.TO_AGENT,
+        session=session,
+        message=message,
+    )
+    return message
+
+
+def session_bot_message_to_user(*, session: HitlSession, text: str) -> Message:
+    """Send ``text`` to the end user as the bot (a to-user message without an agent author).
+
+    It does not count as activity (``last_activity_at`` stays): a warning must not put off the
+    timeout it warns of.
+    """
+    message = Message.objects.create(session=session, direction=Direction.TO_USER, type="text", payload={"text": text})
+    delivery_enqueue(
+        integration_id=session.integration_id,
+        kind=DeliveryKind.MESSAGE_TO_USER,
+        direction=Direction.TO_USER,
+        session=session,
+        message=message,
+    )
+    return message
 
 
 @transaction.atomic
