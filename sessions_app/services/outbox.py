@@ -52,7 +52,8 @@ def delivery_enqueue(
     lane_key: str = "",
     queue: str = "",
 ) -> Delivery:
-    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT.
+    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT, and
+    only when the row is its lane's head (see ``_schedule_if_lane_head``).
 
     ``queue``: the Celery queue its tasks go to ('' = the default), chosen by the calling service.
     """
@@ -68,8 +69,27 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
+    transaction.on_commit(lambda: _schedule_if_lane_head(delivery))
     return delivery
+
+
+def _schedule_if_lane_head(delivery: Delivery) -> None:
+    """Send a task for a committed row only if no earlier row of its lane is pending.
+
+    Whoever holds an earlier pending row carries the lane on to this one: a drainer looks for
+    the next head only after committing the previous outcome, and this check runs after this
+    row's COMMIT, so a drainer that settled the earlier row after this check started sees this
+    row. An earlier row waiting for a retry has its task scheduled; one whose task was lost is
+    the sweeper's. One query here saves a broker message and a task that would find the lane
+    busy (most rows of a busy lane).
+    """
+    try:
+        earlier = Delivery.objects.filter(lane=delivery.lane, status=DeliveryStatus.PENDING, id__lt=delivery.pk)
+        if earlier.exists():
+            return
+    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
+        log.warning("delivery.head_check_failed", delivery_id=delivery.pk, error=type(exc).__name__)
+    delivery_schedule(delivery_id=delivery.pk)
 
 
 def _retry_deadline():

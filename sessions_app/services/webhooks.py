@@ -116,7 +116,7 @@ def webhook_receive(
                 body=bytes_sanitize(body),
                 **record,
             )
-            transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
+            transaction.on_commit(lambda: _schedule_if_queue_head(event))
     except IntegrityError:  # the same dedup key, or the same signed content (a replay)
         return DUPLICATE
     return WebhookOutcome(200, {"status": "accepted"})
@@ -205,6 +205,27 @@ def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -
         webhook_process.apply_async((webhook_event_id,), countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
         log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
+
+
+def _schedule_if_queue_head(event: WebhookEvent) -> None:
+    """Send a task for a committed webhook only if no earlier one of its ticket awaits applying.
+
+    The task applying the earlier one looks for the next only after committing it, so it picks
+    this one up (the reasoning of ``outbox._schedule_if_lane_head``); a lost task is the
+    sweeper's. A burst of webhooks about one ticket then costs one broker message, not one each.
+    """
+    try:
+        earlier = WebhookEvent.objects.filter(
+            integration_id=event.integration_id,
+            ticket_external_id=event.ticket_external_id,
+            status=WebhookStatus.ACCEPTED,
+            id__lt=event.pk,
+        )
+        if earlier.exists():
+            return
+    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
+        log.warning("webhook.head_check_failed", webhook_event_id=event.pk, error=type(exc).__name__)
+    webhook_schedule(webhook_event_id=event.pk)
 
 
 QUEUE_BUDGET = 100  # webhooks one task applies before handing the ticket's queue to a fresh task
