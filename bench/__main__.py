@@ -252,8 +252,16 @@ def relay_delay(stack: Stack, sessions: list[Session], rounds: int, rates: dict[
     return result
 
 
-def plans_write(stack: Stack) -> str:
-    """EXPLAIN every query the relay engine runs, captured from real engine calls on the run's data."""
+def relay_cost(stack: Stack, session: Session, secret: str) -> dict:
+    """SQL statements per relay, stage by stage, and the plan of each, from real engine calls.
+
+    The workers are stopped first; this process then plays the worker (and, for the ack, the web
+    process) on the run's data, with the broker hand-off disabled. Every statement is EXPLAINed
+    into ``PLANS_PATH``.
+    """
+    wait_idle(stack.gateway.env["DATABASE_URL"])
+    for worker in stack.gateway.worker_procs:
+        worker.stop()
     os.environ.update(stack.gateway.env)  # this process becomes one more gateway process
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitl_gateway.settings")
     import django
@@ -262,31 +270,87 @@ def plans_write(stack: Stack) -> str:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from sessions_app.models import Delivery, WebhookEvent
+    from sessions_app.models import Delivery, DeliveryStatus, WebhookEvent, WebhookStatus
     from sessions_app.services import outbox, webhooks
 
+    outbox.delivery_schedule = lambda **kwargs: None
+    webhooks.webhook_schedule = lambda **kwargs: None
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    delivery = Delivery.objects.order_by("-id").first()
-    event = WebhookEvent.objects.exclude(ticket_external_id="").order_by("-id").first()
-    with CaptureQueriesContext(connection) as captured:
-        if delivery is not None:
-            outbox.lane_drain(delivery_id=delivery.pk)
-        outbox.outbox_sweep(schedule=lambda **kwargs: None)
-        if event is not None:
-            webhooks.webhook_queue_drain(webhook_event_id=event.pk)
+    stages: dict[str, list[str]] = {}
+
+    def capture(stage: str, call: Callable[[], object]) -> None:
+        with CaptureQueriesContext(connection) as captured:
+            call()
+        stages[stage] = [query["sql"] for query in captured.captured_queries]
+
+    # Agent reply: the ack (in-process), then the worker's two stages. The agent as the stand-in
+    # names them (``Stack.wait_tickets``), so no profile change costs extra statements.
+    n = session.index % 10
+    agent = {
+        "id": str(session.agent_id),
+        "name": f"Agent {n}",
+        "email": f"agent{n}@acme.test",
+        "role": "agent",
+        "remote_photo_url": "",
+    }
+    body = json.dumps(
+        {
+            "type": "newMessage",
+            "ticketId": str(session.ticket_id),
+            "externalId": session.conversation_id,
+            "status": "open",
+            "commentId": "777000001",
+            "comment": "<p>cost</p>",
+            "attachments": [],
+            "agent": agent,
+            "currentUser": agent,
+        }
+    ).encode()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    headers = {
+        "content-type": "application/json",
+        "x-zendesk-webhook-invocation-id": str(uuid.uuid4()),
+        "x-zendesk-webhook-signature-timestamp": stamp,
+        "x-zendesk-webhook-signature": signature_compute(secret=secret, timestamp=stamp, body=body),
+    }
+    capture(
+        "agent_reply_ack",
+        lambda: webhooks.webhook_receive(
+            integration_id=stack.integration_id, provider="zendesk", headers=headers, body=body, remote_addr=None
+        ),
+    )
+    event = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).order_by("-id").first()
+    if event is None:
+        raise RuntimeError(f"the cost probe's webhook was not accepted: {WebhookEvent.objects.first()}")
+    capture("agent_reply_apply", lambda: webhooks.webhook_queue_drain(webhook_event_id=event.pk))
+    pending = Delivery.objects.filter(status=DeliveryStatus.PENDING).order_by("id").first()
+    capture("agent_reply_deliver", lambda: outbox.lane_drain(delivery_id=pending.pk))
+    # Bot message: the web process wrote the row (its ack is the API call); the worker delivers it.
+    _to_agent(stack, session, "cost bot message")
+    pending = Delivery.objects.filter(status=DeliveryStatus.PENDING).order_by("id").first()
+    capture("bot_message_deliver", lambda: outbox.lane_drain(delivery_id=pending.pk) if pending else None)
+    capture(
+        "sweep",
+        lambda: (
+            outbox.outbox_sweep(schedule=lambda **kwargs: None),
+            webhooks.webhook_events_sweep(older_than_seconds=0),
+        ),
+    )
     lines = []
     with connection.cursor() as cursor:
-        for query in captured.captured_queries:
-            sql = query["sql"]
-            if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
-                continue
-            cursor.execute(f"EXPLAIN {sql}")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            lines.append(f"-- {sql}\n{plan}\n")
+        for stage, statements in stages.items():
+            lines.append(f"===== {stage}: {len(statements)} statements")
+            for sql in statements:
+                if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "INSERT", "WITH")):
+                    cursor.execute(f"EXPLAIN {sql}")
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+                else:
+                    plan = "(not a plannable statement)"
+                lines.append(f"-- {sql}\n{plan}\n")
     PLANS_PATH.parent.mkdir(parents=True, exist_ok=True)
     PLANS_PATH.write_text("\n".join(lines))
-    return str(PLANS_PATH)
+    return {"statements": {stage: len(statements) for stage, statements in stages.items()}, "plans": str(PLANS_PATH)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             log(f"half rate {result['half_rate_both_ways']}")
             result["botpress_zendesk_integration_calls_per_reply"] = BOTPRESS_ZENDESK_CALLS_PER_REPLY
-            result["plans"] = plans_write(stack)
-            log(f"query plans: {result['plans']}")
+            result["relay_cost"] = relay_cost(stack, sessions[0], secret)
+            log(f"SQL statements per relay stage {result['relay_cost']['statements']}; plans: {PLANS_PATH}")
         finally:
             stack.stop()
     print(json.dumps(result), flush=True)

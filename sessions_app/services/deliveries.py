@@ -216,8 +216,7 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     Only media parts (``delivery.payload["media"]``) download and upload; a text reply costs
     the one Botpress call.
     """
-    message = delivery.message
-    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    message, session = delivery.message, delivery.session  # read with the lease (outbox)
     agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
     sink = integration_botpress_sink(integration=session.integration, in_request=False)
     media = delivery.payload.get("media")

@@ -22,7 +22,7 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from outbound.http import OutboundError, PermanentError, RetryableError
@@ -110,17 +110,27 @@ def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
 
 def lane_drain(*, delivery_id: int) -> int:
     """Execute the lane of this delivery from its head, in order; return how many went out."""
-    lane = Delivery.objects.filter(pk=delivery_id).values_list("lane", flat=True).first()
-    if lane is None:
+    # The lane and its head in one statement (the lane is read from this row).
+    found = (
+        Delivery.objects.filter(
+            lane=Subquery(Delivery.objects.filter(pk=delivery_id).values("lane")[:1]), status=DeliveryStatus.PENDING
+        )
+        .order_by("id")
+        .values_list("id", "lane")
+        .first()
+    )
+    if found is None:
         return 0
+    head_id, lane = found
     done = 0
     while done < LANE_BUDGET:
-        if not _lane_step(lane):
+        if head_id is None or not _lane_step(lane, head_id=head_id):
             return done
         done += 1
-    head = _lane_head_id(lane)
-    if head is not None:
-        delivery_schedule(delivery_id=head)
+        # Read only after the previous outcome committed (``_schedule_if_lane_head`` relies on it).
+        head_id = _lane_head_id(lane)
+    if head_id is not None:
+        delivery_schedule(delivery_id=head_id)
     return done
 
 
@@ -133,19 +143,22 @@ def _lane_head_id(lane: str) -> int | None:
     )
 
 
-def _lane_claim(lane: str) -> Delivery | None:
+def _lane_claim(lane: str, *, head_id: int | None = None) -> Delivery | None:
     """Lease the lane's head if it is due and free; the lease, not a held transaction, guards it.
 
     No transaction stays open during the remote call, so a killed worker leaves its lease
     behind: the next claim after it expires knows the call's outcome is unknown.
     """
     now = timezone.now()
+    if head_id is None:
+        head_id = _lane_head_id(lane)  # a plain read: the lock below checks the row again
+    if head_id is None:
+        return None
     with transaction.atomic():
-        head_id = _lane_head_id(lane)
-        if head_id is None:
-            return None
+        # What every executor reads comes with the lock (the row only is locked: ``of``).
         head = (
-            Delivery.objects.select_for_update(skip_locked=True)
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("message", "session__integration")
             .filter(pk=head_id, status=DeliveryStatus.PENDING)
             .first()
         )
@@ -161,9 +174,9 @@ def _lane_claim(lane: str) -> Delivery | None:
     return head
 
 
-def _lane_step(lane: str) -> bool:
+def _lane_step(lane: str, *, head_id: int | None = None) -> bool:
     """Execute the lane's head once; True when it was settled (succeeded, skipped or dead)."""
-    head = _lane_claim(lane)
+    head = _lane_claim(lane, head_id=head_id)
     if head is None:
         return False
     settled, retry_in = _attempt(head)

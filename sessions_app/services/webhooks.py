@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from providers import provider_class
@@ -105,20 +106,24 @@ def webhook_receive(
             },
         )
     replay_key = adapter.webhook_replay_key(headers=lowered, body=body) or None
+    fields = {
+        "status": WebhookStatus.ACCEPTED,
+        "dedup_key": parsed.dedup_key,
+        "replay_key": replay_key,
+        "event_type": parsed.event_type,
+        "ticket_external_id": parsed.ticket_external_id,
+        "body": bytes_sanitize(body),
+        **record,
+    }
     try:
-        with transaction.atomic():
-            event = WebhookEvent.objects.create(
-                status=WebhookStatus.ACCEPTED,
-                dedup_key=parsed.dedup_key,
-                replay_key=replay_key,
-                event_type=parsed.event_type,
-                ticket_external_id=parsed.ticket_external_id,
-                body=bytes_sanitize(body),
-                **record,
-            )
-            transaction.on_commit(lambda: _schedule_if_queue_head(event))
+        if connection.in_atomic_block:  # a savepoint: a duplicate must not break the caller's transaction
+            with transaction.atomic():
+                event = WebhookEvent.objects.create(**fields)
+        else:  # autocommit: the INSERT is its own transaction, no BEGIN and COMMIT round trips
+            event = WebhookEvent.objects.create(**fields)
     except IntegrityError:  # the same dedup key, or the same signed content (a replay)
         return DUPLICATE
+    transaction.on_commit(lambda: _schedule_if_queue_head(event))  # at once in autocommit
     return WebhookOutcome(200, {"status": "accepted"})
 
 
@@ -238,26 +243,38 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     runs which task: only the queue's head is applied, under a row lock taken with SKIP LOCKED,
     so a second worker backs off and the first carries on with the queue.
     """
-    key = WebhookEvent.objects.filter(pk=webhook_event_id).values_list("integration_id", "ticket_external_id").first()
-    if key is None:
+    # The ticket's queue and its head in one statement (the key is read from this event).
+    this = WebhookEvent.objects.filter(pk=webhook_event_id).order_by()
+    found = (
+        _ticket_queue(Subquery(this.values("integration_id")[:1]), Subquery(this.values("ticket_external_id")[:1]))
+        .order_by("id")
+        .values_list("id", "integration_id", "ticket_external_id")
+        .first()
+    )
+    if found is None:
         return 0
+    head_id, *key = found
     done = 0
-    while done < QUEUE_BUDGET and _queue_step(*key):
+    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
         done += 1
+        # Read only after the previous one committed (``_schedule_if_queue_head`` relies on it).
+        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
     if done == QUEUE_BUDGET:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return done
 
 
-def _queue_step(integration_id, ticket_external_id: str) -> bool:
-    queue = WebhookEvent.objects.filter(
+def _ticket_queue(integration_id, ticket_external_id):
+    return WebhookEvent.objects.filter(
         integration_id=integration_id, ticket_external_id=ticket_external_id, status=WebhookStatus.ACCEPTED
     )
+
+
+def _queue_step(integration_id, ticket_external_id: str, *, head_id: int) -> bool:
+    """Apply the queue's head (read by the caller) unless another worker holds it."""
+    queue = _ticket_queue(integration_id, ticket_external_id)
     try:
         with transaction.atomic():
-            head_id = queue.order_by("id").values_list("id", flat=True).first()
-            if head_id is None:
-                return False
             # This row only: FOR UPDATE through a join would also lock the integration row.
             event = (
                 queue.select_for_update(skip_locked=True, of=("self",))
