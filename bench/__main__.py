@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             result["ack_backlog_applied_s"] = wait_idle(database.url)  # the worker's share of the acks
             log(f"acknowledged webhooks applied {result['ack_backlog_applied_s']} s after the last ack")
             sessions = [Session(index=i) for i in range(options.sessions)]
-            stack.open_sessions(sessions)
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(stack.open_session, sessions))
+            stack.wait_tickets(sessions, timeout=600)
             for session in sessions:  # warm-up: each agent's first reply creates their Botpress user
                 stack.zendesk.agent_reply(session.ticket_id, session.agent_id, f"warm-up {session.index}")
             stack.botpress.wait_for(lambda: len(stack.botpress.messages()) >= len(sessions), timeout=120)
