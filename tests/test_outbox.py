@@ -86,7 +86,7 @@ def test_only_a_lane_head_sends_a_task(session, scheduled, executor, django_capt
         integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
     )
     with django_capture_on_commit_callbacks(execute=True):
-        head, behind, elsewhere = _enqueue(session, n=1), _enqueue(session, n=2), _enqueue(other, n=3)
+        head, _behind, elsewhere = _enqueue(session, n=1), _enqueue(session, n=2), _enqueue(other, n=3)
     with django_capture_on_commit_callbacks(execute=True):
         later = _enqueue(session, n=4)
     assert [pk for pk, _ in scheduled] == [head.pk, elsewhere.pk]
