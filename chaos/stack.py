@@ -70,9 +70,11 @@ class Database:
 
 
 class Stack:
-    def __init__(self, *, database_url: str, broker_url: str, work_dir: Path, workers: int, env: dict) -> None:
+    def __init__(
+        self, *, database_url: str, broker_url: str, work_dir: Path, workers: int, env: dict, webhook_senders: int = 1
+    ) -> None:
         self.botpress = BotpressStandin().start()
-        self.zendesk = ZendeskStandin(email=ZD_EMAIL, api_token=ZD_TOKEN).start()
+        self.zendesk = ZendeskStandin(email=ZD_EMAIL, api_token=ZD_TOKEN, webhook_senders=webhook_senders).start()
         self.botpress.add_bot(bot_id=BOT_ID, token=BP_TOKEN, integration_id=BP_INTEGRATION)
         port = free_port()
         gateway_env = (

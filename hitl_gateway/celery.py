@@ -3,7 +3,8 @@
 import os
 
 from celery import Celery, bootsteps
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.fixups.django import DjangoFixup
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun, worker_init
 
 from hitl_gateway.logging import redaction_install
 
@@ -59,3 +60,50 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(WorkerHeartbeat)
+
+
+# --- Database connections across tasks ------------------------------------------------------
+# Celery's Django fixup closes every connection before and after each task, so ``CONN_MAX_AGE``
+# never applies in a worker: one new PostgreSQL connection (a server process) per task. We keep
+# a connection across tasks as Django keeps it across requests (``close_old_connections``: closed
+# once older than CONN_MAX_AGE, or when unusable; CONN_HEALTH_CHECKS pings a reused one before
+# its first query), and close it outright after any task that raised: an exception (a time
+# limit's among them) may have left it mid-protocol, a state Django cannot always detect
+# (celery/celery#9824, Django ticket #30646).
+
+
+def _django_worker_fixup():
+    for fixup in getattr(app, "_fixups", None) or ():
+        if isinstance(fixup, DjangoFixup):
+            return fixup.worker_fixup
+    return None
+
+
+@worker_init.connect
+def _keep_db_connections(**_kwargs) -> None:
+    """Replace the fixup's close-around-every-task with Django's request-style rules (above)."""
+    fixup = _django_worker_fixup()
+    if fixup is None:
+        return
+    task_prerun.disconnect(fixup.on_task_prerun)
+    task_postrun.disconnect(fixup.on_task_postrun)
+    task_prerun.connect(db_connections_before_task, weak=False)
+    task_postrun.connect(db_connections_after_task, weak=False)
+
+
+def db_connections_before_task(sender=None, **_kwargs) -> None:
+    from django.db import close_old_connections
+
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
+
+
+def db_connections_after_task(sender=None, state=None, **_kwargs) -> None:
+    from django.db import close_old_connections, connections
+
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    if state == "SUCCESS":
+        close_old_connections()
+    else:  # raised, retried or rejected: never reuse a connection it may have left broken
+        connections.close_all()

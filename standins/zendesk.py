@@ -121,9 +121,7 @@ def _audit_value(value: Any) -> Any:
 
 def _same(actual: Any, expected: Any) -> bool:
     """Condition values compare as case-insensitive strings (`"SOLVED"` matches status `solved`)."""
-    return ("" if actual is None else str(actual)).lower() == (
-        "" if expected is None else str(expected)
-    ).lower()
+    return ("" if actual is None else str(actual)).lower() == ("" if expected is None else str(expected)).lower()
 
 
 def _is_int(value: Any) -> bool:
@@ -148,6 +146,7 @@ class _Invocation:
     trigger_id: int
     body: bytes
     generation: int  # the reset() era it belongs to: a reset forgets it even mid-delivery
+    ticket_id: int = 0  # invocations of one ticket go out one at a time, in order
 
 
 class ZendeskStandin(StandinServer):
@@ -168,7 +167,10 @@ class ZendeskStandin(StandinServer):
         port: int = 0,
         host: str = "127.0.0.1",
         account_id: int = 12345678,
+        webhook_senders: int = 1,
     ):
+        """``webhook_senders``: how many invocations are delivered at once (Zendesk sends many
+        concurrently); invocations about one ticket still go out one after another, in order."""
         super().__init__(port, host)
         self.email = email
         self.api_token = api_token
@@ -176,7 +178,7 @@ class ZendeskStandin(StandinServer):
         self._invocation_ids = itertools.count(8_000_000_001)
         self._outbox: collections.deque[_Invocation] = collections.deque()
         self._outbox_cond = threading.Condition()
-        self._delivering = False
+        self._delivering: set[int] = set()  # tickets whose invocation is being delivered
         self._generation = 0
         self.reset_state()
         for method, pattern, handler in [
@@ -212,14 +214,19 @@ class ZendeskStandin(StandinServer):
         self.control_route("POST", r"tickets/(?P<id>\d+)/solve", self._control_agent_action)
         self.control_route("POST", r"tickets/(?P<id>\d+)/end_user_reply", self._control_agent_action)
         self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-        self._worker = threading.Thread(target=self._deliver_forever, name="zendesk-webhooks", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._deliver_forever, name=f"zendesk-webhooks-{n}", daemon=True)
+            for n in range(max(1, webhook_senders))
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def stop(self) -> None:
         super().stop()
         with self._outbox_cond:
             self._outbox_cond.notify_all()
-        self._worker.join(timeout=5)
+        for worker in self._workers:
+            worker.join(timeout=5)
 
     def reset_state(self) -> None:
         """Forget everything but the API agent, who is recreated (the token's own user)."""
@@ -336,9 +343,7 @@ class ZendeskStandin(StandinServer):
         return f"{self.base_url}/api/v2/{path}.json"
 
     # ----------------------------------------------------------------- users
-    def _new_user(
-        self, name: str, email: str | None, role: str = "end-user", **fields: Any
-    ) -> dict[str, Any]:
+    def _new_user(self, name: str, email: str | None, role: str = "end-user", **fields: Any) -> dict[str, Any]:
         user_id, now = next(self._ids), iso_time(milliseconds=False)
         user = {
             "id": user_id,
@@ -385,9 +390,7 @@ class ZendeskStandin(StandinServer):
                 raise _invalid("email", f"Email: {email} is not properly formatted", "InvalidFormat")
             owner = self._user_by("email", email)
             if owner is not None and owner is not user:
-                raise _invalid(
-                    "email", f"Email: {email} is already being used by another user", "DuplicateValue"
-                )
+                raise _invalid("email", f"Email: {email} is already being used by another user", "DuplicateValue")
         if fields.get("role", "end-user") not in ROLES:
             raise _invalid("role", f"Role: {fields['role']} is not valid", "InvalidValue")
         photo = fields.get("remote_photo_url")
@@ -499,9 +502,7 @@ class ZendeskStandin(StandinServer):
         ):
             raise _invalid("uploads", "Uploads: contain an unknown or already used token")
         if ticket is not None and len(self._comments[ticket["id"]]) >= self.max_comments:
-            raise _invalid(
-                "comment", f"Comment: a ticket holds at most {self.max_comments} comments", "TooMany"
-            )
+            raise _invalid("comment", f"Comment: a ticket holds at most {self.max_comments} comments", "TooMany")
         if isinstance(html_body, str) and html_body.strip():
             body = _to_text(html_body)
         else:
@@ -803,9 +804,7 @@ class ZendeskStandin(StandinServer):
         }
         self._webhooks[webhook_id] = webhook
         self._secrets[webhook_id] = _new_secret()
-        return Response(
-            201, {"webhook": webhook}, {"Location": f"{self.base_url}/api/v2/webhooks/{webhook_id}"}
-        )
+        return Response(201, {"webhook": webhook}, {"Location": f"{self.base_url}/api/v2/webhooks/{webhook_id}"})
 
     def _list_webhooks(self, req: Request) -> dict[str, Any]:
         name_contains = (req.arg("filter[name_contains]") or "").lower()
@@ -842,10 +841,7 @@ class ZendeskStandin(StandinServer):
         conditions = data.get("conditions")
         if not isinstance(conditions, dict) or not all(
             isinstance(conditions.get(group, []), list)
-            and all(
-                isinstance(c, dict) and c.get("field") and c.get("operator")
-                for c in conditions.get(group, [])
-            )
+            and all(isinstance(c, dict) and c.get("field") and c.get("operator") for c in conditions.get(group, []))
             for group in ("all", "any")
         ):
             raise _invalid("conditions", "Conditions: need 'all'/'any' lists of {field, operator, value}")
@@ -913,7 +909,9 @@ class ZendeskStandin(StandinServer):
                         body = self._render(template, update).encode()
                         invocation_id = str(next(self._invocation_ids))
                         self._enqueue(
-                            _Invocation(invocation_id, webhook_id, trigger["id"], body, self._generation)
+                            _Invocation(
+                                invocation_id, webhook_id, trigger["id"], body, self._generation, update.ticket["id"]
+                            )
                         )
 
     def _holds(self, condition: dict[str, Any], update: _Update) -> bool:
@@ -1023,20 +1021,28 @@ class ZendeskStandin(StandinServer):
             self._outbox.append(invocation)
             self._outbox_cond.notify_all()
 
+    def _next_invocation(self) -> _Invocation | None:
+        """The oldest invocation whose ticket no other sender is delivering (caller holds the lock)."""
+        for invocation in self._outbox:
+            if invocation.ticket_id not in self._delivering:
+                return invocation
+        return None
+
     def _deliver_forever(self) -> None:
         session = requests.Session()  # keep-alive to the receiver across invocations
         while True:
             with self._outbox_cond:
-                self._outbox_cond.wait_for(lambda: self._outbox or self._stopping.is_set())
+                self._outbox_cond.wait_for(lambda: self._next_invocation() or self._stopping.is_set())
                 if self._stopping.is_set():
                     return
-                invocation = self._outbox.popleft()
-                self._delivering = True
+                invocation = self._next_invocation()
+                self._outbox.remove(invocation)
+                self._delivering.add(invocation.ticket_id)
             try:
                 self._deliver(session, invocation)
             finally:
                 with self._outbox_cond:
-                    self._delivering = False
+                    self._delivering.discard(invocation.ticket_id)
                     self._outbox_cond.notify_all()
 
     def _take_webhook_faults(self) -> dict[str, float]:

@@ -414,3 +414,19 @@ def test_retrying_dead_deliveries_keeps_the_flag_of_a_failed_webhook(scene, clie
     )
     assert deliveries_retry_by_operator(deliveries=[dead], operator=admin_user) == [dead.pk]
     assert HitlSession.objects.get(pk=scene.pk).needs_attention, "the failed webhook still needs an operator"
+
+
+def test_a_burst_about_one_ticket_sends_one_task(scene, client, monkeypatch, django_capture_on_commit_callbacks):
+    """Webhooks behind an accepted one of the same ticket are applied by its task: no task each."""
+    sent: list[int] = []
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: sent.append(kw["webhook_event_id"]))
+    with django_capture_on_commit_callbacks(execute=True):
+        for n in range(3):
+            send(client, scene.integration, trigger("newMessage", comment=f"<p>n{n}</p>", comment_id=str(900 + n)))
+        send(client, scene.integration, trigger("newMessage", comment="<p>x</p>", comment_id="950", ticket="43"))
+    events = list(WebhookEvent.objects.order_by("id"))
+    assert sent == [events[0].pk, events[3].pk], "one task per ticket queue head"
+    assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 3, "the head's task applies the burst"
+    with django_capture_on_commit_callbacks(execute=True):
+        send(client, scene.integration, trigger("newMessage", comment="<p>later</p>", comment_id="960"))
+    assert sent[-1] == WebhookEvent.objects.order_by("id").last().pk, "an idle ticket's next webhook is its head"

@@ -80,6 +80,24 @@ def test_enqueue_sends_only_after_commit(session, scheduled, django_capture_on_c
     assert len(callbacks) == 1 and scheduled == [(delivery.pk, 0)]
 
 
+def test_only_a_lane_head_sends_a_task(session, scheduled, executor, django_capture_on_commit_callbacks):
+    """Rows behind a pending one are carried on by its drainer: no task each."""
+    other = HitlSession.objects.create(
+        integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        head, _behind, elsewhere = _enqueue(session, n=1), _enqueue(session, n=2), _enqueue(other, n=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        later = _enqueue(session, n=4)
+    assert [pk for pk, _ in scheduled] == [head.pk, elsewhere.pk]
+    assert outbox.lane_drain(delivery_id=head.pk) == 3, "the head's drainer carries the lane on"
+    assert executor == [1, 2, 4]
+    with django_capture_on_commit_callbacks(execute=True):
+        after = _enqueue(session, n=5)
+    assert scheduled[-1] == (after.pk, 0), "a row enqueued into an idle lane is its head"
+    assert later.pk < after.pk
+
+
 def test_a_lane_drains_in_order(session, scheduled, executor):
     rows = [_enqueue(session, n=n) for n in range(5)]
     assert outbox.lane_drain(delivery_id=rows[3].pk) == 5, "any row of the lane drains it from its head"

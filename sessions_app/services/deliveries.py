@@ -238,8 +238,7 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     Only media parts (``delivery.payload["media"]``) download and upload; a text reply costs
     the one Botpress call.
     """
-    message = delivery.message
-    session = HitlSession.objects.select_related("integration").get(pk=delivery.session_id)
+    message, session = delivery.message, delivery.session  # read with the lease (outbox)
     sink = integration_botpress_sink(integration=session.integration, in_request=False)
     media = delivery.payload.get("media")
     if media and not media.get("done"):

@@ -22,7 +22,7 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
@@ -53,7 +53,8 @@ def delivery_enqueue(
     lane_key: str = "",
     queue: str = "",
 ) -> Delivery:
-    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT.
+    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT, and
+    only when the row is its lane's head (see ``_schedule_if_lane_head``).
 
     ``queue``: the Celery queue its tasks go to ('' = the default), chosen by the calling service.
     """
@@ -69,8 +70,27 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    transaction.on_commit(lambda: delivery_schedule(delivery_id=delivery.pk))
+    transaction.on_commit(lambda: _schedule_if_lane_head(delivery))
     return delivery
+
+
+def _schedule_if_lane_head(delivery: Delivery) -> None:
+    """Send a task for a committed row only if no earlier row of its lane is pending.
+
+    Whoever holds an earlier pending row carries the lane on to this one: a drainer looks for
+    the next head only after committing the previous outcome, and this check runs after this
+    row's COMMIT, so a drainer that settled the earlier row after this check started sees this
+    row. An earlier row waiting for a retry has its task scheduled; one whose task was lost is
+    the sweeper's. One query here saves a broker message and a task that would find the lane
+    busy (most rows of a busy lane).
+    """
+    try:
+        earlier = Delivery.objects.filter(lane=delivery.lane, status=DeliveryStatus.PENDING, id__lt=delivery.pk)
+        if earlier.exists():
+            return
+    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
+        log.warning("delivery.head_check_failed", delivery_id=delivery.pk, error=type(exc).__name__)
+    delivery_schedule(delivery_id=delivery.pk)
 
 
 def _retry_deadline():
@@ -91,17 +111,27 @@ def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
 
 def lane_drain(*, delivery_id: int) -> int:
     """Execute the lane of this delivery from its head, in order; return how many went out."""
-    lane = Delivery.objects.filter(pk=delivery_id).values_list("lane", flat=True).first()
-    if lane is None:
+    # The lane and its head in one statement (the lane is read from this row).
+    found = (
+        Delivery.objects.filter(
+            lane=Subquery(Delivery.objects.filter(pk=delivery_id).values("lane")[:1]), status=DeliveryStatus.PENDING
+        )
+        .order_by("id")
+        .values_list("id", "lane")
+        .first()
+    )
+    if found is None:
         return 0
+    head_id, lane = found
     done = 0
     while done < LANE_BUDGET:
-        if not _lane_step(lane):
+        if head_id is None or not _lane_step(lane, head_id=head_id):
             return done
         done += 1
-    head = _lane_head_id(lane)
-    if head is not None:
-        delivery_schedule(delivery_id=head)
+        # Read only after the previous outcome committed (``_schedule_if_lane_head`` relies on it).
+        head_id = _lane_head_id(lane)
+    if head_id is not None:
+        delivery_schedule(delivery_id=head_id)
     return done
 
 
@@ -114,19 +144,22 @@ def _lane_head_id(lane: str) -> int | None:
     )
 
 
-def _lane_claim(lane: str) -> Delivery | None:
+def _lane_claim(lane: str, *, head_id: int | None = None) -> Delivery | None:
     """Lease the lane's head if it is due and free; the lease, not a held transaction, guards it.
 
     No transaction stays open during the remote call, so a killed worker leaves its lease
     behind: the next claim after it expires knows the call's outcome is unknown.
     """
     now = timezone.now()
+    if head_id is None:
+        head_id = _lane_head_id(lane)  # a plain read: the lock below checks the row again
+    if head_id is None:
+        return None
     with transaction.atomic():
-        head_id = _lane_head_id(lane)
-        if head_id is None:
-            return None
+        # What every executor reads comes with the lock (the row only is locked: ``of``).
         head = (
-            Delivery.objects.select_for_update(skip_locked=True)
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("message", "session__integration")
             .filter(pk=head_id, status=DeliveryStatus.PENDING)
             .first()
         )
@@ -142,9 +175,9 @@ def _lane_claim(lane: str) -> Delivery | None:
     return head
 
 
-def _lane_step(lane: str) -> bool:
+def _lane_step(lane: str, *, head_id: int | None = None) -> bool:
     """Execute the lane's head once; True when it was settled (succeeded, skipped or dead)."""
-    head = _lane_claim(lane)
+    head = _lane_claim(lane, head_id=head_id)
     if head is None:
         return False
     settled, retry_in = _attempt(head)

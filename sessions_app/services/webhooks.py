@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
@@ -121,21 +121,25 @@ def webhook_receive(
     if parsed.reply is not None:
         return WebhookOutcome(200, dict(parsed.reply))
     replay_key = adapter.webhook_replay_key(headers=lowered, body=body) or None
+    fields = {
+        "status": WebhookStatus.ACCEPTED,
+        "dedup_key": parsed.dedup_key,
+        "replay_key": replay_key,
+        "event_type": parsed.event_type,
+        "ticket_external_id": parsed.ticket_external_id,
+        "body": bytes_sanitize(body),
+        **record,
+    }
     try:
-        with transaction.atomic():
-            event = WebhookEvent.objects.create(
-                status=WebhookStatus.ACCEPTED,
-                dedup_key=parsed.dedup_key,
-                replay_key=replay_key,
-                event_type=parsed.event_type,
-                ticket_external_id=parsed.ticket_external_id,
-                body=bytes_sanitize(body),
-                **record,
-            )
-            transaction.on_commit(lambda: webhook_schedule(webhook_event_id=event.pk))
+        if connection.in_atomic_block:  # a savepoint: a duplicate must not break the caller's transaction
+            with transaction.atomic():
+                event = WebhookEvent.objects.create(**fields)
+        else:  # autocommit: the INSERT is its own transaction, no BEGIN and COMMIT round trips
+            event = WebhookEvent.objects.create(**fields)
     except IntegrityError:  # the same dedup key, or the same signed content (a replay)
         return DUPLICATE
     metrics.webhook_counted(provider=provider, result="accepted")
+    transaction.on_commit(lambda: _schedule_if_queue_head(event))  # at once in autocommit
     return WebhookOutcome(200, {"status": "accepted"})
 
 
@@ -224,6 +228,27 @@ def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -
         log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
 
 
+def _schedule_if_queue_head(event: WebhookEvent) -> None:
+    """Send a task for a committed webhook only if no earlier one of its ticket awaits applying.
+
+    The task applying the earlier one looks for the next only after committing it, so it picks
+    this one up (the reasoning of ``outbox._schedule_if_lane_head``); a lost task is the
+    sweeper's. A burst of webhooks about one ticket then costs one broker message, not one each.
+    """
+    try:
+        earlier = WebhookEvent.objects.filter(
+            integration_id=event.integration_id,
+            ticket_external_id=event.ticket_external_id,
+            status=WebhookStatus.ACCEPTED,
+            id__lt=event.pk,
+        )
+        if earlier.exists():
+            return
+    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
+        log.warning("webhook.head_check_failed", webhook_event_id=event.pk, error=type(exc).__name__)
+    webhook_schedule(webhook_event_id=event.pk)
+
+
 QUEUE_BUDGET = 100  # webhooks one task applies before handing the ticket's queue to a fresh task
 
 
@@ -234,30 +259,38 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     runs which task: only the queue's head is applied, under a row lock taken with SKIP LOCKED,
     so a second worker backs off and the first carries on with the queue.
     """
-    key = WebhookEvent.objects.filter(pk=webhook_event_id).values_list("integration_id", "ticket_external_id").first()
-    if key is None:
+    # The ticket's queue and its head in one statement (the key is read from this event).
+    this = WebhookEvent.objects.filter(pk=webhook_event_id).order_by()
+    found = (
+        _ticket_queue(Subquery(this.values("integration_id")[:1]), Subquery(this.values("ticket_external_id")[:1]))
+        .order_by("id")
+        .values_list("id", "integration_id", "ticket_external_id")
+        .first()
+    )
+    if found is None:
         return 0
+    head_id, *key = found
     done = 0
-    while done < QUEUE_BUDGET and _queue_step(*key):
+    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
         done += 1
+        # Read only after the previous one committed (``_schedule_if_queue_head`` relies on it).
+        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
     if done == QUEUE_BUDGET:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return done
 
 
-def _queue_step(integration_id, ticket_external_id: str) -> bool:
-    queue = WebhookEvent.objects.filter(
+def _ticket_queue(integration_id, ticket_external_id):
+    return WebhookEvent.objects.filter(
         integration_id=integration_id, ticket_external_id=ticket_external_id, status=WebhookStatus.ACCEPTED
     )
-    head_id = None
+
+
+def _queue_step(integration_id, ticket_external_id: str, *, head_id: int) -> bool:
+    """Apply the queue's head (read by the caller) unless another worker holds it."""
+    queue = _ticket_queue(integration_id, ticket_external_id)
     try:
         with transaction.atomic():
-            head = queue.order_by("id").values_list("id", "retry_at").first()
-            if head is None:
-                return False
-            head_id, retry_at = head
-            if retry_at and retry_at > timezone.now():
-                return False  # waiting for its retry: the task scheduled then carries on
             # This row only: FOR UPDATE through a join would also lock the integration row.
             event = (
                 queue.select_for_update(skip_locked=True, of=("self",))
@@ -267,6 +300,8 @@ def _queue_step(integration_id, ticket_external_id: str) -> bool:
             )
             if event is None:
                 return False
+            if event.retry_at and event.retry_at > timezone.now():
+                return False  # waiting for its retry: the task scheduled then carries on
             _webhook_event_apply(event)
         return True
     except TRANSIENT_ERRORS as exc:
