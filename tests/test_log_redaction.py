@@ -334,3 +334,17 @@ def test_structlog_fields_and_tracebacks_are_redacted(all_logs):
     assert "outbound.failed" in text and "ValueError" in text
     assert "tracebacksecret1" not in text and "fieldsecret1" not in text
     assert json.dumps("Bearer x") not in text
+
+
+def test_outbound_request_paths_are_not_logged_at_debug(all_logs, httpserver, monkeypatch):
+    """The hitl-api webhook URL's path is the bot's webhook id, a secret: urllib3 logs paths at DEBUG."""
+    from botpress.hitl_api import HitlApiWebhooks
+
+    monkeypatch.setattr(logging.getLogger("werkzeug"), "disabled", True)  # the test server's own access log
+    webhook_id = "wh" + secrets.token_urlsafe(18)
+    httpserver.expect_request(f"/{webhook_id}/stop-hitl", method="POST").respond_with_data("")
+    HitlApiWebhooks(webhook_url=httpserver.url_for(f"/{webhook_id}"), timeout=(2, 2)).stop_hitl(
+        remote_conversation_id="conv_1"
+    )
+    assert len(httpserver.log) == 1
+    assert webhook_id not in all_logs.getvalue(), all_logs.getvalue()
