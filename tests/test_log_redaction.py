@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import secrets
+import time
 
 import pytest
 from django.test import Client
@@ -55,6 +56,21 @@ def test_each_credential_shape_is_redacted(text, secret):
     redacted = redact_text(text)
     assert secret not in redacted and "[redacted]" in redacted
     assert redact_text(redacted) == redacted  # idempotent: a record passing two filters is unchanged
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Not Found: /" + "a" * 12_000,  # an unauthenticated 404's path
+        "x" * 6_000 + "-" + "y" * 6_000,
+        "token" * 2_400,
+        "a:" * 6_000,
+    ],
+)
+def test_redaction_of_a_long_line_takes_linear_time(line):
+    started = time.monotonic()
+    redact_text(line)
+    assert time.monotonic() - started < 1.0, "a caller-chosen line must not stall the worker that logs it"
 
 
 def test_ordinary_lines_are_left_alone():
