@@ -30,7 +30,14 @@ REDACTED = "[redacted]"
 _URL_SECRET = re.compile(r"(/(?:botpress|hitl-api)/+[^/\s?#\"'<>]+/+)[^/\s?#\"'<>]+")
 _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=:-]{6,}", re.IGNORECASE)
 _API_KEY = re.compile(r"\bhitl_[A-Za-z0-9_-]{8,}")
-_SECRET_NAME = r"[A-Za-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|signature|authorization)[A-Za-z0-9_-]*"
+# A whole name (a run of name characters, taken at once) that contains one of the words: matched
+# from the run's start only, so a long line costs linear time, not quadratic (log lines may hold
+# text a caller chose, such as a 404's path).
+_SECRET_NAME = (
+    r"(?<![A-Za-z0-9_-])"
+    r"(?=[A-Za-z0-9_-]*?(?:token|secret|password|passwd|api[_-]?key|signature|authorization))"
+    r"[A-Za-z0-9_-]++"
+)
 _NAMED_VALUE = re.compile(
     rf"({_SECRET_NAME}[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])([^\s\"',;&}}\])]+)",
     re.IGNORECASE,

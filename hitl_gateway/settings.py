@@ -336,6 +336,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # urllib3 logs each request's path at DEBUG: a hitl-api webhook URL's path is the bot's
+        # webhook id, a Zendesk attachment URL's holds its token.
+        "urllib3": {"level": "INFO"},
         # Django's own handlers (console, mail_admins, django.server) carry no redaction: these
         # loggers give them up and reach the root handler instead.
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},

@@ -209,6 +209,27 @@ def test_raw_nul_bytes_and_invalid_utf8_are_answered_400_and_stored_sanitised(sc
     assert all("\x00" not in body for _, body in stored)
 
 
+def test_an_agent_described_with_longer_values_than_stored_still_gets_the_message_through(scene, client):
+    agent = {
+        **AGENT,
+        "name": "N" * 300,
+        "email": "a" * 250 + "@acme.test",
+        "remote_photo_url": "https://p.test/" + "p" * 2100,
+    }
+    body = {**trigger("newMessage", comment="<p>hello</p>"), "agent": agent, "currentUser": agent}
+    assert send(client, scene.integration, body).status_code == 200
+    apply_accepted()
+    event = WebhookEvent.objects.get()
+    assert event.status == WebhookStatus.PROCESSED, event.detail
+    message = Message.objects.get(session=scene, direction="to_user")
+    assert message.payload["text"] == "hello"
+    assert (message.author_agent.name, message.author_agent.email, message.author_agent.picture_url) == (
+        "N" * 255,
+        "",
+        "",
+    )
+
+
 # --- 4. one failing event drops nothing else; recorded, flagged, re-appliable ---------------
 def _break_relays(monkeypatch):
     def broken(**kwargs):

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import secrets
+import time
 
 import pytest
 from django.test import Client
@@ -55,6 +56,21 @@ def test_each_credential_shape_is_redacted(text, secret):
     redacted = redact_text(text)
     assert secret not in redacted and "[redacted]" in redacted
     assert redact_text(redacted) == redacted  # idempotent: a record passing two filters is unchanged
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Not Found: /" + "a" * 12_000,  # an unauthenticated 404's path
+        "x" * 6_000 + "-" + "y" * 6_000,
+        "token" * 2_400,
+        "a:" * 6_000,
+    ],
+)
+def test_redaction_of_a_long_line_takes_linear_time(line):
+    started = time.monotonic()
+    redact_text(line)
+    assert time.monotonic() - started < 1.0, "a caller-chosen line must not stall the worker that logs it"
 
 
 def test_ordinary_lines_are_left_alone():
@@ -334,3 +350,17 @@ def test_structlog_fields_and_tracebacks_are_redacted(all_logs):
     assert "outbound.failed" in text and "ValueError" in text
     assert "tracebacksecret1" not in text and "fieldsecret1" not in text
     assert json.dumps("Bearer x") not in text
+
+
+def test_outbound_request_paths_are_not_logged_at_debug(all_logs, httpserver, monkeypatch):
+    """The hitl-api webhook URL's path is the bot's webhook id, a secret: urllib3 logs paths at DEBUG."""
+    from botpress.hitl_api import HitlApiWebhooks
+
+    monkeypatch.setattr(logging.getLogger("werkzeug"), "disabled", True)  # the test server's own access log
+    webhook_id = "wh" + secrets.token_urlsafe(18)
+    httpserver.expect_request(f"/{webhook_id}/stop-hitl", method="POST").respond_with_data("")
+    HitlApiWebhooks(webhook_url=httpserver.url_for(f"/{webhook_id}"), timeout=(2, 2)).stop_hitl(
+        remote_conversation_id="conv_1"
+    )
+    assert len(httpserver.log) == 1
+    assert webhook_id not in all_logs.getvalue(), all_logs.getvalue()

@@ -326,8 +326,24 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
     return None
 
 
+def _profile_fitted(profile: AgentProfile) -> AgentProfile:
+    """The profile within the columns: a long name is cut, a long email or picture URL dropped.
+
+    A help desk may describe its agents with longer values than we store; a cut address would
+    be a wrong one, and failing on it would lose the agent's message.
+    """
+    columns = {name: HumanAgent._meta.get_field(name).max_length for name in ("name", "email", "picture_url")}
+    return AgentProfile(
+        external_id=profile.external_id,
+        name=profile.name[: columns["name"]],
+        email=profile.email if len(profile.email) <= columns["email"] else "",
+        picture_url=profile.picture_url if len(profile.picture_url) <= columns["picture_url"] else "",
+    )
+
+
 def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> HumanAgent:
     """Record the agent as the help desk describes them now; Botpress is updated on delivery."""
+    profile = _profile_fitted(profile)
     agent, created = HumanAgent.objects.get_or_create(
         integration=integration,
         external_user_id=profile.external_id,
