@@ -96,7 +96,8 @@ def _short(value, limit: int = 80) -> str:
 
 
 def _pre(text: str):
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+    # A class, not an inline style: the Content-Security-Policy refuses inline styles.
+    return format_html('<pre class="hitl-pre">{}</pre>', text)
 
 
 def _pretty_json(value, *, sort_keys: bool = False) -> str:
@@ -237,7 +238,8 @@ class NoWrites:
 
 
 class ReadOnlyAdmin(NoWrites, admin.ModelAdmin):
-    pass
+    class Media:
+        css = {"all": ("sessions_app/console.css",)}
 
 
 class ReadOnlyTabularInline(NoWrites, admin.TabularInline):
