@@ -179,14 +179,17 @@ def test_a_timer_due_during_a_restart_is_ended_by_the_workers_sweep(gateway):
     assert (session.stopped_by, session.stop_reason) == (StoppedBy.POLICY, "assignment_timeout")
 
 
-def test_assignment_timeout_through_the_hitl_api_integration(gateway):
+def test_assignment_timeout_through_the_hitl_api_integration(gateway, settings):
     """The same policy when Botpress Hub's hitl-api owns the Botpress side: the bot's message goes
     to ``/message-from-agent`` as ``remoteUserId: "BOT"``, then ``/stop-hitl``; the bodies are the
     documents' (the stand-in checks them)."""
+    from outbound.guard import allowances_parse
     from sessions_app.services.integrations import integration_botpress_configure, integration_botpress_endpoints
     from standins.hitl_api_bot import HitlApiBot, RuntimeApi
     from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN
 
+    # The stand-in bot listens on loopback over http: allowed explicitly, as for local development.
+    settings.HITL = {**settings.HITL, "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse("127.0.0.1")}
     runtime = RuntimeApi(gateway.botpress.base_url, token=BP_TOKEN, bot_id=BOT_ID, integration_id=BP_INTEGRATION_ID)
     bot = HitlApiBot(runtime=runtime).start()
     try:
