@@ -9,7 +9,7 @@ return plain data, never Django models, and raise ``outbound.http`` errors.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -52,6 +52,7 @@ class OutboundMessage:
     type: str
     payload: Mapping
     author_external_id: str
+    author_name: str = ""  # the real author's display name, for desks that post as one API account
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class ParsedWebhook:
     event_type: str
     ticket_external_id: str  # webhooks about one ticket are applied in the order they arrived
     events: list[InboundEvent]
+    # The webhook only names the ticket; the worker asks ``webhook_events_fetch`` for the events.
+    doorbell: bool = False
+    # A body to answer synchronously instead of storing (Slack's ``url_verification``).
+    reply: Mapping | None = None
 
 
 @dataclass(frozen=True)
@@ -226,11 +231,37 @@ class HelpDeskProvider(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def webhook_parse(cls, *, headers: Mapping[str, str], body: bytes) -> ParsedWebhook:
+    def webhook_parse(
+        cls, *, headers: Mapping[str, str], body: bytes, installation: Mapping | None = None
+    ) -> ParsedWebhook:
         """Turn an authenticated body into events; raise ``WebhookInvalid`` naming the bad field.
 
-        Pure parsing, no I/O: it runs on the acknowledgement path.
+        Pure parsing, no I/O: it runs on the acknowledgement path. ``installation`` is the
+        integration's stored ``provider_installation`` state (e.g. our own account id).
         """
+
+    def webhook_events_fetch(
+        self, *, parsed: ParsedWebhook, installation: Mapping, known_message_ids: Collection[str]
+    ) -> list[InboundEvent]:
+        """The events of a webhook, read in the worker with credentials; by default those parsed.
+
+        A doorbell provider reads the ticket from its API and returns, in order: ``agent_message``
+        for public agent replies whose id is not in ``known_message_ids``, then ``assigned``, then
+        ``stopped``.
+        """
+        return list(parsed.events)
+
+    def agent_profile_fetch(self, *, external_id: str) -> AgentProfile | None:
+        """An agent's name, e-mail and picture when an event names the agent only by id."""
+        return None
+
+    def ticket_head_update(self, *, ticket_external_id: str, state: str, agent_name: str = "") -> None:
+        """Show ``state`` ("assigned", "stopped") on the ticket's head; most desks need nothing."""
+        return None
+
+    def webhook_instructions(self, *, url: str, secret: str) -> str:
+        """For ``WebhookInstall.MANUAL``: the exact rules an operator creates by hand."""
+        return ""
 
     @classmethod
     def webhook_replay_key(cls, *, headers: Mapping[str, str], body: bytes) -> str:

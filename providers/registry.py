@@ -6,9 +6,11 @@ from providers.base import HelpDeskProvider
 
 
 def provider_class(kind: str) -> type[HelpDeskProvider]:
+    from providers.freshdesk import FreshdeskProvider
     from providers.zendesk import ZendeskProvider
 
     registry: dict[str, type[HelpDeskProvider]] = {ZendeskProvider.kind: ZendeskProvider}
+    registry[FreshdeskProvider.kind] = FreshdeskProvider
     try:
         return registry[kind]
     except KeyError:
