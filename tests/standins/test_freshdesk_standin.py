@@ -302,3 +302,27 @@ def test_injected_faults_and_duplicate_deliveries(desk, receiver):
     desk.agent_reply(ticket["id"], desk.add_agent("Jane", "jane@example.com"), "hi")
     desk.wait_webhooks_idle()
     assert len(receiver.hooks()) == 2
+
+
+def test_agent_desk_page_shows_tickets_and_its_buttons_fire_rules(receiver):
+    from standins.demo_pages import DeskFreshdesk
+
+    desk = DeskFreshdesk().start()
+    try:
+        api = Api(desk, key="freshdesk-key")
+        api.ok("POST", "/automations/4/rules", 201, json=rule(receiver.base_url + "/hooks"))
+        ticket = api.ticket(tags=["hitl"])
+        page = requests.get(f"{desk.base_url}/a/tickets/{ticket['id']}", timeout=5)
+        assert page.status_code == 200 and 'data-solve-action="resolve"' in page.text
+        agent = requests.post(
+            f"{desk.base_url}/__standin__/agents", json={"name": "Jane", "email": "j@x.io"}, timeout=5
+        )
+        control = f"{desk.base_url}/__standin__/tickets/{ticket['id']}"
+        requests.post(f"{control}/reply", json={"agent_id": agent.json()["id"], "body": "Hi"}, timeout=5)
+        desk.wait_webhooks_idle()
+        view = requests.get(f"{desk.base_url}/__demo__/desk", timeout=5).json()
+        (shown,) = view["tickets"]
+        assert [c["via"] for c in shown["comments"]] == ["chat", "reply"] and shown["status"] == "open"
+        assert [h["status"] for h in shown["webhooks"]] == [200] and view["agents"][0]["name"] == "Jane"
+    finally:
+        desk.stop()
