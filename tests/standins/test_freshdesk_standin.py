@@ -310,7 +310,9 @@ def test_agent_desk_page_shows_tickets_and_its_buttons_fire_rules(receiver):
     desk = DeskFreshdesk().start()
     try:
         api = Api(desk, key="freshdesk-key")
-        api.ok("POST", "/automations/4/rules", 201, json=rule(receiver.base_url + "/hooks"))
+        doorbell = rule(receiver.base_url + "/hooks")
+        doorbell["actions"][0]["content"] = {"ticket_id": "{{ticket.id}}", "performer": "agent"}
+        api.ok("POST", "/automations/4/rules", 201, json=doorbell)
         ticket = api.ticket(tags=["hitl"])
         page = requests.get(f"{desk.base_url}/a/tickets/{ticket['id']}", timeout=5)
         assert page.status_code == 200 and 'data-solve-action="resolve"' in page.text
