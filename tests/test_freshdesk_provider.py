@@ -1,12 +1,15 @@
 """The Freshdesk adapter against the Freshdesk stand-in, over real HTTP (no gateway involved)."""
 
+import ipaddress
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
+from outbound.guard import AddressPolicy, Allowance, guarded_session
 from outbound.http import PermanentError, RetryableError, make_session
-from outbound.media import media_fetch
+from outbound.media import MediaLimits, media_fetch
 from providers.base import (
     AttachmentUnavailable,
     ExternalUserSpec,
@@ -75,8 +78,11 @@ def receiver(servers):
 def adapter(desk, *, key=KEY, max_bytes=1000):
     session = make_session()
 
-    def fetch(url):
-        return media_fetch(url, session=session, max_bytes=max_bytes, timeout=5, allow_private=True)
+    def fetch(url):  # the guarded public fetch, allowing only this test's loopback server
+        port = urlsplit(url).port
+        allow = tuple(Allowance(ipaddress.ip_network(net), port) for net in ("127.0.0.1/32", "::1/128"))
+        guarded = guarded_session(policy=AddressPolicy(allow=allow))
+        return media_fetch(url, session=guarded, limits=MediaLimits(max_bytes=max_bytes, deadline=5.0))
 
     return FreshdeskProvider(
         base_url=desk.base_url,
