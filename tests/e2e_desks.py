@@ -31,6 +31,8 @@ class E2EDesk(abc.ABC):
     kind: str
     #: (method, path regex) of the ticket-creation request, for the stand-in's fault injection.
     ticket_create_request: tuple[str, str]
+    #: (method, path regex) of the look-up by our reference after a lost answer.
+    ticket_find_request: tuple[str, str]
     #: The priority the suite asks for in ``hitlSession``, as the desk stores it.
     high_priority: object
     #: Whether a webhook only names the ticket (a repeat is a new key, deduplicated by message id).
@@ -90,6 +92,7 @@ class E2EDesk(abc.ABC):
 class ZendeskE2E(E2EDesk):
     kind = "zendesk"
     ticket_create_request = ("POST", r"^/api/v2/tickets")
+    ticket_find_request = ("GET", r"^/api/v2/tickets\.json$")
     high_priority = "high"
     doorbell = False
 
@@ -157,6 +160,7 @@ class ZendeskE2E(E2EDesk):
 class FreshdeskE2E(E2EDesk):
     kind = "freshdesk"
     ticket_create_request = ("POST", r"^/api/v2/tickets$")
+    ticket_find_request = ("GET", r"^/api/v2/(search/)?tickets$")
     high_priority = 3
     doorbell = True
 

@@ -20,6 +20,7 @@ from sessions_app.models import (
     Message,
     SessionStatus,
     StoppedBy,
+    Ticket,
     WebhookEvent,
     WebhookRejection,
     WebhookStatus,
@@ -348,3 +349,64 @@ def test_start_hitl_while_the_desk_is_down_makes_the_ticket_and_backlog_later_in
     posted = standin.wait_for(lambda: len(m := desk.messages(ticket["id"])) == 5 and m, timeout=30)
     assert [m.text.strip() for m in posted] == [f"m{n}" for n in range(5)], "the backlog follows, in order"
     assert len(standin.tickets()) == 1, "retries made one ticket"
+
+
+def test_a_webhook_before_the_ticket_row_is_stored_is_not_lost(desk_gateway):
+    """The desk may call before our Ticket row commits (an agent quicker than our worker).
+
+    A webhook carrying our reference (Zendesk) finds the session by it. A doorbell names only
+    the desk's ticket: it finds nothing yet and is ignored, but nothing is lost, because the
+    next doorbell on that ticket reads every reply the gateway has not relayed.
+    """
+    gateway, desk, botpress = desk_gateway, desk_gateway.desk, desk_gateway.botpress
+    conversation_id = _start(gateway, _create_user(gateway))
+    ticket = _ticket_for(gateway, conversation_id)
+    session = _settled(gateway, conversation_id)
+    row = Ticket.objects.get(session=session)
+    Ticket.objects.filter(pk=row.pk).delete()  # as if its transaction had not committed yet
+    agent_id = desk.add_agent("Grace Hopper", "grace@acme.test")
+
+    desk.agent_reply(ticket["id"], agent_id, "First, while the row is missing")
+    _settled(gateway, conversation_id)
+    early = [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)]
+    assert early == ([] if desk.doorbell else ["First, while the row is missing"])
+
+    if not Ticket.objects.filter(session=session).exists():
+        row.save(force_insert=True)  # the commit lands
+    desk.agent_reply(ticket["id"], agent_id, "Second")
+    relayed = botpress.wait_for(
+        lambda: len(m := botpress.messages(conversation_id=conversation_id)) >= 2 and m, timeout=20
+    )
+    _settled(gateway, conversation_id)
+    assert [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)] == [
+        "First, while the row is missing",
+        "Second",
+    ]
+    assert len(relayed) == 2
+
+
+def test_an_agent_reply_while_the_ticket_creation_answer_is_lost_is_relayed_once_it_is_found(desk_gateway):
+    """The desk made the ticket but our answer was lost, and the look-up fails for a while; an
+    agent replies meanwhile. Once the gateway finds and stores its ticket, the reply is relayed
+    without waiting for another action in the desk (a doorbell is read again then)."""
+    gateway, desk, standin, botpress = desk_gateway, desk_gateway.desk, desk_gateway.zendesk, desk_gateway.botpress
+    method, path = desk.ticket_create_request
+    standin.add_fault(method=method, path=path, kind="drop_after", times=1)
+    method, path = desk.ticket_find_request
+    standin.add_fault(method=method, path=path, kind="status", status=503)
+    conversation_id = _start(gateway, _create_user(gateway))
+    ticket = _ticket_for(gateway, conversation_id)
+    agent_id = desk.add_agent("Grace Hopper", "grace@acme.test")
+    desk.agent_reply(ticket["id"], agent_id, "Already on it")
+    standin.wait_webhooks_idle(timeout=20)
+    pending = WebhookEvent.objects.filter(integration=gateway.integration, status=WebhookStatus.ACCEPTED)
+    botpress.wait_for(lambda: not pending.exists(), timeout=20)
+    session = HitlSession.objects.get(botpress_conversation_id=conversation_id)
+    assert not Ticket.objects.filter(session=session).exists(), "the look-up is still failing"
+
+    standin.clear_faults()
+    botpress.wait_for(lambda: Ticket.objects.filter(session=session).exists(), timeout=30)
+    relayed = botpress.wait_for(lambda: botpress.messages(conversation_id=conversation_id), timeout=20)
+    _settled(gateway, conversation_id)
+    assert [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)] == ["Already on it"]
+    assert relayed and len(standin.tickets()) == 1

@@ -350,6 +350,36 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
     event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
 
 
+def webhook_doorbells_reread(*, integration: Integration, ticket_external_id: str) -> bool:
+    """The ticket's Ticket row was just stored: read the ticket again if a doorbell found nothing.
+
+    A doorbell names only the desk's ticket, so one that arrived before the row was stored
+    (an agent acting while our answer to the ticket's creation was lost, or in flight) was
+    ``ignored``. Its latest such doorbell is accepted again (it reads the whole ticket, so one
+    is enough), after the caller's transaction commits. Returns whether one was. Desks whose
+    webhooks carry our reference find the session without the row and are left alone.
+    """
+    ignored = (
+        WebhookEvent.objects.filter(
+            integration=integration, ticket_external_id=ticket_external_id, status=WebhookStatus.IGNORED
+        )
+        .order_by("-id")
+        .first()
+    )
+    if ignored is None:
+        return False
+    parsed = provider_class(ignored.provider).webhook_parse(
+        headers=ignored.headers, body=ignored.body.encode(), installation=integration.provider_installation or {}
+    )
+    if not parsed.doorbell:
+        return False
+    WebhookEvent.objects.filter(pk=ignored.pk, status=WebhookStatus.IGNORED).update(
+        status=WebhookStatus.ACCEPTED, retry_at=None, detail="read again: its ticket is now stored"
+    )
+    transaction.on_commit(lambda: webhook_schedule(webhook_event_id=ignored.pk))
+    return True
+
+
 def _known_message_ids(integration: Integration, ticket_external_id: str) -> set[str]:
     """Ids of every message the gateway relayed or posted on this ticket, and its first message."""
     ticket = Ticket.objects.filter(integration=integration, external_id=ticket_external_id).first()
