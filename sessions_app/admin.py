@@ -377,7 +377,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         if "webhook_id" in state:
             triggers = state.get("trigger_ids") or []
             return f"webhook {state['webhook_id']}, {len(triggers)} trigger(s)"
-        # Any other desk: what it installed, counted (Freshdesk: "2 rule(s)").
+        # Any other desk: what it installed, counted ("2 rule(s)").
         counted = [f"{len(v)} {k.removesuffix('_ids')}(s)" for k, v in state.items() if isinstance(v, list)]
         return ", ".join(counted) or "installed"
 

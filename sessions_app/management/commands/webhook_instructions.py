@@ -1,7 +1,7 @@
 """Print the rules an operator creates by hand in the help desk so that it calls this gateway.
 
 For a desk whose webhook cannot be installed through its API (``WebhookInstall.MANUAL``), or an
-API-installed desk whose key may not create it (Freshdesk without admin rights). The output
+API-installed desk whose key may not create it (one without admin rights). The output
 holds the webhook secret the rules must send: an integration without one gets one first.
 """
 
