@@ -428,13 +428,33 @@ def test_fetch_returns_agent_replies_then_assigned_then_stopped_without_echoes(d
     assert [e.kind for e in events] == ["agent_message", "agent_message", "assigned", "stopped"]
     reply = events[0]
     assert reply.message_external_id == str(first["id"]) and events[1].message_external_id == str(second["id"])
-    assert (reply.agent.name, reply.agent.email) == ("Jane", "jane@example.com") and reply.agent.picture_url
+    # Named by id: the gateway looks up only agents it does not know (two calls per doorbell).
+    assert reply.agent.external_id == str(agent) and not reply.agent.name
+    assert not desk.requests_log("GET", "/agents/")
+    profile = fd.agent_profile_fetch(external_id=reply.agent.external_id)
+    assert (profile.name, profile.email) == ("Jane", "jane@example.com") and profile.picture_url
     assert [p.kind for p in reply.parts] == ["text", "media"] and reply.parts[1].filename == "r.pdf"
     assert "there" in reply.text
     assert events[2].agent.external_id == str(agent)
     # Already relayed messages are not returned again.
     known = {ours, str(first["id"]), str(second["id"])}
     assert [e.kind for e in fetch(fd, ref.external_id, known=known)] == ["assigned", "stopped"]
+
+
+def test_a_doorbell_costs_two_calls_whatever_it_finds(desk):
+    fd = adapter(desk)
+    _, ref = user_and_ticket(fd)
+    agent = desk.add_agent("Jane", "jane@example.com")
+    desk.assign(int(ref.external_id), agent)
+    desk.agent_reply(int(ref.external_id), agent, "one")
+    desk.agent_reply(int(ref.external_id), agent, "two")
+    desk.clear_log()
+    events = fetch(fd, ref.external_id)
+    assert [e.kind for e in events] == ["agent_message", "agent_message", "assigned"]
+    assert [(e["method"], e["path"].split("?")[0]) for e in desk.requests_log()] == [
+        ("GET", f"/api/v2/tickets/{ref.external_id}"),
+        ("GET", f"/api/v2/tickets/{ref.external_id}/conversations"),
+    ]
 
 
 def test_fetch_follows_pagination(desk):

@@ -349,20 +349,15 @@ class FreshdeskProvider(HelpDeskProvider):
         """Read the ticket and its conversations; return what the gateway has not relayed yet.
 
         In order: ``agent_message`` for each public agent message (a reply, source 0, or a
-        public note, source 2, with ``incoming`` and ``private`` false, whose author is an
-        agent) not in ``known_message_ids``; ``assigned`` when the ticket has a responder;
-        ``stopped`` when its status is 4 (Resolved) or 5 (Closed). Our own notes are
-        ``incoming`` and authored by contacts, so they never come back.
+        public note, source 2, with ``incoming`` and ``private`` false: what an agent wrote in
+        the agent UI; a contact's e-mail reply and our own notes are ``incoming``) not in
+        ``known_message_ids``; ``assigned`` when the ticket has a responder; ``stopped`` when its
+        status is 4 (Resolved) or 5 (Closed). Agents are named by id only: the gateway looks up
+        (``agent_profile_fetch``) only those it does not know yet, so a doorbell costs two calls
+        (the ticket, and its conversations a page of 100 at a time).
         """
         ticket_id = parsed.ticket_external_id
         ticket = self._json("GET", f"tickets/{ticket_id}")
-        profiles: dict[str, AgentProfile | None] = {}
-
-        def profile(user_id: str) -> AgentProfile | None:
-            if user_id not in profiles:
-                profiles[user_id] = self.agent_profile_fetch(external_id=user_id)
-            return profiles[user_id]
-
         events: list[InboundEvent] = []
         known = set(known_message_ids)
         for conversation in self._pages(f"tickets/{ticket_id}/conversations"):
@@ -371,24 +366,22 @@ class FreshdeskProvider(HelpDeskProvider):
                 continue
             if conversation.get("source") not in (CONVERSATION_REPLY, CONVERSATION_NOTE):
                 continue
-            agent = profile(str(conversation.get("user_id") or ""))
-            if agent is None:  # a contact's message (an e-mail reply), not an agent's
-                continue
+            author = str(conversation.get("user_id") or "")
             parts = html_to_parts(conversation.get("body") or "") + _attachment_parts(conversation)
-            if not parts:
+            if not author or not parts:
                 continue
             events.append(
                 InboundEvent(
                     kind="agent_message",
                     ticket_external_id=ticket_id,
-                    agent=agent,
+                    agent=AgentProfile(external_id=author),
                     message_external_id=conversation_id,
                     text="\n\n".join(part.text for part in parts if part.kind == "text"),
                     parts=tuple(parts),
                 )
             )
         responder = str(ticket.get("responder_id") or "")
-        agent = (profile(responder) or AgentProfile(external_id=responder)) if responder else None
+        agent = AgentProfile(external_id=responder) if responder else None
         if agent is not None:
             events.append(InboundEvent(kind="assigned", ticket_external_id=ticket_id, agent=agent))
         if ticket.get("status") in (webhooks.STATUS_RESOLVED, webhooks.STATUS_CLOSED):
