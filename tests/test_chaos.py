@@ -1,4 +1,5 @@
 """A small chaos run per help desk, the same program as `make chaos`: faults, a SIGKILLed worker, a web restart."""
+
 import json
 import os
 import subprocess
@@ -16,9 +17,24 @@ def test_small_chaos_run_loses_doubles_and_reorders_nothing(provider):
     if os.environ.get("CELERY_BROKER_URL", "filesystem://").startswith("filesystem://"):
         pytest.skip("the chaos run needs a real broker: set CELERY_BROKER_URL (make test does)")
     run = subprocess.run(
-        [sys.executable, "-m", "chaos", "--provider", provider, "--sessions", "8", "--messages", "160",
-         "--timeout", "240"],
-        cwd=ROOT, capture_output=True, text=True, timeout=420, check=False,
+        [
+            sys.executable,
+            "-m",
+            "chaos",
+            "--provider",
+            provider,
+            "--sessions",
+            "8",
+            "--messages",
+            "160",
+            "--timeout",
+            "240",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
     )
     lines = run.stdout.strip().splitlines()
     assert lines, run.stderr[-3000:]
