@@ -1,6 +1,7 @@
 """The chaos run: many concurrent sessions, messages both ways, faults everywhere, crashes.
 
-Everything is counted at the receiving stand-ins (Zendesk comments, Botpress messages), never
+Everything is counted at the receiving stand-ins (the help desk's ticket messages, Botpress
+messages), never
 from the gateway's own records: a message is *lost* if it never arrives, *duplicated* if it
 arrives twice, *out of order* if it arrives before one sent earlier in its session and direction.
 The last line printed is one JSON object.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 
+from chaos.desks import DESKS
 from chaos.stack import Database, Session, Stack, log
 
 # Short timeouts, backoffs and lease, so a crash costs seconds, not minutes, in a run.
@@ -50,7 +52,7 @@ class ChaosRun:
     def __init__(self, options: argparse.Namespace, stack: Stack) -> None:
         self.o = options
         self.stack = stack
-        self.botpress, self.zendesk = stack.botpress, stack.zendesk
+        self.botpress, self.desk, self.helpdesk = stack.botpress, stack.desk, stack.helpdesk
         self.sessions = [Session(index=i) for i in range(options.sessions)]
 
     def open_sessions(self) -> None:
@@ -60,7 +62,7 @@ class ChaosRun:
     # --- load and faults ------------------------------------------------------------------------
     def inject_faults(self) -> None:
         rate = self.o.fault_rate
-        for server, prefix in ((self.zendesk, r"^/api/v2/"), (self.botpress, r"^/v1/chat/")):
+        for server, prefix in ((self.helpdesk, r"^/api/v2/"), (self.botpress, r"^/v1/chat/")):
             server.add_fault(path=prefix, kind="status", status=503, probability=rate)
             server.add_fault(path=prefix, kind="rate_limit", retry_after=1, probability=rate / 2)
             server.add_fault(path=prefix, kind="timeout", delay=2.5, probability=rate / 5)
@@ -93,7 +95,7 @@ class ChaosRun:
             if round_ % MEDIA_EVERY == MEDIA_EVERY - 1:
                 name = f"chaos-s{session.index}-m{round_}.png"
                 attachments = [{"filename": name, "content_type": "image/png", "content": MEDIA_BYTES}]
-            self.zendesk.agent_reply(session.ticket_id, session.agent_id, marker, attachments=attachments)
+            self.desk.agent_reply(session.ticket_id, session.agent_id, marker, attachments=attachments)
 
     def drive(self) -> int:
         rounds = max(1, math.ceil(self.o.messages / (2 * len(self.sessions))))  # at least --messages
@@ -116,9 +118,9 @@ class ChaosRun:
     def received(self) -> dict[tuple[int, str], list[int]]:
         """Markers as they arrived at the stand-ins, per (session, direction), in arrival order."""
         arrived: dict[tuple[int, str], list[int]] = {}
-        # Bot-to-agent messages arrive as Zendesk comments, agent replies as Botpress messages
-        # (the agents' own comments in Zendesk are where those replies were sent from).
-        received = [("a", c.get("body", "")) for s in self.sessions for c in self.zendesk.comments(s.ticket_id)]
+        # Bot-to-agent messages arrive as the ticket's messages, agent replies as Botpress messages
+        # (the agents' own messages on the ticket are where those replies were sent from).
+        received = [("a", text) for s in self.sessions for text in self.desk.ticket_texts(s.ticket_id)]
         received += [("u", m["payload"].get("text", "")) for m in self.botpress.messages()]
         for direction, text in received:
             match = MARKER.fullmatch(text.strip())
@@ -145,12 +147,14 @@ class ChaosRun:
 
     def first_arrivals(self) -> dict[str, float]:
         arrivals: dict[str, float] = {}
-        logs = self.zendesk.requests_log(method="PUT") + self.botpress.requests_log(method="POST")
-        for entry in logs:
-            body = entry.get("json") or {}
-            text = body.get("ticket", {}).get("comment", {}).get("body") or body.get("payload", {}).get("text")
-            if isinstance(text, str) and MARKER.fullmatch(text) and 200 <= (entry.get("status") or 0) < 300:
-                arrivals[text] = min(arrivals.get(text, entry["timestamp"]), entry["timestamp"])
+        posted = self.desk.posted_texts()
+        for entry in self.botpress.requests_log(method="POST"):
+            text = (entry.get("json") or {}).get("payload", {}).get("text")
+            if isinstance(text, str) and 200 <= (entry.get("status") or 0) < 300:
+                posted.append((text, entry["timestamp"]))
+        for text, timestamp in posted:
+            if MARKER.fullmatch(text):
+                arrivals[text] = min(arrivals.get(text, timestamp), timestamp)
         return arrivals
 
     def report(self, accepted: int) -> dict:
@@ -182,8 +186,9 @@ class ChaosRun:
             "p50_delay_ms": quantile(50),
             "p99_delay_ms": quantile(99),
             "faults_injected": sum(
-                1 for e in self.zendesk.requests_log() + self.botpress.requests_log() if e.get("fault")
+                1 for e in self.helpdesk.requests_log() + self.botpress.requests_log() if e.get("fault")
             ),
+            "provider": self.desk.kind,
             "workers": self.o.workers,
             "worker_killed": self.o.kill_worker,
             "web_restarted": self.o.restart_web,
@@ -208,6 +213,7 @@ def diagnose(database_url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--provider", choices=sorted(DESKS), default="zendesk", help="the help desk to run against")
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--messages", type=int, default=5000, help="in both directions together")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (2 threads each)")
@@ -236,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
             work_dir=work_dir,
             workers=options.workers,
             env=CHAOS_ENV,
+            provider=options.provider,
         )
         run = ChaosRun(options, stack)
         try:
             stack.start()
-            # Zendesk keeps retrying a webhook through our web restart, as it does for 5xx/timeouts.
-            stack.zendesk.webhook_max_retries, stack.zendesk.webhook_retry_delay = 12, 0.1
+            stack.desk.webhooks_outlast_restarts()
             run.open_sessions()
             run.inject_faults()
             accepted = run.drive()

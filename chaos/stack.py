@@ -21,13 +21,12 @@ import psycopg
 import requests
 from cryptography.fernet import Fernet
 
+from chaos.desks import DESKS, ZD_EMAIL, ZD_TOKEN  # noqa: F401 - the benchmarks import them from here
 from chaos.processes import Gateway
 from hitl_gateway.launch import metrics_dir_prepare
 from standins.botpress import BotpressStandin
-from standins.zendesk import ZendeskStandin
 
 BOT_ID, BP_TOKEN, BP_INTEGRATION = "bot_01CHAOSRUNBOT000000000001", "bp_chaos_token", "intg_01CHAOSRUNINTEGRATION01"
-ZD_EMAIL, ZD_TOKEN = "chaos@acme.test", "zd_chaos_token"
 
 
 def log(message: str) -> None:
@@ -71,10 +70,20 @@ class Database:
 
 class Stack:
     def __init__(
-        self, *, database_url: str, broker_url: str, work_dir: Path, workers: int, env: dict, webhook_senders: int = 1
+        self,
+        *,
+        database_url: str,
+        broker_url: str,
+        work_dir: Path,
+        workers: int,
+        env: dict,
+        provider: str = "zendesk",
+        webhook_senders: int = 1,
     ) -> None:
         self.botpress = BotpressStandin().start()
-        self.zendesk = ZendeskStandin(email=ZD_EMAIL, api_token=ZD_TOKEN, webhook_senders=webhook_senders).start()
+        self.desk = DESKS[provider](webhook_senders=webhook_senders)
+        self.helpdesk = self.desk.standin
+        self.zendesk = self.helpdesk  # the benchmarks' name (they drive Zendesk)
         self.botpress.add_bot(bot_id=BOT_ID, token=BP_TOKEN, integration_id=BP_INTEGRATION)
         port = free_port()
         gateway_env = (
@@ -112,11 +121,8 @@ class Stack:
                 "--name",
                 "run",
                 "--provider-url",
-                self.zendesk.base_url,
-                "--zendesk-email",
-                ZD_EMAIL,
-                "--zendesk-api-token",
-                ZD_TOKEN,
+                self.helpdesk.base_url,
+                *self.desk.integration_flags(),
                 "--botpress-url",
                 self.botpress.base_url,
                 "--botpress-token",
@@ -173,16 +179,17 @@ class Stack:
     def wait_tickets(self, sessions: list[Session], timeout: float = 120.0) -> None:
         """Wait for every session's ticket, and give each session an agent (ten agents in all)."""
         by_reference: dict[str, int] = {}
+        wanted = {session.conversation_id for session in sessions}
         deadline = time.monotonic() + timeout
         while len(by_reference) < len(sessions) and time.monotonic() < deadline:
-            by_reference = {t["external_id"]: t["id"] for t in self.zendesk.tickets()}
+            by_reference = self.desk.ticket_ids(wanted)
             time.sleep(0.2)
-        agents = [self.zendesk.add_agent(f"Agent {n}", f"agent{n}@acme.test") for n in range(10)]
+        agents = [self.helpdesk.add_agent(f"Agent {n}", f"agent{n}@acme.test") for n in range(10)]
         for session in sessions:
             session.ticket_id = by_reference[session.conversation_id]
             session.agent_id = agents[session.index % len(agents)]
 
     def stop(self) -> None:
         self.gateway.stop()
-        self.zendesk.stop()
+        self.helpdesk.stop()
         self.botpress.stop()

@@ -1,14 +1,15 @@
 """Start the gateway, both stand-ins and a demo integration wired to them; stop it all on Ctrl-C.
 
 What runs:
-- in this process: the Botpress stand-in with the end-user chat page and the Zendesk stand-in with
-  the agent desk page (threads, `standins.demo_pages`);
+- in this process: the Botpress stand-in with the end-user chat page and the help desk's stand-in
+  (Zendesk, or Freshdesk with `--provider freshdesk`) with the agent desk page (threads,
+  `standins.demo_pages`);
 - as child processes, each in its own process group: the gateway's web server (gunicorn), a Celery
   worker and Celery beat, on the embedded default (SQLite and the filesystem broker) in a state
   directory that is wiped at every start.
 
 The integration is made with the documented `create_integration --install-webhook` command, so the
-Zendesk stand-in holds the gateway's real webhook and triggers.
+desk's stand-in holds the gateway's real webhook and triggers (Freshdesk: automation rules).
 """
 
 from __future__ import annotations
@@ -33,13 +34,24 @@ import requests
 from cryptography.fernet import Fernet
 
 from hitl_gateway.launch import metrics_dir_prepare
-from standins.demo_pages import ChatBotpress, DeskZendesk
+from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskZendesk
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".hitl-demo-state"  # only a directory holding it is ever wiped
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-demo"
 BOT_ID, BOTPRESS_INTEGRATION_ID = "bot_demo", "intg_demo"
 ZENDESK_EMAIL = "gateway@demo.test"
+# Each desk: its demo page class, the desk page's path and label, and the credentials made per run
+# (``create_integration`` keyword arguments, which the stand-in accepts under the same names).
+DESKS = {
+    "zendesk": (
+        DeskZendesk,
+        "/agent/",
+        "Zendesk",
+        lambda: {"email": ZENDESK_EMAIL, "api_token": secrets.token_urlsafe(24)},
+    ),
+    "freshdesk": (DeskFreshdesk, "/a/", "Freshdesk", lambda: {"api_key": secrets.token_urlsafe(24)}),
+}
 AGENT_NAME, AGENT_EMAIL = "Grace Hopper", "grace@demo.test"
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
@@ -57,7 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000, help="gateway port (0 picks a free one)")
     parser.add_argument("--botpress-port", type=int, default=8001, help="Botpress stand-in and chat page port")
-    parser.add_argument("--zendesk-port", type=int, default=8002, help="Zendesk stand-in and agent desk port")
+    parser.add_argument("--provider", choices=sorted(DESKS), default="zendesk", help="the help desk to run")
+    parser.add_argument(
+        "--desk-port", "--zendesk-port", type=int, default=8002, help="help-desk stand-in and agent desk port"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -105,7 +120,7 @@ class Demo:
         self.signals = 0
         self.children: dict[str, subprocess.Popen] = {}
         self.botpress: ChatBotpress | None = None
-        self.zendesk: DeskZendesk | None = None
+        self.desk: DeskZendesk | DeskFreshdesk | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -134,12 +149,13 @@ class Demo:
         port = args.port or _free_port()
         _check_port(port, "--port")
         gateway = f"http://127.0.0.1:{port}"
-        zd_token, bp_token = secrets.token_urlsafe(24), "bp_demo_" + secrets.token_urlsafe(24)
+        desk_class, desk_path, _, make_credentials = DESKS[args.provider]
+        credentials, bp_token = make_credentials(), "bp_demo_" + secrets.token_urlsafe(24)
         try:
             self.botpress = ChatBotpress(port=args.botpress_port)
-            self.zendesk = DeskZendesk(email=ZENDESK_EMAIL, api_token=zd_token, port=args.zendesk_port)
+            self.desk = desk_class(port=args.desk_port, **credentials)
         except OSError as exc:
-            which = "--botpress-port" if self.botpress is None else "--zendesk-port"
+            which = "--botpress-port" if self.botpress is None else "--desk-port"
             raise StartupError(f"a stand-in cannot listen ({exc.strerror}); choose another port with {which}") from None
         self._prepare_state()
         child_log_level = os.environ.get("HITL_LOG_LEVEL", "INFO")
@@ -155,7 +171,7 @@ class Demo:
             HITL_PUBLIC_BASE_URL=gateway,
             # The stand-ins, and so the media they serve, live on loopback: allow just their ports.
             HITL_MEDIA_ALLOW_PRIVATE_ADDRESSES=",".join(
-                f"127.0.0.1:{server.server_address[1]}" for server in (self.botpress, self.zendesk)
+                f"127.0.0.1:{server.server_address[1]}" for server in (self.botpress, self.desk)
             ),
             # A failed call is retried within seconds, not minutes: nobody waits long in a demo.
             HITL_DELIVERY_BACKOFF_BASE_SECONDS="0.5",
@@ -169,11 +185,11 @@ class Demo:
         child_env = dict(os.environ, HITL_LOG_LEVEL=child_log_level)
 
         self.botpress.add_bot(bot_id=BOT_ID, token=bp_token, integration_id=BOTPRESS_INTEGRATION_ID)
-        self.zendesk.add_agent(AGENT_NAME, AGENT_EMAIL)
+        self.desk.add_agent(AGENT_NAME, AGENT_EMAIL)
         self.botpress.start()
-        self.zendesk.start()
+        self.desk.start()
         print(f"Preparing a fresh demo state in {self.state} …", flush=True)
-        integration = self._set_up_gateway(bp_token, zd_token)
+        integration = self._set_up_gateway(bp_token, credentials)
         self.botpress.connect_gateway(gateway, integration["id"], integration["api_key"])
         self._interruptible()
 
@@ -215,7 +231,7 @@ class Demo:
         self._wait_until(lambda: " ready." in _tail(self.logs / "worker.log", 200), "the Celery worker")
         return {
             "chat": f"{self.botpress.base_url}/chat/",
-            "desk": f"{self.zendesk.base_url}/agent/",
+            "desk": f"{self.desk.base_url}{desk_path}",
             "admin": f"{gateway}/admin/",
             "sessions": f"{gateway}/admin/sessions_app/hitlsession/",
             "schema": f"{gateway}/api/schema/",
@@ -233,8 +249,8 @@ class Demo:
             folder.mkdir(parents=True)
         (self.state / MARKER).touch()
 
-    def _set_up_gateway(self, bp_token: str, zd_token: str) -> dict:
-        """Migrate, create the integration (installing the Zendesk webhook) and the admin login."""
+    def _set_up_gateway(self, bp_token: str, credentials: dict[str, str]) -> dict:
+        """Migrate, create the integration (installing the desk's webhook) and the admin login."""
         import django
 
         django.setup()
@@ -246,10 +262,10 @@ class Demo:
         out = io.StringIO()
         call_command(
             "create_integration",
-            name="Demo bot + Zendesk stand-in",
-            provider_url=self.zendesk.base_url,
-            zendesk_email=ZENDESK_EMAIL,
-            zendesk_api_token=zd_token,
+            name=f"Demo bot + {DESKS[self.args.provider][2]} stand-in",
+            provider=self.args.provider,
+            provider_url=self.desk.base_url,
+            **{f"{self.args.provider}_{name}": value for name, value in credentials.items()},
             botpress_url=self.botpress.base_url,
             botpress_token=bp_token,
             bot_id=BOT_ID,
@@ -336,7 +352,7 @@ class Demo:
                 os.killpg(process.pid, signal.SIGKILL)  # also any orphaned grandchild
             process.wait()
         # The stand-ins go last: a task finishing during the stop still reaches them.
-        for server in (self.zendesk, self.botpress):
+        for server in (self.desk, self.botpress):
             if server is not None:
                 server.stop()
         if self.children:
@@ -356,7 +372,7 @@ class Demo:
     def _print_banner(self, urls: dict[str, str]) -> None:
         rows = [
             ("End-user chat (Botpress side)", urls["chat"]),
-            ("Agent desk (Zendesk side)", urls["desk"]),
+            (f"Agent desk ({DESKS[self.args.provider][2]} side)", urls["desk"]),
             ("Admin", f"{urls['admin']}   login: {ADMIN_USER} / {ADMIN_PASSWORD}"),
             ("HITL sessions in the admin", urls["sessions"]),
             ("API schema (OpenAPI)", urls["schema"]),
@@ -367,9 +383,8 @@ class Demo:
         lines = [f"  {label.ljust(width)}  {value}" for label, value in rows]
         print(
             "\nThe HITL gateway demo is running: the gateway (web, worker, beat) on SQLite and a filesystem\n"
-            "broker, the Botpress and Zendesk stand-ins, and a demo integration wired to them.\n\n"
-            + "\n".join(lines)
-            + f"\n\nLogs: {self.logs}/{{web,worker,beat}}.log\n\n"
+            f"broker, the Botpress and {DESKS[self.args.provider][2]} stand-ins, and a demo integration wired to\n"
+            "them.\n\n" + "\n".join(lines) + f"\n\nLogs: {self.logs}/{{web,worker,beat}}.log\n\n"
             "Try it: in the chat, talk to the bot, then press “Talk to a human”. In the agent desk, open the\n"
             "ticket (the transcript comes first), “Assign to me”, reply, and watch the chat; then “Solve”.\n"
             "The admin shows the session's status and message log as you go.\n\n"

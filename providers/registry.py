@@ -9,10 +9,11 @@ from __future__ import annotations
 from functools import cache
 
 from providers.base import HelpDeskProvider
+from providers.freshdesk import SPEC as FRESHDESK
 from providers.spec import ProviderSpec, import_path_load
 from providers.zendesk.spec import SPEC as ZENDESK
 
-SPECS: tuple[ProviderSpec, ...] = (ZENDESK,)
+SPECS: tuple[ProviderSpec, ...] = (ZENDESK, FRESHDESK)
 
 
 def provider_specs() -> tuple[ProviderSpec, ...]:

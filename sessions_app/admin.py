@@ -39,6 +39,7 @@ from rangefilter.filters import DateTimeRangeFilter
 from outbound.http import OutboundError
 from providers.registry import provider_choices, provider_spec, provider_specs
 from providers.rendering import MEDIA, render_payload
+from providers.spec import WebhookInstall
 from sessions_app import selectors
 from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm, credential_form_field
 from sessions_app.admin_lifecycle import LifecyclePolicyAdmin  # noqa: F401 - registers the policies' pages
@@ -65,6 +66,7 @@ from sessions_app.services.integrations import (
     integration_secrets_redact,
     integration_signing_secret_replace,
     integration_webhook_install,
+    integration_webhook_instructions,
     integration_webhook_url,
 )
 from sessions_app.services.operators import (
@@ -279,6 +281,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         "webhook_url",
         "webhook_installed",
         "webhook_state",
+        "webhook_manual_steps",
         "signing_secret_set",
         "last_webhook",
         "webhooks_rejected_24h",
@@ -332,6 +335,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                         "webhook_url",
                         "webhook_installed",
                         "webhook_state",
+                        *(("webhook_manual_steps",) if self._manual_steps_shown(obj) else ()),
                         "signing_secret_set",
                         "new_webhook_signing_secret",
                         "last_webhook",
@@ -373,8 +377,23 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         state = obj.provider_installation or {}
         if not state:
             return "not installed"
-        triggers = state.get("trigger_ids") or []
-        return f"webhook {state.get('webhook_id', '?')}, {len(triggers)} trigger(s)"
+        if "webhook_id" in state:
+            triggers = state.get("trigger_ids") or []
+            return f"webhook {state['webhook_id']}, {len(triggers)} trigger(s)"
+        # Any other desk: what it installed, counted ("2 rule(s)").
+        counted = [f"{len(v)} {k.removesuffix('_ids')}(s)" for k, v in state.items() if isinstance(v, list)]
+        return ", ".join(counted) or "installed"
+
+    @staticmethod
+    def _manual_steps_shown(obj: Integration) -> bool:
+        """A desk installed by hand, or an API-installed one that is not installed yet."""
+        install = provider_spec(obj.provider).webhook_install
+        return install == WebhookInstall.MANUAL or (install == WebhookInstall.API and not obj.provider_installation)
+
+    @admin.display(description="Set up by hand")
+    def webhook_manual_steps(self, obj: Integration):
+        steps = integration_webhook_instructions(integration=obj, reveal_secret=False)
+        return format_html("<pre>{}</pre>", steps) if steps else "-"
 
     @admin.display(boolean=True, description="Signing secret set")
     def signing_secret_set(self, obj: Integration) -> bool:

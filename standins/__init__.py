@@ -1,15 +1,17 @@
-"""Faithful local stand-ins of the external APIs the gateway talks to (Botpress, Zendesk).
+"""Faithful local stand-ins of the external APIs the gateway talks to (Botpress, Zendesk, Freshdesk).
 
 They serve real HTTP on loopback so the gateway, its tests, the demo and the benchmarks reach them
 exactly as they reach production: through a configured base URL.
 """
 
 from .botpress import BotpressStandin
+from .freshdesk import FreshdeskStandin
 from .server import HttpError, Request, Response, StandinServer
 from .zendesk import ZendeskStandin, sign_zendesk_webhook
 
 __all__ = [
     "BotpressStandin",
+    "FreshdeskStandin",
     "HttpError",
     "Request",
     "Response",

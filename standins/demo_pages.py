@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .botpress import BotpressStandin
+from .freshdesk import FreshdeskStandin
 from .server import HttpError, Request, Response, iso_time, ulid
 from .zendesk import ZendeskStandin
 
@@ -494,3 +495,87 @@ class DeskZendesk(DemoPages, ZendeskStandin):
             {"id": u["id"], "name": u["name"], "email": u["email"]} for u in users.values() if u["role"] == "agent"
         ]
         return {"agents": agents, "tickets": tickets}
+
+
+# --------------------------------------------------------------------- the desk (Freshdesk side)
+class DeskFreshdesk(DemoPages, FreshdeskStandin):
+    """The Freshdesk stand-in, plus the same agent desk page at `/a/` (Freshdesk's ticket URLs).
+
+    Its buttons call the agent simulation, which runs the installed automation rules: doorbell
+    webhooks to the gateway, which then reads the ticket through the API.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.demo_route("GET", "/", _redirect("/a/"))
+        self.demo_route("GET", r"/a/?(?:tickets/\d+/?)?", lambda req: _page("desk-freshdesk.html"))
+        self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
+        self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())
+
+    def desk(self) -> dict[str, Any]:
+        """Agents and tickets (newest first): the description, then the conversations, and doorbells."""
+        with self.lock:
+            agents = {a["id"]: a["contact"]["name"] for a in self._agents.values()}
+            contacts = {c["id"]: c["name"] for c in self._contacts.values()}
+        webhooks: dict[str, list[dict[str, Any]]] = {}
+        for delivery in self.webhook_deliveries():
+            try:
+                sent = json.loads(delivery["body"])
+            except ValueError:
+                continue
+            webhooks.setdefault(str(sent.get("ticket_id")), []).append(
+                {
+                    "at": delivery["timestamp"],
+                    "type": f"doorbell ({sent.get('performer', '?')})",
+                    "status": delivery["status"],
+                    "error": delivery["error"],
+                    "attempt": delivery["attempt"],
+                }
+            )
+
+        def role(user_id: int) -> str:
+            return "admin" if user_id == self.api_agent_id else "agent" if user_id in agents else "end-user"
+
+        tickets = []
+        for ticket in sorted(self.tickets(), key=lambda t: t["id"], reverse=True):
+            description = {
+                "id": 0,
+                "author": contacts.get(ticket["requester_id"], "?"),
+                "role": "end-user",
+                "body": ticket["description_text"],
+                "public": True,
+                "via": "chat",
+                "at": ticket["created_at"],
+                "attachments": [],
+            }
+            comments = [description] + [
+                {
+                    "id": c["id"],
+                    "author": agents.get(c["user_id"]) or contacts.get(c["user_id"]) or str(c["user_id"]),
+                    "role": role(c["user_id"]),
+                    "body": c["body_text"],
+                    "public": not c["private"],
+                    "via": ("incoming " if c["incoming"] else "") + ("reply" if c["source"] == 0 else "note"),
+                    "at": c["created_at"],
+                    "attachments": [{"name": a["name"], "url": a["attachment_url"]} for a in c["attachments"]],
+                }
+                for c in self.conversations(ticket["id"])
+            ]
+            tickets.append(
+                {
+                    "id": ticket["id"],
+                    "subject": ticket["subject"] or "(no subject)",
+                    "status": {2: "open", 3: "pending", 4: "resolved", 5: "closed"}[ticket["status"]],
+                    "priority": {1: "low", 2: "medium", 3: "high", 4: "urgent"}[ticket["priority"]],
+                    "requester": contacts.get(ticket["requester_id"]),
+                    "assignee": agents.get(ticket["responder_id"]),
+                    "assigneeId": ticket["responder_id"],
+                    "externalId": None,
+                    "createdAt": ticket["created_at"],
+                    "updatedAt": ticket["updated_at"],
+                    "comments": comments,
+                    "webhooks": webhooks.get(str(ticket["id"]), []),
+                }
+            )
+        humans = [{"id": i, "name": n, "email": ""} for i, n in agents.items() if i != self.api_agent_id]
+        return {"agents": humans, "tickets": tickets}

@@ -39,6 +39,7 @@ from sessions_app.services.integrations import (
 )
 from sessions_app.services.outbox import DeliverySkipped, delivery_enqueue
 from sessions_app.services.sessions import EVENT_ASSIGNED
+from sessions_app.services.webhooks import webhook_doorbells_reread
 
 DEFAULT_BOT_NAME = "Botpress"
 # After this many attempts a download that keeps failing transiently is given up: the end user
@@ -125,6 +126,7 @@ def execute_ticket_create(delivery: Delivery) -> dict:
             priority=ref.priority,
             initial_message_id=ref.initial_message_id,
         )
+        webhook_doorbells_reread(integration=session.integration, ticket_external_id=ref.external_id)
         # The conversation carries the ticket id, as with Botpress's own help-desk integrations.
         if integration_botpress_sink(integration=session.integration, in_request=False).tags_conversations:
             delivery_enqueue(

@@ -345,6 +345,27 @@ def integration_webhook_install(*, integration: Integration, url: str = "") -> I
     return integration
 
 
+SECRET_PLACEHOLDER = "<the webhook secret: manage.py webhook_instructions {id}>"
+
+
+def integration_webhook_instructions(*, integration: Integration, reveal_secret: bool) -> str:
+    """The rules an operator creates by hand in the help desk (``HelpDeskProvider.webhook_instructions``).
+
+    For a desk whose webhook is installed by hand (``WebhookInstall.MANUAL``), or by hand after
+    all when the API key may not create it. ``reveal_secret``: the shared secret itself (the
+    management command, for an operator with shell access), else a placeholder naming that
+    command (the admin keeps secrets write-only). An integration without a secret gets a new
+    one first, which the rules then carry. "" when the desk has nothing to set up by hand.
+    """
+    if reveal_secret and not integration.webhook_signing_secret:
+        changed = integration_signing_secret_replace(integration=integration, secret=secrets.token_urlsafe(32))
+        integration.save(update_fields=[*changed, "updated_at"])
+    secret = integration.webhook_signing_secret if reveal_secret else SECRET_PLACEHOLDER.format(id=integration.pk)
+    return integration_provider(integration=integration).webhook_instructions(
+        url=integration_webhook_url(integration=integration), secret=secret
+    )
+
+
 def integration_webhook_uninstall(*, integration: Integration) -> Integration:
     """Remove the help-desk webhook and triggers we installed; what is already gone is fine."""
     integration_provider(integration=integration).webhook_uninstall(state=integration.provider_installation)

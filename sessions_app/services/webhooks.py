@@ -41,6 +41,8 @@ SAMPLE_MAX_BYTES = 512
 # A webhook whose processing needs the help desk's API (a doorbell reading its ticket, an agent's
 # profile) is retried when the desk fails: after 2, 4, 8 ... seconds, at most this far apart,
 # at most this many times (about 1.7 hours), then it is ``failed`` and an operator re-applies it.
+# A rate-limited desk (429) says when to come back (``Retry-After``): then, and not counted,
+# since the desk is busy, not failing.
 FETCH_RETRY_MAX_DELAY = 300
 FETCH_RETRY_MAX_ATTEMPTS = 12
 
@@ -331,8 +333,17 @@ def _fetch_retry(webhook_event_id: int, exc: OutboundError) -> bool:
     event = WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).first()
     if event is None:
         return True
-    attempts = event.attempts + 1
     reason = text_sanitize(f"{type(exc).__name__}: {exc}")[:1000]
+    if exc.status_code == 429 and exc.retry_after is not None:
+        delay = min(max(exc.retry_after, 1.0), FETCH_RETRY_MAX_DELAY)
+        log.info("webhook.fetch_rate_limited", webhook_event_id=webhook_event_id, delay=delay)
+        WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).update(
+            retry_at=timezone.now() + timedelta(seconds=delay),
+            detail=f"rate limited: retrying in {delay:.0f} s (not counted): {reason}",
+        )
+        webhook_schedule(webhook_event_id=webhook_event_id, countdown=delay)
+        return False
+    attempts = event.attempts + 1
     if attempts >= FETCH_RETRY_MAX_ATTEMPTS:
         log.error("webhook.fetch_failed", webhook_event_id=webhook_event_id, attempts=attempts, error=reason)
         WebhookEvent.objects.filter(pk=webhook_event_id, status=WebhookStatus.ACCEPTED).update(
@@ -370,6 +381,14 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
     events, only = list(parsed.events), {failure["index"] for failure in event.failed_events} or None
     adapter = None
     if parsed.doorbell:
+        # The ticket's last webhook stored before the read (ids, not clocks: web and worker may
+        # run on different hosts); those queued up to it are answered by this read.
+        read_covers = (
+            WebhookEvent.objects.filter(integration=integration, ticket_external_id=parsed.ticket_external_id)
+            .order_by("-id")
+            .values_list("id", flat=True)
+            .first()
+        )
         adapter = integration_provider(integration=integration)
         events = adapter.webhook_events_fetch(
             parsed=parsed,
@@ -388,6 +407,60 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
         event.status = WebhookStatus.PROCESSED if applied.session else WebhookStatus.IGNORED
     event.detail, event.processed_at, event.retry_at = text_sanitize(applied.detail)[:2000], timezone.now(), None
     event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
+    if parsed.doorbell and event.status != WebhookStatus.FAILED:
+        _doorbells_covered(event, up_to_id=read_covers)
+
+
+def _doorbells_covered(event: WebhookEvent, *, up_to_id: int) -> int:
+    """Doorbells of the same ticket queued behind ``event`` and stored before its read began
+    (ids up to ``up_to_id``) are answered by that read: each rang for a change the desk had made
+    before it called us, so the ticket as read already showed it. They get ``event``'s outcome
+    without a read of their own (a burst of agent actions costs one read, which matters under a
+    desk's rate limit). A sequence id is taken when the row is inserted, so a doorbell with a
+    lower id was sent before the read even if it committed later.
+    """
+    return WebhookEvent.objects.filter(
+        integration_id=event.integration_id,
+        ticket_external_id=event.ticket_external_id,
+        status=WebhookStatus.ACCEPTED,
+        id__gt=event.pk,
+        id__lte=up_to_id,
+    ).update(
+        status=event.status,
+        session=event.session,
+        detail=f"answered by the read of webhook #{event.pk}",
+        processed_at=timezone.now(),
+    )
+
+
+def webhook_doorbells_reread(*, integration: Integration, ticket_external_id: str) -> bool:
+    """The ticket's Ticket row was just stored: read the ticket again if a doorbell found nothing.
+
+    A doorbell names only the desk's ticket, so one that arrived before the row was stored
+    (an agent acting while our answer to the ticket's creation was lost, or in flight) was
+    ``ignored``. Its latest such doorbell is accepted again (it reads the whole ticket, so one
+    is enough), after the caller's transaction commits. Returns whether one was. Desks whose
+    webhooks carry our reference find the session without the row and are left alone.
+    """
+    ignored = (
+        WebhookEvent.objects.filter(
+            integration=integration, ticket_external_id=ticket_external_id, status=WebhookStatus.IGNORED
+        )
+        .order_by("-id")
+        .first()
+    )
+    if ignored is None:
+        return False
+    parsed = provider_class(ignored.provider).webhook_parse(
+        headers=ignored.headers, body=ignored.body.encode(), installation=integration.provider_installation or {}
+    )
+    if not parsed.doorbell:
+        return False
+    WebhookEvent.objects.filter(pk=ignored.pk, status=WebhookStatus.IGNORED).update(
+        status=WebhookStatus.ACCEPTED, retry_at=None, detail="read again: its ticket is now stored"
+    )
+    transaction.on_commit(lambda: webhook_schedule(webhook_event_id=ignored.pk))
+    return True
 
 
 def _known_message_ids(integration: Integration, ticket_external_id: str) -> set[str]:

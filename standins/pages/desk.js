@@ -4,6 +4,10 @@
 // Zendesk-signed webhooks to the gateway, exactly as a real agent's clicks do.
 
 const ROLES = { "end-user": "end user", agent: "agent", admin: "API user" };
+// Desk-specific bits come from the page: where tickets live and what closes one.
+const TICKETS = document.body.dataset.ticketPath || "/agent/tickets/";
+const SOLVE = document.body.dataset.solveAction || "solve";
+const DONE = ["solved", "resolved", "closed"];
 const VIAS = { api: "via API", web: "via web", email: "via email" };
 let desk = { agents: [], tickets: [] };
 let selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) || null;
@@ -33,7 +37,7 @@ function drawList() {
       const item = element("li", ticket.id === selected ? "selected" : "");
       item.dataset.id = ticket.id;
       const link = element("a");
-      link.href = `/agent/tickets/${ticket.id}`;
+      link.href = `${TICKETS}${ticket.id}`;
       link.addEventListener("click", (event) => {
         event.preventDefault();
         openTicket(ticket.id);
@@ -80,7 +84,7 @@ function drawTicket() {
   $("#ticket").hidden = !ticket;
   $("#no-ticket").hidden = Boolean(ticket);
   if (!ticket) return;
-  const done = ticket.status === "solved" || ticket.status === "closed";
+  const done = DONE.includes(ticket.status);
   $("#assign").disabled = done || ticket.assigneeId === agentId();
   $("#solve").disabled = done;
   $("#reply-send").disabled = done;
@@ -119,7 +123,7 @@ function draw() {
 
 function openTicket(ticketId, replace = false) {
   selected = ticketId;
-  const path = `/agent/tickets/${ticketId}`;
+  const path = `${TICKETS}${ticketId}`;
   if (location.pathname !== path) history[replace ? "replaceState" : "pushState"]({}, "", path);
   $("#error").textContent = "";
   draw();
@@ -147,7 +151,7 @@ async function agentAction(action, body = {}) {
 }
 
 $("#assign").addEventListener("click", () => agentAction("assign"));
-$("#solve").addEventListener("click", () => agentAction("solve"));
+$("#solve").addEventListener("click", () => agentAction(SOLVE));
 $("#agent").addEventListener("change", draw);
 // A file as the agent simulation takes it: {filename, content_type, content (base64)}.
 async function attachmentOf(file) {

@@ -11,6 +11,7 @@ ticket, the adapter reads it) and desks whose webhook carries the events pass th
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -183,7 +184,11 @@ def test_a_webhook_delivered_twice_has_one_dedup_key(desk):
     parse = desk.adapter.webhook_parse
     first = parse(headers=webhook.headers, body=webhook.body, installation=desk.installation.state)
     second = parse(headers=webhook.headers, body=webhook.body, installation=desk.installation.state)
-    assert first.dedup_key and first.dedup_key == second.dedup_key
+    assert first.dedup_key and first.ticket_external_id == second.ticket_external_id == ticket_id
+    if not first.doorbell:
+        assert first.dedup_key == second.dedup_key
+    # A doorbell's key may include its arrival (two identical doorbells can stand for two agent
+    # replies); a repeat then costs one more read of the ticket, and the message ids dedupe.
     [reply] = [e for e in _events(desk, [webhook]) if e.kind == "agent_message"]
     # Already relayed: a doorbell does not return it again; a carrying webhook keeps its id.
     again = [e for e in _events(desk, [webhook], known={reply.message_external_id}) if e.kind == "agent_message"]
@@ -223,6 +228,8 @@ def test_http_errors_map_to_retryable_or_permanent(desk, status, error):
     message = OutboundMessage(type="text", payload={"text": "fault"}, author_external_id=requester)
     with pytest.raises(error):
         desk.adapter.message_post(ticket_external_id=ticket_id, message=message)
+    if status == 429:
+        time.sleep(1.1)  # the desk said Retry-After: 1; an adapter may hold calls back until then
     assert desk.adapter.message_post(ticket_external_id=ticket_id, message=message)  # the next one goes through
 
 

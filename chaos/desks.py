@@ -1,0 +1,112 @@
+"""The help desk a chaos run (or benchmark) drives, one class per desk, chosen by ``--provider``.
+
+Each wraps the desk's stand-in: the ``create_integration`` flags with its credentials, how a
+session's ticket is found, what an agent does, and how the bot's messages are read back from
+the ticket (they are counted at the stand-in, never from the gateway's records).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from providers.freshdesk.provider import reference_tag
+from standins.freshdesk import FreshdeskStandin
+from standins.zendesk import ZendeskStandin
+
+ZD_EMAIL, ZD_TOKEN = "chaos@acme.test", "zd_chaos_token"
+FD_API_KEY = "fd_chaos_key"
+_TAGS = re.compile(r"<[^>]+>")
+
+
+class ChaosDesk:
+    kind: str
+    standin: ZendeskStandin | FreshdeskStandin
+
+    def integration_flags(self) -> list[str]:
+        """``create_integration`` arguments naming the desk and its credentials."""
+        raise NotImplementedError
+
+    def webhooks_outlast_restarts(self) -> None:
+        """The desk keeps retrying a webhook through our web restart (as it does for 5xx)."""
+        raise NotImplementedError
+
+    def ticket_ids(self, conversation_ids: set[str]) -> dict[str, int]:
+        """``{conversation id: ticket id}`` of the tickets created so far."""
+        raise NotImplementedError
+
+    def ticket_texts(self, ticket_id: int) -> list[str]:
+        """The plain text of every message on the ticket, oldest first."""
+        raise NotImplementedError
+
+    def posted_texts(self) -> list[tuple[str, float]]:
+        """``(text, time)`` of each message the gateway posted successfully (from the request log)."""
+        raise NotImplementedError
+
+    def agent_reply(self, ticket_id: int, agent_id: int, text: str, *, attachments: list[dict]) -> None:
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
+
+
+class ZendeskChaos(ChaosDesk):
+    kind = "zendesk"
+
+    def __init__(self, *, webhook_senders: int = 1) -> None:
+        self.standin = ZendeskStandin(email=ZD_EMAIL, api_token=ZD_TOKEN, webhook_senders=webhook_senders).start()
+
+    def integration_flags(self) -> list[str]:
+        return ["--provider", "zendesk", "--zendesk-email", ZD_EMAIL, "--zendesk-api-token", ZD_TOKEN]
+
+    def webhooks_outlast_restarts(self) -> None:
+        self.standin.webhook_max_retries, self.standin.webhook_retry_delay = 12, 0.1
+
+    def ticket_ids(self, conversation_ids: set[str]) -> dict[str, int]:
+        return {t["external_id"]: t["id"] for t in self.standin.tickets() if t.get("external_id") in conversation_ids}
+
+    def ticket_texts(self, ticket_id: int) -> list[str]:
+        return [c.get("body", "") for c in self.standin.comments(ticket_id)]
+
+    def posted_texts(self) -> list[tuple[str, float]]:
+        posted = []
+        for entry in self.standin.requests_log(method="PUT"):
+            text = ((entry.get("json") or {}).get("ticket") or {}).get("comment", {}).get("body")
+            if isinstance(text, str) and 200 <= (entry.get("status") or 0) < 300:
+                posted.append((text, entry["timestamp"]))
+        return posted
+
+
+class FreshdeskChaos(ChaosDesk):
+    kind = "freshdesk"
+
+    def __init__(self, *, webhook_senders: int = 1) -> None:  # one sender thread suffices here
+        self.standin = FreshdeskStandin(api_key=FD_API_KEY).start()
+
+    def integration_flags(self) -> list[str]:
+        return ["--provider", "freshdesk", "--freshdesk-api-key", FD_API_KEY]
+
+    def webhooks_outlast_restarts(self) -> None:
+        # Freshdesk's own schedule (3 retries, 5 to 60 minutes apart) compressed to 30 retries 1 s
+        # apart: longer than the run's web restart, as Freshdesk's outlasts a deploy.
+        self.standin.webhook_retry_delays, self.standin.webhook_time_scale = (1.0,) * 30, 1.0
+
+    def ticket_ids(self, conversation_ids: set[str]) -> dict[str, int]:
+        by_tag = {reference_tag(c): c for c in conversation_ids}
+        found = {}
+        for ticket in self.standin.tickets():
+            for tag in ticket.get("tags", []):
+                if tag in by_tag:
+                    found[by_tag[tag]] = ticket["id"]
+        return found
+
+    def ticket_texts(self, ticket_id: int) -> list[str]:
+        return [c.get("body_text", "") for c in self.standin.conversations(ticket_id)]
+
+    def posted_texts(self) -> list[tuple[str, float]]:
+        posted = []
+        for entry in self.standin.requests_log(method="POST", path_regex=r"^/api/v2/tickets/\d+/notes$"):
+            body = (entry.get("json") or {}).get("body")
+            if isinstance(body, str) and 200 <= (entry.get("status") or 0) < 300:
+                posted.append((html.unescape(_TAGS.sub("", body)).strip(), entry["timestamp"]))
+        return posted
+
+
+DESKS = {"zendesk": ZendeskChaos, "freshdesk": FreshdeskChaos}

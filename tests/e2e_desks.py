@@ -1,0 +1,227 @@
+"""One help desk as the parametrised end-to-end suite drives it (``tests/test_e2e_desks.py``).
+
+Each ``E2EDesk`` wraps that desk's stand-in: the credentials an integration is created with,
+where the gateway's webhook lives, how to find the ticket of a conversation and read what is
+on it, what an agent does in the desk's UI, and webhooks that must be refused. The suite's
+assertions are the same for every desk; only these few translations differ.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+
+from tests.conftest import ZD_EMAIL, ZD_TOKEN
+
+FD_API_KEY = "fd_test_api_key"
+
+
+@dataclass(frozen=True)
+class DeskMessage:
+    """A message as the desk stores it on the ticket (after its first, the transcript)."""
+
+    id: str
+    text: str
+    author_id: str
+    attachments: int
+
+
+class E2EDesk(abc.ABC):
+    kind: str
+    #: (method, path regex) of the ticket-creation request, for the stand-in's fault injection.
+    ticket_create_request: tuple[str, str]
+    #: (method, path regex) of the look-up by our reference after a lost answer.
+    ticket_find_request: tuple[str, str]
+    #: The priority the suite asks for in ``hitlSession``, as the desk stores it.
+    high_priority: object
+    #: Whether a webhook only names the ticket (a repeat is a new key, deduplicated by message id).
+    doorbell: bool
+
+    def __init__(self, standin):
+        self.standin = standin
+
+    @abc.abstractmethod
+    def credentials(self) -> dict: ...
+
+    @abc.abstractmethod
+    def ticket(self, conversation_id: str) -> dict | None:
+        """The desk's ticket carrying our reference (the conversation id), if created."""
+
+    @abc.abstractmethod
+    def ticket_fields(self, ticket: dict) -> tuple[str, object, str]:
+        """(subject, priority, requester id)."""
+
+    @abc.abstractmethod
+    def external_user_id(self, botpress_user_id: str) -> str: ...
+
+    @abc.abstractmethod
+    def transcript(self, ticket_id) -> str: ...
+
+    @abc.abstractmethod
+    def messages(self, ticket_id) -> list[DeskMessage]:
+        """Every message after the ticket's first (the transcript), oldest first."""
+
+    @abc.abstractmethod
+    def user_name(self, user_id: str) -> str: ...
+
+    @abc.abstractmethod
+    def add_agent(self, name: str, email: str) -> int: ...
+
+    @abc.abstractmethod
+    def assign(self, ticket_id, agent_id) -> None: ...
+
+    @abc.abstractmethod
+    def agent_reply(self, ticket_id, agent_id, text: str, *, attachments: list[dict] | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def solve_with_reply(self, ticket_id, agent_id, text: str) -> None:
+        """The agent's last reply, then the ticket resolved (Zendesk: one "submit as solved")."""
+
+    @abc.abstractmethod
+    def is_closed(self, ticket_id) -> bool: ...
+
+    @abc.abstractmethod
+    def refused_webhooks(self, secret: str) -> tuple[bytes, dict[str, dict]]:
+        """A webhook body and the header sets that must all be refused (401) with it."""
+
+    @abc.abstractmethod
+    def accepted_webhook_headers(self, secret: str, body: bytes) -> dict: ...
+
+
+class ZendeskE2E(E2EDesk):
+    kind = "zendesk"
+    ticket_create_request = ("POST", r"^/api/v2/tickets")
+    ticket_find_request = ("GET", r"^/api/v2/tickets\.json$")
+    high_priority = "high"
+    doorbell = False
+
+    def credentials(self) -> dict:
+        return {"email": ZD_EMAIL, "api_token": ZD_TOKEN}
+
+    def ticket(self, conversation_id):
+        return next((t for t in self.standin.tickets() if t.get("external_id") == conversation_id), None)
+
+    def ticket_fields(self, ticket):
+        return ticket["subject"], ticket["priority"], str(ticket["requester_id"])
+
+    def external_user_id(self, botpress_user_id):
+        return str(next(u for u in self.standin.users() if u.get("external_id") == botpress_user_id)["id"])
+
+    def transcript(self, ticket_id):
+        return self.standin.comments(ticket_id)[0]["body"]
+
+    def messages(self, ticket_id):
+        return [
+            DeskMessage(str(c["id"]), c["body"], str(c["author_id"]), len(c["attachments"]))
+            for c in self.standin.comments(ticket_id)[1:]
+        ]
+
+    def user_name(self, user_id):
+        return next(u for u in self.standin.users() if str(u["id"]) == user_id)["name"]
+
+    def add_agent(self, name, email):
+        return self.standin.add_agent(name, email)
+
+    def assign(self, ticket_id, agent_id):
+        self.standin.assign(ticket_id, agent_id)
+
+    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
+
+    def solve_with_reply(self, ticket_id, agent_id, text):
+        self.standin.agent_reply(ticket_id, agent_id, text, solve=True)
+
+    def is_closed(self, ticket_id):
+        return self.standin.ticket(ticket_id)["status"] == "closed"
+
+    def refused_webhooks(self, secret):
+        from datetime import UTC, datetime
+
+        from providers.zendesk.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_compute
+
+        body = json.dumps({"type": "ticketAssigned", "ticketId": "1", "externalId": "x"}).encode()
+        fresh = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        forged = signature_compute(secret="not-the-secret", timestamp=fresh, body=body)
+        return body, {
+            "missing": {},
+            "forged": {SIGNATURE_HEADER: forged, TIMESTAMP_HEADER: fresh},
+        }
+
+    def accepted_webhook_headers(self, secret, body):
+        from datetime import UTC, datetime
+
+        from providers.zendesk.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_compute
+
+        fresh = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {SIGNATURE_HEADER: signature_compute(secret=secret, timestamp=fresh, body=body), TIMESTAMP_HEADER: fresh}
+
+
+class FreshdeskE2E(E2EDesk):
+    kind = "freshdesk"
+    ticket_create_request = ("POST", r"^/api/v2/tickets$")
+    ticket_find_request = ("GET", r"^/api/v2/(search/)?tickets$")
+    high_priority = 3
+    doorbell = True
+
+    def credentials(self) -> dict:
+        return {"api_key": FD_API_KEY}
+
+    def ticket(self, conversation_id):
+        from providers.freshdesk.provider import reference_tag
+
+        tag = reference_tag(conversation_id)
+        return next((t for t in self.standin.tickets() if tag in t.get("tags", [])), None)
+
+    def ticket_fields(self, ticket):
+        return ticket["subject"], ticket["priority"], str(ticket["requester_id"])
+
+    def external_user_id(self, botpress_user_id):
+        contacts = self.standin.contacts()
+        return str(next(c for c in contacts if c.get("unique_external_id") == botpress_user_id)["id"])
+
+    def transcript(self, ticket_id):
+        return self.standin.ticket(ticket_id)["description_text"]
+
+    def messages(self, ticket_id):
+        return [
+            DeskMessage(str(c["id"]), c["body_text"], str(c["user_id"]), len(c["attachments"]))
+            for c in self.standin.conversations(ticket_id)
+        ]
+
+    def user_name(self, user_id):
+        return next(c for c in self.standin.contacts() if str(c["id"]) == user_id)["name"]
+
+    def add_agent(self, name, email):
+        return self.standin.add_agent(name, email)
+
+    def assign(self, ticket_id, agent_id):
+        self.standin.assign(ticket_id, agent_id)
+
+    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
+
+    def solve_with_reply(self, ticket_id, agent_id, text):
+        self.standin.agent_reply(ticket_id, agent_id, text)
+        self.standin.resolve(ticket_id, agent_id)
+
+    def is_closed(self, ticket_id):
+        return self.standin.ticket(ticket_id)["status"] == 5
+
+    def refused_webhooks(self, secret):
+        from providers.freshdesk import SECRET_HEADER
+
+        body = json.dumps({"ticket_id": "1", "status": "2", "agent_id": "", "performer": "agent"}).encode()
+        return body, {
+            "missing": {},
+            "forged": {SECRET_HEADER: secret[:-1] + ("A" if secret[-1] != "A" else "B")},
+            "empty": {SECRET_HEADER: ""},
+        }
+
+    def accepted_webhook_headers(self, secret, body):
+        from providers.freshdesk import SECRET_HEADER
+
+        return {SECRET_HEADER: secret}
+
+
+DESKS = {"zendesk": ZendeskE2E, "freshdesk": FreshdeskE2E}
