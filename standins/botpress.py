@@ -355,9 +355,7 @@ class BotpressStandin(StandinServer):
     def messages(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
         """Messages oldest first, optionally of one conversation."""
         with self.lock:
-            return copy.deepcopy(
-                [m for m in self._messages.values() if conversation_id in (None, m["conversationId"])]
-            )
+            return copy.deepcopy([m for m in self._messages.values() if conversation_id in (None, m["conversationId"])])
 
     def events(self, type: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
@@ -764,9 +762,7 @@ class BotpressStandin(StandinServer):
             for name in ("type", "conversationId", "userId", "messageId", "status")
             if req.arg(name) is not None
         }
-        events = [
-            e for e in self._mine(self._events, req.auth) if all(e.get(k) == v for k, v in filters.items())
-        ]
+        events = [e for e in self._mine(self._events, req.auth) if all(e.get(k) == v for k, v in filters.items())]
         return self._page(req, events, "events")
 
     # ----------------------------------------------------------------- states

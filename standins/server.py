@@ -500,7 +500,5 @@ class StandinServer(ThreadingHTTPServer):
                 return value
             if time.monotonic() >= deadline:
                 name = getattr(predicate, "__name__", repr(predicate))
-                raise AssertionError(
-                    f"condition {name} still false after {timeout:.2f}s (last value: {value!r})"
-                )
+                raise AssertionError(f"condition {name} still false after {timeout:.2f}s (last value: {value!r})")
             time.sleep(interval)

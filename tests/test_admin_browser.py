@@ -58,9 +58,7 @@ def _live_session(gateway, *, assign: bool = True) -> tuple[HitlSession, dict]:
     assert user.status_code == 200, user.text
     user_id = user.json()["userId"]
     history = [{"source": {"type": "user", "userId": user_id}, "type": "text", "payload": {"text": "Hi bot"}}]
-    started = gateway.action(
-        "startHitl", {"userId": user_id, "title": "Parcel lost", "messageHistory": history}
-    )
+    started = gateway.action("startHitl", {"userId": user_id, "title": "Parcel lost", "messageHistory": history})
     assert started.status_code == 200, started.text
     conversation_id = started.json()["conversationId"]
     for body in (
@@ -79,8 +77,10 @@ def _live_session(gateway, *, assign: bool = True) -> tuple[HitlSession, dict]:
         zendesk.assign(ticket["id"], agent_id)
         zendesk.agent_reply(ticket["id"], agent_id, "Sorry about that, Ada. Let me check.")
         zendesk.wait_for(
-            lambda: Message.objects.filter(session=session, direction="to_user").exists()
-            and not Delivery.objects.filter(session=session, status=DeliveryStatus.PENDING).exists(),
+            lambda: (
+                Message.objects.filter(session=session, direction="to_user").exists()
+                and not Delivery.objects.filter(session=session, status=DeliveryStatus.PENDING).exists()
+            ),
             timeout=30,
         )
     else:

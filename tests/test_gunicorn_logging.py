@@ -1,4 +1,5 @@
 """The access log never shows the URL secret of the native Botpress endpoints."""
+
 import logging
 
 from gunicorn.config import Config
@@ -16,8 +17,14 @@ def test_the_access_log_line_is_redacted(caplog):
     config = Config()
     config.set("accesslog", "-")
     logger = RedactingLogger(config)
-    environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/botpress/3f2a/s3cr3t/", "PATH_INFO": "/botpress/3f2a/s3cr3t/",
-               "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": "/botpress/3f2a/s3cr3t/",
+        "PATH_INFO": "/botpress/3f2a/s3cr3t/",
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
 
     class Response:
         status, sent, headers = "200 OK", 2, []

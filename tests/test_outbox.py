@@ -232,8 +232,9 @@ def test_concurrent_workers_never_overtake_each_other(scheduled, monkeypatch):
 
 def test_a_worker_that_died_mid_call_leaves_a_lease_that_marks_the_retry(session, scheduled, monkeypatch):
     seen = []
-    monkeypatch.setitem(deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT,
-                        lambda d: seen.append(d.maybe_delivered) or {})
+    monkeypatch.setitem(
+        deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT, lambda d: seen.append(d.maybe_delivered) or {}
+    )
     row = _enqueue(session, n=1)
     assert outbox._lane_claim(row.lane).pk == row.pk  # claimed, then the worker is "killed"
     assert outbox.lane_drain(delivery_id=row.pk) == 0, "a live lease is respected"

@@ -3,6 +3,7 @@
 The outage tests run end to end (live server, real worker, stand-ins injecting faults); the race
 tests drive the services from concurrent threads on real PostgreSQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -191,16 +192,23 @@ GRACE = AgentProfile(external_id="7", name="Grace")
 
 
 def _reply(comment_id="900", reference="conv_1", ticket="42"):
-    return InboundEvent(kind="agent_message", ticket_external_id=ticket, reference=reference, agent=GRACE,
-                        message_external_id=comment_id, text="hello")
+    return InboundEvent(
+        kind="agent_message",
+        ticket_external_id=ticket,
+        reference=reference,
+        agent=GRACE,
+        message_external_id=comment_id,
+        text="hello",
+    )
 
 
 @pytest.mark.parametrize("round_", range(5))
 def test_stop_hitl_racing_an_agent_reply_ends_consistent(live_session, round_):
     integration = live_session.integration
     _concurrently(
-        lambda: session_stop(session=live_session, stopped_by=StoppedBy.BOTPRESS, close_ticket=True,
-                             notify_botpress=False),
+        lambda: session_stop(
+            session=live_session, stopped_by=StoppedBy.BOTPRESS, close_ticket=True, notify_botpress=False
+        ),
         lambda: session_events_apply(integration=integration, events=[_reply()]),
     )
     session = HitlSession.objects.get(pk=live_session.pk)
@@ -212,8 +220,9 @@ def test_stop_hitl_racing_an_agent_reply_ends_consistent(live_session, round_):
         reply = replies.get()
         assert reply.created_at <= session.stopped_at and hasattr(reply, "delivery")
     # Either way nothing is relayed after the stop.
-    assert not Delivery.objects.filter(session=session, kind=DeliveryKind.MESSAGE_TO_USER,
-                                       created_at__gt=session.stopped_at).exists()
+    assert not Delivery.objects.filter(
+        session=session, kind=DeliveryKind.MESSAGE_TO_USER, created_at__gt=session.stopped_at
+    ).exists()
 
 
 @pytest.mark.parametrize("round_", range(5))
@@ -252,11 +261,19 @@ def _accepted_webhook(session, comment_id: str, text: str):
     from sessions_app.models import WebhookEvent, WebhookStatus
     from tests.test_zendesk_webhooks import AGENT, _render
 
-    body = _render("newMessage", **AGENT, **{"ticket.public_comments[0].id": comment_id,
-                                            "ticket.latest_public_comment_html": f"<p>{text}</p>"})
+    body = _render(
+        "newMessage",
+        **AGENT,
+        **{"ticket.public_comments[0].id": comment_id, "ticket.latest_public_comment_html": f"<p>{text}</p>"},
+    )
     return WebhookEvent.objects.create(
-        integration=session.integration, provider="zendesk", dedup_key=f"k{comment_id}", event_type="newMessage",
-        ticket_external_id="42", body=body.decode(), status=WebhookStatus.ACCEPTED,
+        integration=session.integration,
+        provider="zendesk",
+        dedup_key=f"k{comment_id}",
+        event_type="newMessage",
+        ticket_external_id="42",
+        body=body.decode(),
+        status=WebhookStatus.ACCEPTED,
     )
 
 
@@ -266,8 +283,11 @@ def test_webhooks_of_a_ticket_apply_in_arrival_order_whichever_task_runs(live_se
     events = [_accepted_webhook(live_session, str(900 + n), f"reply {n}") for n in range(6)]
     # Tasks arrive out of order and concurrently (a killed worker's task is redelivered late).
     _concurrently(*[lambda e=e: webhook_queue_drain(webhook_event_id=e.pk) for e in reversed(events)])
-    texts = list(Message.objects.filter(session=live_session, direction="to_user").order_by("id")
-                 .values_list("payload__text", flat=True))
+    texts = list(
+        Message.objects.filter(session=live_session, direction="to_user")
+        .order_by("id")
+        .values_list("payload__text", flat=True)
+    )
     assert texts == [f"reply {n}" for n in range(6)]
     lanes = Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).order_by("id")
     assert [d.message.payload["text"] for d in lanes] == texts
@@ -301,8 +321,9 @@ def test_solving_without_a_comment_echoes_nothing_back(gateway, last_comment):
     ticket = _ticket_for(gateway, conversation_id)
     agent_id = zendesk.add_agent("Grace Hopper", "grace@acme.test")
     if last_comment == "end user":
-        gateway.message({"conversationId": conversation_id, "type": "text",
-                         "payload": {"text": "Thank you!", "userId": user_id}})
+        gateway.message(
+            {"conversationId": conversation_id, "type": "text", "payload": {"text": "Thank you!", "userId": user_id}}
+        )
         zendesk.wait_for(lambda: len(zendesk.comments(ticket["id"])) == 2, timeout=20)
     zendesk.solve(ticket["id"], agent_id)
     botpress.wait_for(lambda: botpress.events(type="hitlStopped"), timeout=20)
@@ -355,10 +376,13 @@ def test_the_previous_signing_secret_is_accepted_only_during_its_grace(settings,
     def receive(secret: str, n: int):
         body = json.dumps({"type": "ticketAssigned", "ticketId": str(n), "externalId": ""}).encode()
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        headers = {"X-Zendesk-Webhook-Signature": signature_compute(secret=secret, timestamp=stamp, body=body),
-                   "X-Zendesk-Webhook-Signature-Timestamp": stamp}
-        return webhooks.webhook_receive(integration_id=str(integration.pk), provider="zendesk", headers=headers,
-                                        body=body, remote_addr="127.0.0.1").status_code
+        headers = {
+            "X-Zendesk-Webhook-Signature": signature_compute(secret=secret, timestamp=stamp, body=body),
+            "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+        }
+        return webhooks.webhook_receive(
+            integration_id=str(integration.pk), provider="zendesk", headers=headers, body=body, remote_addr="127.0.0.1"
+        ).status_code
 
     assert (receive("new-secret", 1), receive("old-secret", 2), receive("other", 3)) == (200, 200, 401)
     integration.webhook_signing_secret_changed_at = timezone.now() - timedelta(seconds=601)

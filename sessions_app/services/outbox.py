@@ -230,8 +230,15 @@ def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
     with transaction.atomic():
         delivery.save(
             update_fields=[
-                "status", "result", "completed_at", "last_status_code", "last_error", "maybe_delivered",
-                "lease_until", "next_attempt_at", "updated_at",
+                "status",
+                "result",
+                "completed_at",
+                "last_status_code",
+                "last_error",
+                "maybe_delivered",
+                "lease_until",
+                "next_attempt_at",
+                "updated_at",
             ]
         )
         DeliveryAttempt.objects.create(
@@ -305,4 +312,3 @@ def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
         schedule(delivery_id=delivery_id)
         count += 1
     return count
-

@@ -217,6 +217,8 @@ def _carries_media(type: str, payload: dict) -> bool:
     if type == "bloc":
         return any(isinstance(item, dict) and item.get("type") in MEDIA_TYPES for item in payload.get("items") or [])
     return type in MEDIA_TYPES
+
+
 def session_bot_note(*, session: HitlSession, text: str) -> Message:
     """Post ``text`` to the ticket as the bot, after what the lane already holds (the ticket
     creation, earlier messages) and before any close: why the gateway did something."""

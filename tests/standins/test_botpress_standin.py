@@ -194,9 +194,7 @@ def test_unknown_ids(api):
 def test_ids_have_prefix_and_length(api):
     user, conversation = api.user(), api.conversation()
     message = api.text(conversation, user)
-    event = api.ok(
-        "POST", "/events", json={"type": "hitlStopped", "payload": {"conversationId": conversation["id"]}}
-    )
+    event = api.ok("POST", "/events", json={"type": "hitlStopped", "payload": {"conversationId": conversation["id"]}})
     for obj, prefix in [
         (user, "user_"),
         (conversation, "conv_"),
@@ -211,9 +209,7 @@ def test_ids_have_prefix_and_length(api):
 
 
 def test_get_or_create_user_is_idempotent_and_updates(api):
-    first = api.ok(
-        "POST", "/users/get-or-create", json={"tags": {"id": "42", "email": "a@x.io"}, "name": "A"}
-    )
+    first = api.ok("POST", "/users/get-or-create", json={"tags": {"id": "42", "email": "a@x.io"}, "name": "A"})
     assert first["meta"] == {"created": True}
     again = api.ok(
         "POST",
@@ -437,15 +433,11 @@ def test_invalid_events_are_rejected(api, body, error_type, mentions):
 
 
 def test_renamed_event_types_can_be_declared(bp):
-    bp.add_bot(
-        bot_id="bot_r", token="tok-r", integration_id="intg_r", event_types=["agentAssigned", "agentStopped"]
-    )
+    bp.add_bot(bot_id="bot_r", token="tok-r", integration_id="intg_r", event_types=["agentAssigned", "agentStopped"])
     api = Api(bp.base_url, "tok-r", "bot_r", "intg_r")
     conversation = api.conversation()
     assert_error(
-        api.call(
-            "POST", "/events", json={"type": "hitlStopped", "payload": {"conversationId": conversation["id"]}}
-        ),
+        api.call("POST", "/events", json={"type": "hitlStopped", "payload": {"conversationId": conversation["id"]}}),
         400,
         "InvalidPayload",
         "agentAssigned",
@@ -494,9 +486,7 @@ def test_wait_for_returns_value_or_fails_clearly(bp, api):
 
 def test_control_api_adds_bots_shows_state_and_resets(bp):
     control = bp.base_url + "/__standin__"
-    resp = requests.post(
-        control + "/bots", json={"bot_id": "bot_c", "token": "tok-c", "integration_id": "intg_c"}
-    )
+    resp = requests.post(control + "/bots", json={"bot_id": "bot_c", "token": "tok-c", "integration_id": "intg_c"})
     assert resp.status_code == 201
     api = Api(bp.base_url, "tok-c", "bot_c", "intg_c")
     user = api.user()

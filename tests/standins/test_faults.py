@@ -52,9 +52,7 @@ def session():
 
 
 def post(server, session, body=None, **kwargs):
-    return session.post(
-        server.base_url + "/items", json=body or {"n": 1}, timeout=kwargs.pop("timeout", 5), **kwargs
-    )
+    return session.post(server.base_url + "/items", json=body or {"n": 1}, timeout=kwargs.pop("timeout", 5), **kwargs)
 
 
 # ----------------------------------------------------------------------------- fault kinds
@@ -68,9 +66,7 @@ def test_status_fault_uses_each_service_error_format():
         assert answer.status_code == 503
         body = answer.json()
         assert set(body) == {"id", "code", "type", "message"}
-        assert (body["code"], body["type"]) == (503, "Internal") and re.match(
-            r"^err_\d{14}x[0-9A-F]{8}$", body["id"]
-        )
+        assert (body["code"], body["type"]) == (503, "Internal") and re.match(r"^err_\d{14}x[0-9A-F]{8}$", body["id"])
         # The fault came first; the next request reaches the real handler (and fails auth).
         assert requests.get(bp.base_url + "/v1/chat/users", timeout=5).json()["type"] == "Unauthorized"
         answer = requests.get(zd.base_url + "/api/v2/users/me", timeout=5)
@@ -249,9 +245,7 @@ def test_main_serves_both_until_sigterm():
     command = [sys.executable, "-m", "standins", "--bot-id", "bot_m", "--bp-token", "tok-m"]
     command += ["--integration-id", "intg_m", "--zendesk-email", "m@example.com", "--zendesk-api-token", "zd-m"]
     root = Path(__file__).resolve().parents[2]
-    with subprocess.Popen(
-        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
             selector = selectors.DefaultSelector()
             selector.register(proc.stdout, selectors.EVENT_READ)
@@ -259,9 +253,7 @@ def test_main_serves_both_until_sigterm():
             urls = json.loads(proc.stdout.readline())
             bp_headers = {"Authorization": "Bearer tok-m", "x-bot-id": "bot_m", "x-integration-id": "intg_m"}
             assert requests.get(urls["botpress_url"] + "/v1/chat/users", headers=bp_headers, timeout=5).ok
-            me = requests.get(
-                urls["zendesk_url"] + "/api/v2/users/me", auth=("m@example.com/token", "zd-m"), timeout=5
-            )
+            me = requests.get(urls["zendesk_url"] + "/api/v2/users/me", auth=("m@example.com/token", "zd-m"), timeout=5)
             assert me.json()["user"]["email"] == "m@example.com"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0

@@ -205,9 +205,7 @@ def test_not_found_envelope(api):
 
 
 def test_create_or_update_user_201_then_200(api):
-    first = api.call(
-        "POST", "/users/create_or_update", json={"user": {"name": "Bob", "external_id": "ABC-1"}}
-    )
+    first = api.call("POST", "/users/create_or_update", json={"user": {"name": "Bob", "external_id": "ABC-1"}})
     assert first.status_code == 201
     user = first.json()["user"]
     assert user["role"] == "end-user" and user["external_id"] == "ABC-1"
@@ -216,9 +214,7 @@ def test_create_or_update_user_201_then_200(api):
     assert again.status_code == 200
     assert again.json()["user"]["id"] == user["id"]
     assert again.json()["user"]["external_id"] == "abc-1"  # rewritten to the given case
-    by_email = api.call(
-        "POST", "/users/create_or_update", json={"user": {"name": "B", "email": "BOB@example.com"}}
-    )
+    by_email = api.call("POST", "/users/create_or_update", json={"user": {"name": "B", "email": "BOB@example.com"}})
     assert (by_email.status_code, by_email.json()["user"]["id"]) == (200, user["id"])
 
 
@@ -226,9 +222,7 @@ def test_create_or_update_user_validation(api):
     long_url = "https://example.com/" + "p" * 240
     body = {"user": {"name": "Bob", "email": "b@example.com", "remote_photo_url": long_url}}
     assert_invalid(api.call("POST", "/users/create_or_update", json=body), "remote_photo_url")
-    assert_invalid(
-        api.call("POST", "/users/create_or_update", json={"user": {"email": "x@example.com"}}), "name"
-    )
+    assert_invalid(api.call("POST", "/users/create_or_update", json={"user": {"email": "x@example.com"}}), "name")
     bad_role = {"user": {"name": "X", "role": "owner"}}
     assert_invalid(api.call("POST", "/users/create_or_update", json=bad_role), "role")
     assert api.call("POST", "/users/create_or_update", json={"name": "no root"}).status_code == 400
@@ -237,9 +231,9 @@ def test_create_or_update_user_validation(api):
 def test_search_and_update_users(api):
     bob = api.end_user(external_id="E-7")
     assert api.ok("GET", "/users/search.json", params={"query": "email:bob@example.com"})["users"] == [bob]
-    assert [
-        u["id"] for u in api.ok("GET", "/users/search", params={"query": "external_id:e-7"})["users"]
-    ] == [bob["id"]]
+    assert [u["id"] for u in api.ok("GET", "/users/search", params={"query": "external_id:e-7"})["users"]] == [
+        bob["id"]
+    ]
     assert api.ok("GET", "/users/search", params={"query": "email:nobody@example.com"})["users"] == []
     updated = api.ok("PUT", f"/users/{bob['id']}.json", json={"user": {"external_id": "E-8"}})["user"]
     assert updated["external_id"] == "E-8"
@@ -416,9 +410,7 @@ def test_uploads_attach_to_a_comment(api, zd):
     upload = first.json()["upload"]
     assert upload["attachment"]["file_name"] == "a.txt" and upload["attachment"]["size"] == 5
     params = {"filename": "b.png", "token": upload["token"]}
-    second = api.ok(
-        "POST", "/uploads", 201, params=params, data=b"\x89PNG", headers={"Content-Type": "image/png"}
-    )
+    second = api.ok("POST", "/uploads", 201, params=params, data=b"\x89PNG", headers={"Content-Type": "image/png"})
     assert second["upload"]["token"] == upload["token"] and len(second["upload"]["attachments"]) == 2
     comment = {"body": "files", "uploads": [upload["token"]]}
     answer = api.ok("PUT", f"/tickets/{ticket['id']}", json={"ticket": {"comment": comment}})
@@ -427,9 +419,7 @@ def test_uploads_attach_to_a_comment(api, zd):
     download = requests.get(attachments[1]["content_url"], timeout=5)
     assert (download.content, download.headers["Content-Type"]) == (b"\x89PNG", "image/png")
     assert zd.uploads() == []  # the token was used
-    assert_invalid(
-        api.call("PUT", f"/tickets/{ticket['id']}", json={"ticket": {"comment": comment}}), "uploads"
-    )
+    assert_invalid(api.call("PUT", f"/tickets/{ticket['id']}", json={"ticket": {"comment": comment}}), "uploads")
 
 
 def test_delete_upload(api, zd):
@@ -643,15 +633,9 @@ def test_control_api_drives_agents(api, zd, receiver, hooked):
         control + f"/tickets/{ticket['id']}/reply", json={"agent_id": agent_id, "body": "hi"}, timeout=5
     )
     assert reply.status_code == 200 and reply.json()["comment"]["body"] == "hi"
-    assert requests.post(
-        control + f"/tickets/{ticket['id']}/assign", json={"agent_id": agent_id}, timeout=5
-    ).ok
-    assert requests.post(
-        control + f"/tickets/{ticket['id']}/end_user_reply", json={"body": "ok"}, timeout=5
-    ).ok
-    assert requests.post(
-        control + f"/tickets/{ticket['id']}/solve", json={"agent_id": agent_id}, timeout=5
-    ).ok
+    assert requests.post(control + f"/tickets/{ticket['id']}/assign", json={"agent_id": agent_id}, timeout=5).ok
+    assert requests.post(control + f"/tickets/{ticket['id']}/end_user_reply", json={"body": "ok"}, timeout=5).ok
+    assert requests.post(control + f"/tickets/{ticket['id']}/solve", json={"agent_id": agent_id}, timeout=5).ok
     assert [p["type"] for p in received(zd, receiver, hooked)] == [
         "newMessage",
         "ticketAssigned",
@@ -660,9 +644,7 @@ def test_control_api_drives_agents(api, zd, receiver, hooked):
     ]
     missing = requests.post(control + "/tickets/999/solve", json={"agent_id": agent_id}, timeout=5)
     assert missing.status_code == 404
-    assert (
-        requests.post(control + "/webhook_faults", json={"kind": "duplicate"}, timeout=5).status_code == 201
-    )
+    assert requests.post(control + "/webhook_faults", json={"kind": "duplicate"}, timeout=5).status_code == 201
     state = requests.get(control + "/state", timeout=5).json()
     assert [t["status"] for t in state["tickets"]] == ["solved"]
     assert [c["body"] for c in state["comments"][str(ticket["id"])]] == ["Transcript", "hi", "ok"]
