@@ -9,13 +9,16 @@ return plain data, never Django models, and raise ``outbound.http`` errors.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import requests
 
+from outbound.http import RetryableError
 from outbound.media import MediaFile, MediaRefused
 
 
@@ -212,6 +215,30 @@ class HelpDeskProvider(abc.ABC):
         """Show the session's state (``"assigned"``, ``"stopped"``) on the ticket's head, such as
         Slack's root message. Called only when ``updates_ticket_head`` is set; default no-op."""
         return None
+
+    def _own_host(self, url: str) -> bool:
+        """Whether ``url`` is on the account's own scheme and host: the only place credentials go."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (theirs.scheme, (theirs.netloc or "").lower()) == (ours.scheme, ours.netloc.lower())
+
+    def _read_limited(self, response: requests.Response, deadline: float) -> bytes:
+        """The body of an attachment download within ``media_max_bytes`` and before ``deadline``
+        (``time.monotonic()``); too large is final, too slow or a broken stream is retried."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.media_max_bytes:
+            raise AttachmentUnavailable("too large", link_ok=False)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self.media_max_bytes:
+                    raise AttachmentUnavailable("too large", link_ok=False)
+                if time.monotonic() > deadline:
+                    raise RetryableError("attachment download took too long")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise RetryableError(f"attachment download failed: {type(exc).__name__}") from exc
+        return b"".join(chunks)
 
     def attachment_download(self, *, url: str) -> MediaFile:
         """The bytes of a file an agent sent (inline image or attachment), to re-host for the end user.

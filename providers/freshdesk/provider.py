@@ -439,27 +439,6 @@ class FreshdeskProvider(HelpDeskProvider):
         content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         return MediaFile(filename=filename, content_type=content_type, content=content)
 
-    def _own_host(self, url: str) -> bool:
-        ours, theirs = urlsplit(self.base_url), urlsplit(url)
-        return (theirs.scheme, (theirs.netloc or "").lower()) == (ours.scheme, ours.netloc.lower())
-
-    def _read_limited(self, response: requests.Response, deadline: float) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.media_max_bytes:
-            raise AttachmentUnavailable("too large", link_ok=False)
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > self.media_max_bytes:
-                    raise AttachmentUnavailable("too large", link_ok=False)
-                if time.monotonic() > deadline:
-                    raise RetryableError("attachment download took too long")
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise RetryableError(f"attachment download failed: {type(exc).__name__}") from exc
-        return b"".join(chunks)
-
     # --- set-up -----------------------------------------------------------------------------
     def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:
         """Two "ticket updates" automation rules (performer Agent, performer System) calling ``url``

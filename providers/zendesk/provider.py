@@ -7,11 +7,9 @@ import mimetypes
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import requests
-
-from outbound.http import PermanentError, RetryableError
+from outbound.http import PermanentError
 from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 from providers.base import (
@@ -187,32 +185,11 @@ class ZendeskProvider(HelpDeskProvider):
             return MediaFile(filename=filename, content_type=content_type, content=content)
         raise AttachmentUnavailable("too many redirects", link_ok=False)
 
-    def _own_host(self, url: str) -> bool:
-        ours, theirs = urlsplit(self.base_url), urlsplit(url)
-        return (theirs.scheme, (theirs.netloc or "").lower()) == (ours.scheme, ours.netloc.lower())
-
     def _fetch_redirected(self, url: str) -> MediaFile:
         try:
             return super().attachment_download(url=url)
         except AttachmentUnavailable as exc:  # the original URL needs our credentials
             raise AttachmentUnavailable(str(exc), link_ok=False) from exc
-
-    def _read_limited(self, response: requests.Response, deadline: float) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.media_max_bytes:
-            raise AttachmentUnavailable("too large", link_ok=False)
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > self.media_max_bytes:
-                    raise AttachmentUnavailable("too large", link_ok=False)
-                if time.monotonic() > deadline:
-                    raise RetryableError("attachment download took too long")
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise RetryableError(f"attachment download failed: {type(exc).__name__}") from exc
-        return b"".join(chunks)
 
     # --- webhooks ---------------------------------------------------------------------------
     @classmethod

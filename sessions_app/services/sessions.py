@@ -219,18 +219,18 @@ def _carries_media(type: str, payload: dict) -> bool:
     return type in MEDIA_TYPES
 
 
+def _bot_text(*, session: HitlSession, text: str, direction: str, kind: str) -> Message:
+    message = Message.objects.create(session=session, direction=direction, type="text", payload={"text": text})
+    delivery_enqueue(
+        integration_id=session.integration_id, kind=kind, direction=direction, session=session, message=message
+    )
+    return message
+
+
 def session_bot_note(*, session: HitlSession, text: str) -> Message:
     """Post ``text`` to the ticket as the bot, after what the lane already holds (the ticket
     creation, earlier messages) and before any close: why the gateway did something."""
-    message = Message.objects.create(session=session, direction=Direction.TO_AGENT, type="text", payload={"text": text})
-    delivery_enqueue(
-        integration_id=session.integration_id,
-        kind=DeliveryKind.MESSAGE_TO_AGENT,
-        direction=Direction.TO_AGENT,
-        session=session,
-        message=message,
-    )
-    return message
+    return _bot_text(session=session, text=text, direction=Direction.TO_AGENT, kind=DeliveryKind.MESSAGE_TO_AGENT)
 
 
 def session_bot_message_to_user(*, session: HitlSession, text: str) -> Message:
@@ -239,15 +239,7 @@ def session_bot_message_to_user(*, session: HitlSession, text: str) -> Message:
     It does not count as activity (``last_activity_at`` stays): a warning must not put off the
     timeout it warns of.
     """
-    message = Message.objects.create(session=session, direction=Direction.TO_USER, type="text", payload={"text": text})
-    delivery_enqueue(
-        integration_id=session.integration_id,
-        kind=DeliveryKind.MESSAGE_TO_USER,
-        direction=Direction.TO_USER,
-        session=session,
-        message=message,
-    )
-    return message
+    return _bot_text(session=session, text=text, direction=Direction.TO_USER, kind=DeliveryKind.MESSAGE_TO_USER)
 
 
 @transaction.atomic
