@@ -6,6 +6,7 @@ Adapters raise ``RetryableError`` (timeouts, connection errors, 429, 5xx, 409) o
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import socket
 import ssl
@@ -52,19 +53,35 @@ def make_session(*, pool_size: int = 20) -> requests.Session:
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
-    """Seconds to wait as the server asks: Retry-After (seconds or HTTP date) or RateLimit-Reset."""
+    """Seconds to wait as the server asks: Retry-After (seconds or HTTP date) or RateLimit-Reset.
+
+    A reset may also be an ISO 8601 time: Jira Cloud's ``X-RateLimit-Reset`` is
+    ``yyyy-MM-ddTHH:mmZ`` [doc developer.atlassian.com "Rate limiting"]. A value that is none
+    of these is ignored, never an error.
+    """
     for header in ("Retry-After", "RateLimit-Reset", "X-RateLimit-Reset"):
-        value = response.headers.get(header)
+        value = (response.headers.get(header) or "").strip()
         if not value:
             continue
-        value = value.strip()
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            pass
+        parsed = _http_or_iso_time(value)
+        if parsed is not None:
+            return max(0.0, parsed.timestamp() - time.time())
     return None
+
+
+def _http_or_iso_time(value: str) -> datetime.datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 UNREACHABLE = "unreachable"  # ``error_type`` of a request that got no connection at all

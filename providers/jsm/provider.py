@@ -162,18 +162,25 @@ class JsmProvider(HelpDeskProvider):
 
     # --- customers --------------------------------------------------------------------------
     def external_user_upsert(self, user: ExternalUserSpec, *, role: str = "end-user") -> str:
-        """The JSM customer with the user's e-mail, created if missing, added to our service desk.
+        """The JSM customer of the Botpress user, created if missing, added to our service desk.
 
-        ``POST /customer?strictConflictStatusCode=true`` answers 409 when the e-mail already has
-        an account (without the flag, a 400); the account is then found by e-mail
-        (``GET /rest/api/2/user/search?query=``). Creating customers needs the *Jira
-        Administrator* global permission. ``POST /servicedesk/{id}/customer`` is a no-op for a
-        member. A user without e-mail (and the bot) gets no customer: JSM customers are
-        identified by e-mail *(inferred: the API refuses a customer without one)*; their
-        requests are raised by the API account and their comments still carry their name.
+        A customer carries no id of ours, so the link is a user property whose key is our
+        reference's marker (``PUT /user/properties/{key}?accountId=``), found again with
+        ``GET /user/search?property=<key>.linked=true`` [doc "Find users": ``property`` "a query
+        string used to search properties"]. A new one: ``POST /customer?strictConflictStatusCode=
+        true`` answers 409 when the e-mail already has an account (without the flag, a 400),
+        which is then found by e-mail (``GET /user/search?query=``). Creating customers and
+        setting other users' properties need the *Administer Jira* global permission.
+        ``POST /servicedesk/{id}/customer`` is a no-op for a member. A user without e-mail (and
+        the bot) gets no customer: JSM customers are identified by e-mail; their requests are
+        raised by the API account and their comments still carry their name.
         """
+        key = reference_marker(user.reference)
+        found = self._json("GET", f"{PLATFORM}/user/search", params={"property": f"{key}.linked=true"})
+        if isinstance(found, list) and found:
+            return str(found[0]["accountId"])
         if not user.email:
-            return NO_EMAIL_PREFIX + hashlib.sha256(f"{role}:{user.reference}".encode()).hexdigest()[:24]
+            return NO_EMAIL_PREFIX + key
         body = {"email": user.email, "displayName": (user.name or user.email)[:255]}
         try:
             created = self._json("POST", f"{SDAPI}/customer", params={"strictConflictStatusCode": "true"}, json=body)
@@ -183,6 +190,7 @@ class JsmProvider(HelpDeskProvider):
                 raise
             account_id = self._account_by_email(user.email)
         self._send("POST", f"{SDAPI}/servicedesk/{self.service_desk_id}/customer", json={"accountIds": [account_id]})
+        self._send("PUT", f"{PLATFORM}/user/properties/{key}", params={"accountId": account_id}, json={"linked": True})
         return account_id
 
     def _account_by_email(self, email: str) -> str:
@@ -405,6 +413,8 @@ class JsmProvider(HelpDeskProvider):
         when the request has an assignee; ``stopped`` when its status is in the Done category.
         Agents are named by account id; the gateway asks ``agent_profile_fetch`` once per agent.
         """
+        if not parsed.doorbell:  # a delivery the parser already found to mean nothing for us
+            return list(parsed.events)
         issue_id = parsed.ticket_external_id
         issue = self._json("GET", f"{PLATFORM}/issue/{issue_id}", params={"fields": "status,assignee,attachment"})
         fields = issue.get("fields") or {}
