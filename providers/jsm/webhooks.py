@@ -13,14 +13,16 @@ There is no timestamp in that scheme, so no replay window: a delivery is dedupli
 ``webhooks/headers.ts``; doc "Get failed webhooks": "the webhook ID, as sent in the
 X-Atlassian-Webhook-Identifier header"].
 
-What a delivery means: the webhook is a **doorbell with a filter**. A ``comment_created``
-whose comment is internal (``jsdPublic`` false) or was written by our own API account, and a
-``jira:issue_updated`` that changed neither assignee, status nor resolution, are dropped here
-without any read. Anything else makes the worker read the request (``JsmProvider.
-webhook_events_fetch``), because a comment delivery names its attachments only inside the
-wiki text (their URLs are on the issue), carries nothing of ours to find the session by before
-our ticket row is stored, and Jira may deliver late or out of order (retries up to ~30 min;
-"Secondary" flow up to 15 min). Reading the request yields the replies in their order.
+What a delivery means: the webhook is a **doorbell with a filter**. We subscribe to
+``jira:issue_updated`` only (a comment raises it too, as ``issue_commented`` with the comment).
+A delivery whose comment is internal (``jsdPublic`` false) or was written by our own API
+account, and that changed neither assignee, status nor resolution, is dropped here without any
+read (``comment_created``, if an operator subscribed to it by hand, is read the same way).
+Anything else makes the worker read the request (``JsmProvider.webhook_events_fetch``), because a
+comment delivery names its attachments only inside the wiki text (their URLs are on the issue),
+carries nothing of ours to find the session by before our ticket row is stored, and Jira may deliver
+late or out of order (retries up to ~30 min; "Secondary" flow up to 15 min).
+Reading the request yields the replies in their order.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def webhook_definition(*, url: str, secret: str, project_key: str) -> dict:
         "name": WEBHOOK_NAME,
         "description": "Relays agents' replies, assignment and resolution to the Botpress HITL gateway.",
         "url": url,
-        "events": list(EVENTS),
+        # One event: Jira also raises ``jira:issue_updated`` (``issue_commented``, with the
+        # comment) for every comment, so subscribing to ``comment_created`` too would ring twice.
+        "events": [ISSUE_UPDATED],
         "filters": {"issue-related-events-section": f'project = "{project_key}"'},
         "excludeBody": False,
         "secret": secret,
@@ -120,27 +124,30 @@ def webhook_parse(*, headers: Mapping[str, str], body: bytes, installation: Mapp
         identifier = "body-" + hashlib.sha256(body).hexdigest()[:40]
     dedup_key = f"jsm:{identifier}"
 
-    relevant = True
-    if event_type == COMMENT_CREATED:
-        comment = _object(data, "comment", required=True)
-        author = _object(comment, "author")
-        ours = str((installation or {}).get("account_id") or "")
-        public = comment.get("jsdPublic", True)
-        if not isinstance(public, bool):
-            raise WebhookInvalid("comment.jsdPublic", "must be a boolean")
-        author_id = _text(author, "accountId", field="comment.author.accountId")
-        relevant = public and not (ours and author_id == ours)
-    else:
+    comment = _object(data, "comment", required=event_type == COMMENT_CREATED)
+    relevant = bool(comment) and _comment_relevant(comment, installation)
+    if event_type == ISSUE_UPDATED:
         changelog = _object(data, "changelog")
         items = changelog.get("items") or []
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise WebhookInvalid("changelog.items", "must be a list of objects")
         changed = {_text(item, "fieldId", field="changelog.items.fieldId") for item in items}
         changed |= {_text(item, "field", field="changelog.items.field").lower() for item in items}
-        relevant = bool(changed & WATCHED_FIELDS)
+        relevant = relevant or bool(changed & WATCHED_FIELDS)
     return ParsedWebhook(
         dedup_key=dedup_key, event_type=event_type, ticket_external_id=issue_id, events=[], doorbell=relevant
     )
+
+
+def _comment_relevant(comment: Mapping, installation: Mapping | None) -> bool:
+    """A public comment by someone other than our API account (who may be an agent)."""
+    author = _object(comment, "author")
+    public = comment.get("jsdPublic", True)
+    if not isinstance(public, bool):
+        raise WebhookInvalid("comment.jsdPublic", "must be a boolean")
+    author_id = _text(author, "accountId", field="comment.author.accountId")
+    ours = str((installation or {}).get("account_id") or "")
+    return public and not (ours and author_id == ours)
 
 
 def instructions(*, url: str, secret: str, project_key: str) -> str:
@@ -152,6 +159,6 @@ def instructions(*, url: str, secret: str, project_key: str) -> str:
         f"  Status: Enabled    URL: {url}\n"
         f"  Secret: {secret}\n"
         f"  Issue related events, JQL: {definition['filters']['issue-related-events-section']}\n"
-        "  Events: Issue > updated; Comment > created\n"
+        "  Events: Issue > updated (only)\n"
         "  Exclude body: unchecked\n"
     )
