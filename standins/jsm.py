@@ -203,7 +203,9 @@ class JsmStandin(StandinServer):
                 ],
             },
         }
-        self.api_account_id = self._new_account("API Admin", self.email, "atlassian")["accountId"]
+        # The same id after a reset, as a real account keeps its id.
+        stable_id = hashlib.sha256(self.email.lower().encode()).hexdigest()[:24]
+        self.api_account_id = self._new_account("API Admin", self.email, "atlassian", stable_id)["accountId"]
 
     @staticmethod
     def _standard_fields() -> list[dict[str, Any]]:
@@ -224,6 +226,15 @@ class JsmStandin(StandinServer):
     def issue(self, issue_id: str | int) -> dict[str, Any]:
         with self.lock:
             return self._issue_json(self._issue(str(issue_id)))
+
+    def tickets(self) -> list[dict[str, Any]]:
+        """The requests as issues (the name the shared end-to-end helpers use)."""
+        return self.issues()
+
+    def user_properties(self) -> dict[tuple[str, str], Any]:
+        """``{(account id, property key): value}``."""
+        with self.lock:
+            return copy.deepcopy(self._user_properties)
 
     def comments(self, issue_id: str | int) -> list[dict[str, Any]]:
         with self.lock:
@@ -338,8 +349,8 @@ class JsmStandin(StandinServer):
         return data
 
     # ----------------------------------------------------------------- accounts
-    def _new_account(self, name: str, email: str, account_type: str) -> dict[str, Any]:
-        account_id = f"qm:{uuid.uuid4()}:{_hex_id()}" if account_type == "customer" else _hex_id()
+    def _new_account(self, name: str, email: str, account_type: str, account_id: str = "") -> dict[str, Any]:
+        account_id = account_id or (f"qm:{uuid.uuid4()}:{_hex_id()}" if account_type == "customer" else _hex_id())
         avatar = f"{self.base_url}/secure/useravatar?ownerId={account_id}"
         account = {
             "accountId": account_id,

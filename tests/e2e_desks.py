@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 from dataclasses import dataclass
 
 from tests.conftest import ZD_EMAIL, ZD_TOKEN
 
 FD_API_KEY = "fd_test_api_key"
+JSM_EMAIL, JSM_TOKEN = "gateway@acme.test", "jsm_test_api_token"
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,12 @@ class E2EDesk(abc.ABC):
     ticket_find_request: tuple[str, str]
     #: The priority the suite asks for in ``hitlSession``, as the desk stores it.
     high_priority: object
-    #: Whether a webhook only names the ticket (a repeat is a new key, deduplicated by message id).
+    #: Whether a webhook only names the ticket, so the gateway reads it (and finds nothing before
+    #: its ticket row is stored).
     doorbell: bool
+    #: Whether the same delivery twice has one key (dropped on arrival); else each is stored and
+    #: the message id dedupes what the read returns.
+    repeat_dropped_by_key: bool = True
 
     def __init__(self, standin):
         self.standin = standin
@@ -163,6 +169,7 @@ class FreshdeskE2E(E2EDesk):
     ticket_find_request = ("GET", r"^/api/v2/(search/)?tickets$")
     high_priority = 3
     doorbell = True
+    repeat_dropped_by_key = False
 
     def credentials(self) -> dict:
         return {"api_key": FD_API_KEY}
@@ -224,4 +231,95 @@ class FreshdeskE2E(E2EDesk):
         return {SECRET_HEADER: secret}
 
 
-DESKS = {"zendesk": ZendeskE2E, "freshdesk": FreshdeskE2E}
+class JsmE2E(E2EDesk):
+    """Jira Service Management: every comment is the API account's, so a message's author is
+    the one its text names ("Ada Lovelace (customer): ..."), as an agent reads it."""
+
+    kind = "jsm"
+    ticket_create_request = ("POST", r"^/rest/servicedeskapi/request$")
+    ticket_find_request = ("GET", r"^/rest/servicedeskapi/request$")
+    high_priority = "High"
+    doorbell = True
+    repeat_dropped_by_key = True  # X-Atlassian-Webhook-Identifier
+
+    _PREFIX = re.compile(r"^(?P<name>.+?) \((?P<role>customer|bot)\): (?P<text>.*)$", re.DOTALL)
+    _FILES = re.compile(r"^(?:\[\^[^\]]+\]|![^!]+!)$", re.MULTILINE)
+
+    def credentials(self) -> dict:
+        return {"email": JSM_EMAIL, "api_token": JSM_TOKEN, "service_desk_id": "1", "request_type_id": "10"}
+
+    def ticket(self, conversation_id):
+        from providers.jsm.provider import reference_marker
+
+        marker = reference_marker(conversation_id)
+        return next((i for i in self.standin.issues() if marker in (i["fields"]["description"] or "")), None)
+
+    def ticket_fields(self, ticket):
+        fields = ticket["fields"]
+        return fields["summary"], fields["priority"]["name"], fields["reporter"]["accountId"]
+
+    def external_user_id(self, botpress_user_id):
+        from providers.jsm.provider import reference_marker
+
+        key = reference_marker(botpress_user_id)
+        return next(account for account, name in self.standin.user_properties() if name == key)
+
+    def transcript(self, ticket_id):
+        return self.standin.issue(ticket_id)["fields"]["description"]
+
+    def messages(self, ticket_id):
+        messages = []
+        for comment in self.standin.comments(ticket_id):
+            match = self._PREFIX.match(comment["body"])
+            if match is None:
+                continue  # an agent's comment
+            files = self._FILES.findall(match["text"])
+            text = self._FILES.sub("", match["text"]).strip()
+            if match["role"] == "bot":
+                author = f"bot:{match['name']}"
+            else:
+                author = next(a["accountId"] for a in self.standin.accounts() if a["displayName"] == match["name"])
+            messages.append(DeskMessage(comment["id"], text, author, len(files)))
+        return messages
+
+    def user_name(self, user_id):
+        if user_id.startswith("bot:"):
+            return user_id[4:]
+        return next(a for a in self.standin.accounts() if a["accountId"] == user_id)["displayName"]
+
+    def add_agent(self, name, email):
+        return self.standin.add_agent(name, email)
+
+    def assign(self, ticket_id, agent_id):
+        self.standin.assign(ticket_id, agent_id)
+
+    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
+
+    def solve_with_reply(self, ticket_id, agent_id, text):
+        self.standin.agent_reply(ticket_id, agent_id, text)
+        self.standin.resolve(ticket_id, agent_id)
+
+    def is_closed(self, ticket_id):
+        return self.standin.issue(ticket_id)["fields"]["status"]["statusCategory"]["key"] == "done"
+
+    def refused_webhooks(self, secret):
+        from providers.jsm.webhooks import IDENTIFIER_HEADER, SIGNATURE_HEADER, signature_compute
+
+        body = json.dumps(
+            {"webhookEvent": "jira:issue_updated", "issue": {"id": "1"}, "changelog": {"items": []}}
+        ).encode()
+        sha1 = "sha1=" + signature_compute(secret=secret, body=body).split("=", 1)[1][:40]
+        return body, {
+            "missing": {IDENTIFIER_HEADER: "a"},
+            "forged": {IDENTIFIER_HEADER: "b", SIGNATURE_HEADER: signature_compute(secret="not-it", body=body)},
+            "other method": {IDENTIFIER_HEADER: "c", SIGNATURE_HEADER: sha1},
+        }
+
+    def accepted_webhook_headers(self, secret, body):
+        from providers.jsm.webhooks import IDENTIFIER_HEADER, SIGNATURE_HEADER, signature_compute
+
+        return {SIGNATURE_HEADER: signature_compute(secret=secret, body=body), IDENTIFIER_HEADER: "accepted"}
+
+
+DESKS = {"zendesk": ZendeskE2E, "freshdesk": FreshdeskE2E, "jsm": JsmE2E}
