@@ -11,17 +11,20 @@ import html
 import re
 
 from providers.freshdesk.provider import reference_tag
+from providers.jsm.provider import reference_marker
 from standins.freshdesk import FreshdeskStandin
+from standins.jsm import JsmStandin
 from standins.zendesk import ZendeskStandin
 
 ZD_EMAIL, ZD_TOKEN = "chaos@acme.test", "zd_chaos_token"
 FD_API_KEY = "fd_chaos_key"
+JSM_EMAIL, JSM_TOKEN = "chaos@acme.test", "jsm_chaos_token"
 _TAGS = re.compile(r"<[^>]+>")
 
 
 class ChaosDesk:
     kind: str
-    standin: ZendeskStandin | FreshdeskStandin
+    standin: ZendeskStandin | FreshdeskStandin | JsmStandin
 
     def integration_flags(self) -> list[str]:
         """``create_integration`` arguments naming the desk and its credentials."""
@@ -109,4 +112,53 @@ class FreshdeskChaos(ChaosDesk):
         return posted
 
 
-DESKS = {"zendesk": ZendeskChaos, "freshdesk": FreshdeskChaos}
+class JsmChaos(ChaosDesk):
+    kind = "jsm"
+
+    def __init__(self, *, webhook_senders: int = 1) -> None:  # one sender thread, as Freshdesk's
+        self.standin = JsmStandin(email=JSM_EMAIL, api_token=JSM_TOKEN).start()
+
+    def integration_flags(self) -> list[str]:
+        return [
+            "--provider",
+            "jsm",
+            "--jsm-email",
+            JSM_EMAIL,
+            "--jsm-api-token",
+            JSM_TOKEN,
+            "--jsm-service-desk-id",
+            "1",
+            "--jsm-request-type-id",
+            "10",
+        ]
+
+    def webhooks_outlast_restarts(self) -> None:
+        # Jira retries for up to ~30 minutes; compressed to 30 retries 1 s apart, longer than the
+        # run's web restart, as Jira's outlast a deploy.
+        self.standin.webhook_retry_delays = (1.0,) * 30
+
+    def ticket_ids(self, conversation_ids: set[str]) -> dict[str, int]:
+        by_marker = {reference_marker(c): c for c in conversation_ids}
+        found = {}
+        for issue in self.standin.issues():
+            description = issue["fields"]["description"] or ""
+            for marker, conversation_id in by_marker.items():
+                if marker in description:
+                    found[conversation_id] = issue["id"]
+        return found
+
+    def ticket_texts(self, ticket_id: int) -> list[str]:
+        return [c.get("body", "") for c in self.standin.comments(ticket_id)]
+
+    def posted_texts(self) -> list[tuple[str, float]]:
+        posted = []
+        path = r"^/rest/servicedeskapi/request/\d+/(comment|attachment)$"
+        for entry in self.standin.requests_log(method="POST", path_regex=path):
+            data = entry.get("json") or {}
+            text = data.get("body") if "body" in data else (data.get("additionalComment") or {}).get("body")
+            if isinstance(text, str) and 200 <= (entry.get("status") or 0) < 300:
+                posted.append((text, entry["timestamp"]))
+        return posted
+
+
+DESKS = {"zendesk": ZendeskChaos, "freshdesk": FreshdeskChaos, "jsm": JsmChaos}
