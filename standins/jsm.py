@@ -315,10 +315,12 @@ class JsmStandin(StandinServer):
         resp = super()._dispatch(req, control)
         if control or resp.status < 400 or not req.path.startswith(SDAPI):
             return resp
-        try:
-            body = json.loads(resp.body or b"{}")
-        except ValueError:
-            return resp
+        body = resp.body
+        if isinstance(body, bytes | str):
+            try:
+                body = json.loads(body or b"{}")
+            except ValueError:
+                return resp
         if isinstance(body, dict) and "errorMessages" in body:
             message = "; ".join([*body["errorMessages"], *(f"{k}: {v}" for k, v in body["errors"].items())])
             return self.error_response(HttpError(resp.status, message, "servicedesk", headers=resp.headers))
