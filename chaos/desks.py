@@ -20,6 +20,7 @@ ZD_EMAIL, ZD_TOKEN = "chaos@acme.test", "zd_chaos_token"
 FD_API_KEY = "fd_chaos_key"
 JSM_EMAIL, JSM_TOKEN = "chaos@acme.test", "jsm_chaos_token"
 _TAGS = re.compile(r"<[^>]+>")
+_AUTHOR = re.compile(r"^.+? \((?:customer|bot)\): ")
 
 
 class ChaosDesk:
@@ -148,7 +149,8 @@ class JsmChaos(ChaosDesk):
         return found
 
     def ticket_texts(self, ticket_id: int) -> list[str]:
-        return [c.get("body", "") for c in self.standin.comments(ticket_id)]
+        """Each comment's text without the author it names (every comment is the API account's)."""
+        return [_AUTHOR.sub("", c.get("body", "")) for c in self.standin.comments(ticket_id)]
 
     def posted_texts(self) -> list[tuple[str, float]]:
         posted = []
