@@ -34,7 +34,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from hitl_gateway.launch import metrics_dir_prepare
-from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskZendesk
+from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskJsm, DeskZendesk
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".hitl-demo-state"  # only a directory holding it is ever wiped
@@ -51,6 +51,17 @@ DESKS = {
         lambda: {"email": ZENDESK_EMAIL, "api_token": secrets.token_urlsafe(24)},
     ),
     "freshdesk": (DeskFreshdesk, "/a/", "Freshdesk", lambda: {"api_key": secrets.token_urlsafe(24)}),
+    "jsm": (
+        DeskJsm,
+        "/jira/",
+        "Jira Service Management",
+        lambda: {
+            "email": ZENDESK_EMAIL,
+            "api_token": secrets.token_urlsafe(24),
+            "service_desk_id": "1",
+            "request_type_id": "10",
+        },
+    ),
 }
 AGENT_NAME, AGENT_EMAIL = "Grace Hopper", "grace@demo.test"
 READY_TIMEOUT = 90.0
@@ -120,7 +131,7 @@ class Demo:
         self.signals = 0
         self.children: dict[str, subprocess.Popen] = {}
         self.botpress: ChatBotpress | None = None
-        self.desk: DeskZendesk | DeskFreshdesk | None = None
+        self.desk: DeskZendesk | DeskFreshdesk | DeskJsm | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self) -> int:

@@ -34,6 +34,8 @@ import requests
 
 from .botpress import BotpressStandin
 from .freshdesk import FreshdeskStandin
+from .jsm import STATUSES as JSM_STATUSES
+from .jsm import JsmStandin
 from .server import HttpError, Request, Response, iso_time, ulid
 from .zendesk import ZendeskStandin
 
@@ -579,3 +581,120 @@ class DeskFreshdesk(DemoPages, FreshdeskStandin):
             )
         humans = [{"id": i, "name": n, "email": ""} for i, n in agents.items() if i != self.api_agent_id]
         return {"agents": humans, "tickets": tickets}
+
+
+# --------------------------------------------------------------------- the desk (JSM side)
+class DeskJsm(DemoPages, JsmStandin):
+    """The Jira Service Management stand-in, plus the agent view at `/jira/` (and `/browse/<key>`).
+
+    Its buttons call the agent simulation (reply to customer, assign, "Resolve this issue"),
+    which fires the registered admin webhook: signed doorbells that make the gateway read the
+    request. Every comment the gateway wrote is the API account's, naming its real author.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.demo_route("GET", "/", _redirect("/jira/"))
+        self.demo_route("GET", r"/jira/?(?:tickets/\d+/?)?", lambda req: _page("desk-jsm.html"))
+        self.demo_route("GET", r"/browse/(?P<key>[A-Z][A-Z0-9_]*-\d+)", self._browse)
+        self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
+        self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())
+        # The shared desk page's actions, in the names it uses.
+        self.control_route("POST", r"tickets/(?P<id>\d+)/(?P<action>reply|assign|resolve)", self._page_action)
+
+    def _browse(self, req: Request) -> Response:
+        """A request's agent URL (what the gateway stores) opens it in the agent view."""
+        issue = next((i for i in self.issues() if i["key"] == req.params["key"]), None)
+        if issue is None:
+            raise HttpError(404, f"No request {req.params['key']}")
+        return _redirect(f"/jira/tickets/{issue['id']}")(req)
+
+    def _page_action(self, req: Request) -> dict[str, Any]:
+        body, issue_id = _json_object(req), req.params["id"]
+        agent_id = str(body.get("agent_id") or "")
+        if req.params["action"] == "assign":
+            return {"issue": self.assign(issue_id, agent_id)}
+        if req.params["action"] == "resolve":
+            return {"issue": self.resolve(issue_id, agent_id)}
+        text = str(body.get("body") or "")
+        return {"comment": self.agent_reply(issue_id, agent_id, text, attachments=body.get("attachments") or [])}
+
+    def desk(self) -> dict[str, Any]:
+        """Agents and requests (newest first): the description, then the comments, and webhooks."""
+        accounts = {a["accountId"]: a for a in self.accounts()}
+        webhooks: dict[str, list[dict[str, Any]]] = {}
+        for delivery in self.webhook_deliveries():
+            try:
+                sent = json.loads(delivery["body"])
+            except ValueError:
+                continue
+            webhooks.setdefault(str((sent.get("issue") or {}).get("id")), []).append(
+                {
+                    "at": delivery["timestamp"],
+                    "type": f"{sent.get('webhookEvent')} ({sent.get('issue_event_type_name', '')})",
+                    "status": delivery["status"],
+                    "error": delivery["error"],
+                    "attempt": delivery["attempt"],
+                }
+            )
+
+        def role(account_id: str) -> str:
+            if account_id == self.api_account_id:
+                return "admin"
+            return "agent" if accounts.get(account_id, {}).get("accountType") == "atlassian" else "end-user"
+
+        tickets = []
+        for issue in sorted(self.issues(), key=lambda i: int(i["id"]), reverse=True):
+            fields = issue["fields"]
+            files = {a["filename"]: a["content"] for a in fields["attachment"]}
+            description = {
+                "id": 0,
+                "author": fields["reporter"]["displayName"],
+                "role": "end-user",
+                "body": fields["description"] or "",
+                "public": True,
+                "via": "api",
+                "at": fields["created"],
+                "attachments": [],
+            }
+            comments = [description] + [
+                {
+                    "id": c["id"],
+                    "author": c["author"]["displayName"],
+                    "role": role(c["author"]["accountId"]),
+                    "body": c["body"],
+                    "public": c["jsdPublic"],
+                    "via": "api" if c["author"]["accountId"] == self.api_account_id else "web",
+                    "at": c["created"],
+                    "attachments": [
+                        {"name": name, "url": url}
+                        for name, url in files.items()
+                        if f"[^{name}]" in c["body"] or f"!{name}" in c["body"]
+                    ],
+                }
+                for c in self.comments(issue["id"])
+            ]
+            status = fields["status"]
+            done = status["statusCategory"]["key"] == "done"
+            tickets.append(
+                {
+                    "id": int(issue["id"]),
+                    "subject": f"{issue['key']} {fields['summary'] or '(no summary)'}",
+                    "status": "resolved" if done else status["name"].lower(),
+                    "priority": fields["priority"]["name"].lower(),
+                    "requester": fields["reporter"]["displayName"],
+                    "assignee": (fields["assignee"] or {}).get("displayName"),
+                    "assigneeId": (fields["assignee"] or {}).get("accountId"),
+                    "externalId": None,
+                    "createdAt": fields["created"],
+                    "updatedAt": fields["created"],
+                    "comments": comments,
+                    "webhooks": webhooks.get(issue["id"], []),
+                }
+            )
+        agents = [
+            {"id": a["accountId"], "name": a["displayName"], "email": a["emailAddress"]}
+            for a in accounts.values()
+            if a["accountType"] == "atlassian" and a["accountId"] != self.api_account_id
+        ]
+        return {"agents": agents, "tickets": tickets, "statuses": {k: v[0] for k, v in JSM_STATUSES.items()}}

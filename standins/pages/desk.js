@@ -14,7 +14,8 @@ let selected = Number((location.pathname.match(/\/tickets\/(\d+)/) || [])[1]) ||
 let drawnList = "";
 let drawnTicket = "";
 
-const agentId = () => Number($("#agent").value);
+// Numeric agent ids (Zendesk, Freshdesk) stay numbers; others (Jira account ids) stay strings.
+const agentId = () => (/^\d+$/.test($("#agent").value) ? Number($("#agent").value) : $("#agent").value);
 const current = () => desk.tickets.find((t) => t.id === selected);
 
 function drawAgents() {
