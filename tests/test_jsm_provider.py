@@ -259,7 +259,7 @@ def test_both_error_envelopes_are_described():
 @pytest.mark.parametrize(
     ("entity", "field"),
     [
-        ({"priority": "urgent"}, "priority"),
+        ({"priority": "critical"}, "priority"),
         ({"labels": ["two words"]}, "labels"),
         ({"fields": {"summary": "x"}}, "fields"),
         ({"fields": {"not a field": 1}}, "fields"),

@@ -9,6 +9,9 @@ scheme's names [doc support.atlassian.com "What are priority levels in Jira"].
 from rest_framework import serializers
 
 PRIORITIES = {"lowest": "Lowest", "low": "Low", "medium": "Medium", "high": "High", "highest": "Highest"}
+# The values of Botpress's help-desk entities (Zendesk's ``low/normal/high/urgent``), so a bot
+# written for another desk keeps working.
+PRIORITIES |= {"normal": "Medium", "urgent": "Highest"}
 MAX_LABELS = 20
 MAX_LABEL_LENGTH = 255  # Jira's limit for one label
 MAX_FIELDS = 50
