@@ -1,4 +1,5 @@
-"""Faithful local stand-ins of the external APIs the gateway talks to (Botpress, Zendesk, Freshdesk).
+"""Faithful local stand-ins of the external APIs the gateway talks to (Botpress, Zendesk, Freshdesk, Jira
+Service Management).
 
 They serve real HTTP on loopback so the gateway, its tests, the demo and the benchmarks reach them
 exactly as they reach production: through a configured base URL.
@@ -6,6 +7,7 @@ exactly as they reach production: through a configured base URL.
 
 from .botpress import BotpressStandin
 from .freshdesk import FreshdeskStandin
+from .jsm import JsmStandin
 from .server import HttpError, Request, Response, StandinServer
 from .zendesk import ZendeskStandin, sign_zendesk_webhook
 
@@ -13,6 +15,7 @@ __all__ = [
     "BotpressStandin",
     "FreshdeskStandin",
     "HttpError",
+    "JsmStandin",
     "Request",
     "Response",
     "StandinServer",
