@@ -176,6 +176,13 @@ def test_verification_raises_nothing_but_webhook_rejected(signature, body, secre
     assert signature == signature_compute(secret=secret, body=body) or signature.lower().startswith("sha256=")
 
 
+def test_a_captured_delivery_under_a_new_identifier_has_the_same_replay_key():
+    body = _body(webhookEvent="jira:issue_updated", issue={"id": "7"}, timestamp=1)
+    first = JsmProvider.webhook_replay_key(headers={IDENTIFIER_HEADER: "a"}, body=body)
+    assert first == JsmProvider.webhook_replay_key(headers={IDENTIFIER_HEADER: "b"}, body=body)
+    assert first != JsmProvider.webhook_replay_key(headers={}, body=body + b" ") and len(first) <= 128
+
+
 # --- signature ----------------------------------------------------------------------------------
 def test_signature_is_sha256_hex_of_the_raw_body():
     body = b'{"webhookEvent":"jira:issue_updated"}'

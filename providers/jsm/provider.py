@@ -397,6 +397,14 @@ class JsmProvider(HelpDeskProvider):
         webhooks.signature_verify(headers=headers, body=body, secret=secret)
 
     @classmethod
+    def webhook_replay_key(cls, *, headers, body) -> str:
+        """``jsm-sig:`` + SHA-256 of the body, what Jira signed: the identifier (our dedup key)
+        is not signed, and no timestamp is, so a captured delivery re-sent under a new identifier
+        is still a duplicate. Genuine deliveries never share a body: each carries its event's
+        millisecond ``timestamp`` (and a retry keeps its identifier, caught by the dedup key)."""
+        return "jsm-sig:" + hashlib.sha256(body).hexdigest()
+
+    @classmethod
     def webhook_parse(cls, *, headers, body, installation=None) -> ParsedWebhook:
         return webhooks.webhook_parse(headers=headers, body=body, installation=installation)
 
