@@ -123,6 +123,7 @@ class JsmStandin(StandinServer):
     ):
         super().__init__(port, host)
         self.email, self.api_token = email, api_token
+        self._local = threading.local()
         self._outbox: collections.deque[_Delivery] = collections.deque()
         self._outbox_cond = threading.Condition()
         self._delivering = False
@@ -283,10 +284,11 @@ class JsmStandin(StandinServer):
     def error_response(self, err: HttpError) -> Response:
         """The Service Management envelope under ``/rest/servicedeskapi``, the platform's elsewhere.
 
-        ``err.type`` "servicedesk" / "platform" is set by the caller; ``err.details`` holds the
-        platform's per-field ``errors``.
+        ``err.type`` "servicedesk" / "platform" when the caller says; else the path's API decides.
+        ``err.details`` holds the platform's per-field ``errors``.
         """
-        if err.type == "servicedesk":
+        envelope = err.type or ("servicedesk" if getattr(self._local, "path", "").startswith(SDAPI) else "platform")
+        if envelope == "servicedesk":
             key = "sd.rest.error." + {400: "bad.request", 401: "unauthorized", 403: "forbidden", 404: "not.found"}.get(
                 err.status, "server"
             )
@@ -310,21 +312,11 @@ class JsmStandin(StandinServer):
         )
         return self.error_response(err)
 
-    def _dispatch(self, req: Request, control: bool = False) -> Response:
-        """Errors take the envelope of the API the path belongs to."""
-        resp = super()._dispatch(req, control)
-        if control or resp.status < 400 or not req.path.startswith(SDAPI):
-            return resp
-        body = resp.body
-        if isinstance(body, bytes | str):
-            try:
-                body = json.loads(body or b"{}")
-            except ValueError:
-                return resp
-        if isinstance(body, dict) and "errorMessages" in body:
-            message = "; ".join([*body["errorMessages"], *(f"{k}: {v}" for k, v in body["errors"].items())])
-            return self.error_response(HttpError(resp.status, message, "servicedesk", headers=resp.headers))
-        return resp
+    def _parse(self, handler: Any) -> Request:
+        """Remember the request's path: its error (also an injected one) takes that API's envelope."""
+        req = super()._parse(handler)
+        self._local.path = req.path
+        return req
 
     @staticmethod
     def _page(req: Request, items: list[Any]) -> dict[str, Any]:

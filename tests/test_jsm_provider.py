@@ -375,6 +375,10 @@ def test_the_service_desk_envelope_is_used_on_its_paths(standin):
     with pytest.raises(PermanentError) as caught:
         adapter._json("GET", "/rest/api/2/issue/999999")
     assert caught.value.error_type == "HTTP404" and "does not exist" in caught.value.message
+    standin.add_fault(path=r"^/rest/servicedeskapi/servicedesk$", kind="status", status=503, times=1)
+    with pytest.raises(RetryableError) as caught:
+        adapter._json("GET", "/rest/servicedeskapi/servicedesk")
+    assert caught.value.error_type == "sd.rest.error.server", "an injected fault takes the path's envelope too"
 
 
 def test_deliveries_are_signed_and_retried_under_one_identifier(standin, httpserver):
