@@ -39,7 +39,7 @@ TICKET_TYPES = ("Question", "Incident", "Problem", "Feature Request", "Refund")
 SOURCE_REPLY, SOURCE_NOTE = 0, 2
 PERFORMER_AGENT, PERFORMER_REQUESTER, PERFORMER_ANY, PERFORMER_SYSTEM = 1, 2, 3, 4
 AUTOMATION_TYPES = (1, 3, 4)
-RULE_EVENTS = ("reply_sent", "note_added", "responder_id", "group_id", "status", "priority", "ticket_type")
+RULE_EVENTS = ("reply_sent", "note_type", "responder_id", "group_id", "status", "priority", "ticket_type")
 CONDITION_FIELDS = ("tags", "status", "priority", "group_id", "responder_id", "ticket_type", "source")
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 WEBHOOK_CONTENT_TYPES = {"JSON": "application/json", "XML": "application/xml"}
@@ -1135,8 +1135,10 @@ def _event_matches(event: dict[str, Any], change: tuple) -> bool:
     name, before, after = change
     if event.get("field_name") != name:
         return False
-    if name in ("reply_sent", "note_added"):
+    if name == "reply_sent":
         return True
+    if name == "note_type":  # {"field_name": "note_type", "value": "public"|"private"}
+        return event.get("value") in (None, after)
     return all(
         str(event.get(key, "--")) == "--" or str(event.get(key)) == str(value)
         for key, value in (("from", before), ("to", after))

@@ -342,7 +342,6 @@ def test_agent_reply_rings_the_doorbell_with_our_secret(desk, receiver):
     assert json.loads(hook["body"]) == {
         "ticket_id": ref.external_id,
         "status": "Open",
-        "agent_id": "",
         "performer": "agent",
     }
 
