@@ -930,7 +930,8 @@ class FreshdeskStandin(StandinServer):
     # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
     # is Freshdesk's: the rendered request, the record, the retry schedule and the failure e-mail.
     def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
-        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice, "delay" holds it back."""
+        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice,
+        "delay" holds it back, "drop" never sends it."""
         self._sender.add_fault(kind, times, delay)
 
     def wait_webhooks_idle(self, timeout: float = 10.0) -> None:

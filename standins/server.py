@@ -535,7 +535,7 @@ class _Queued:
     generation: int
 
 
-WEBHOOK_FAULT_KINDS = ("duplicate", "delay")
+WEBHOOK_FAULT_KINDS = ("duplicate", "delay", "drop")
 
 
 class WebhookSender:
@@ -552,7 +552,8 @@ class WebhookSender:
 
     Calls sharing a ``key`` are delivered one at a time, in the order they were queued, whatever
     the number of senders. ``add_fault("duplicate")`` delivers the next call twice (each with its
-    retries), ``add_fault("delay", delay=s)`` holds it back ``s`` seconds. ``reset()`` forgets
+    retries), ``add_fault("delay", delay=s)`` holds it back ``s`` seconds, ``add_fault("drop")``
+    never sends it (lost for good: the desk gave up, or it never left). ``reset()`` forgets
     the queue and the faults; a call being delivered stops at its next attempt.
     """
 
@@ -605,7 +606,7 @@ class WebhookSender:
 
     def add_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
         if kind not in WEBHOOK_FAULT_KINDS:
-            raise ValueError("kind must be 'duplicate' or 'delay'")
+            raise ValueError(f"kind must be one of {', '.join(WEBHOOK_FAULT_KINDS)}")
         if times < 1:
             raise ValueError("times must be at least 1")
         with self._cond:
@@ -640,7 +641,8 @@ class WebhookSender:
                 faults = self._take_faults()
                 if "delay" in faults and stopping.wait(faults["delay"]):
                     return
-                for _ in range(2 if "duplicate" in faults else 1):
+                copies = 0 if "drop" in faults else 2 if "duplicate" in faults else 1
+                for _ in range(copies):
                     self._send_with_retries(session, queued)
             finally:
                 with self._cond:

@@ -998,7 +998,8 @@ class ZendeskStandin(StandinServer):
     # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
     # is Zendesk's: the signed headers (re-signed on every retry), the record, the retry rules.
     def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 1.0) -> None:
-        """Disturb the next `times` invocations: "duplicate" delivers each twice, "delay" holds it back."""
+        """Disturb the next `times` invocations: "duplicate" delivers each twice,
+        "delay" holds it back, "drop" never sends it."""
         self._sender.add_fault(kind, times, delay)
 
     def wait_webhooks_idle(self, timeout: float = 10.0) -> None:

@@ -25,6 +25,7 @@ from sessions_app.models import (
     WebhookRejection,
     WebhookStatus,
 )
+from sessions_app.services.webhooks import REREAD_EVENT_TYPE
 from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN, Gateway, _quiesce
 from tests.e2e_desks import DESKS
 
@@ -294,10 +295,33 @@ def test_duplicated_webhook_yields_one_message(desk_gateway):
     assert not events.filter(status=WebhookStatus.FAILED).exists()
     if desk.doorbell:
         # A doorbell repeated is stored and read again; the message id makes that read relay nothing.
-        assert events.count() == len(delivered)
+        assert events.exclude(event_type=REREAD_EVENT_TYPE).count() == len(delivered)
     else:
         # A webhook repeated is dropped by its key.
         assert events.filter(status__in=[WebhookStatus.PROCESSED, WebhookStatus.ACCEPTED]).count() == 1
+
+
+def test_a_doorbell_that_never_arrives_is_made_up_by_the_sweep(desk_gateway):
+    """The desk's webhook is lost for good (no retry reaches us): the reply still arrives, read
+    by the beat sweep from the desk's list of changed tickets."""
+    gateway, desk, standin, botpress = desk_gateway, desk_gateway.desk, desk_gateway.zendesk, desk_gateway.botpress
+    if not desk.doorbell:
+        pytest.skip("this desk's webhooks carry the message itself")
+    conversation_id = _start(gateway, _create_user(gateway))
+    ticket = _ticket_for(gateway, conversation_id)
+    _settled(gateway, conversation_id)
+    agent_id = desk.add_agent("Grace Hopper", "grace@acme.test")
+    sent = len(standin.webhook_deliveries())
+
+    standin.add_webhook_fault(kind="drop", times=1)
+    desk.agent_reply(ticket["id"], agent_id, "The bell was lost, not the reply")
+    standin.wait_webhooks_idle(timeout=20)
+    assert len(standin.webhook_deliveries()) == sent, "the doorbell never left the desk"
+    botpress.wait_for(lambda: botpress.messages(conversation_id=conversation_id), timeout=30)
+    _settled(gateway, conversation_id)
+    texts = [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)]
+    assert texts == ["The bell was lost, not the reply"]
+    assert WebhookEvent.objects.filter(integration=gateway.integration, event_type=REREAD_EVENT_TYPE).exists()
 
 
 def test_forged_and_missing_secrets_are_refused(desk_gateway):
