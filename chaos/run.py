@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
             run.wait_settled(accepted)
             result = run.report(accepted) | {"seconds": round(time.monotonic() - started, 1)}
             if result["lost"] or result["duplicated"] or result["out_of_order"]:
-                diagnose(database.url)
+                try:
+                    diagnose(database.url)
+                except psycopg.Error as exc:  # the figures above still count: print them anyway
+                    log(f"could not diagnose: {type(exc).__name__}: {exc}")
         finally:
             stack.stop()
     if options.keep_logs:

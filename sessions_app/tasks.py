@@ -23,7 +23,7 @@ def outbox_sweep() -> dict:
     from sessions_app.services.heartbeats import SWEEPER, heartbeat_record
     from sessions_app.services.lifecycle import session_timeouts_sweep
     from sessions_app.services.outbox import outbox_sweep as sweep_deliveries
-    from sessions_app.services.webhooks import webhook_doorbells_sweep, webhook_events_sweep
+    from sessions_app.services.webhooks import webhook_events_sweep
 
     heartbeat_record(name=SWEEPER)  # /health/: beat scheduled this and a worker ran it
     stale = settings.HITL["DELIVERY_STALE_SECONDS"]
@@ -33,6 +33,22 @@ def outbox_sweep() -> dict:
         # Lifecycle timers are due-time columns: the same beat period ends what is due.
         "timeouts": session_timeouts_sweep(),
         # Tickets whose doorbell webhook may have been lost are read again (each desk at most
-        # once per HITL_DOORBELL_SWEEP_SECONDS, whatever this period).
-        "rereads": webhook_doorbells_sweep(),
+        # once per HITL_DOORBELL_SWEEP_SECONDS, whatever this period), in a task of its own: it
+        # calls the desks, and a slow desk must not hold up or time out this sweep.
+        "rereads": _doorbells_sweep_send(),
     }
+
+
+def _doorbells_sweep_send() -> bool:
+    try:
+        doorbells_sweep.delay()
+    except Exception:  # noqa: BLE001 - the next beat period sends it again
+        return False
+    return True
+
+
+@shared_task
+def doorbells_sweep() -> int:
+    from sessions_app.services.webhooks import webhook_doorbells_sweep
+
+    return webhook_doorbells_sweep()
