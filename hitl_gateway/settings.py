@@ -295,6 +295,17 @@ HITL = {
     "BOTPRESS_ALLOW_INSECURE_URLS": allowances_parse(env.str("HITL_ALLOW_INSECURE_BOTPRESS_URLS", default="")),
     # Synchronous Botpress calls made while Botpress waits for our answer retry at most this long.
     "SYNC_RETRY_MAX_WAIT_SECONDS": env.float("HITL_SYNC_RETRY_MAX_WAIT_SECONDS", 10.0),
+    # The doorbell sweep (desks whose webhooks only name the ticket, such as Freshdesk): how often
+    # each integration's desk is asked which tickets changed (one listing call), how long a
+    # change is left to its own webhook first, which sessions count (open, active this recently),
+    # how many tickets one run re-reads and lists at most, and, for a desk that cannot list its
+    # changes, how often a quiet ticket of an active session is re-read anyway.
+    "DOORBELL_SWEEP_SECONDS": env.float("HITL_DOORBELL_SWEEP_SECONDS", 60.0),
+    "DOORBELL_GRACE_SECONDS": env.float("HITL_DOORBELL_GRACE_SECONDS", 30.0),
+    "DOORBELL_ACTIVE_SECONDS": env.float("HITL_DOORBELL_ACTIVE_SECONDS", 24 * 3600.0),
+    "DOORBELL_REREAD_CAP": env.int("HITL_DOORBELL_REREAD_CAP", 50),
+    "DOORBELL_LIST_LIMIT": env.int("HITL_DOORBELL_LIST_LIMIT", 300),
+    "DOORBELL_IDLE_REREAD_SECONDS": env.float("HITL_DOORBELL_IDLE_REREAD_SECONDS", 600.0),
     # Any request body larger than this gets 413 before it is read (every endpoint, admin too).
     "MAX_REQUEST_BODY_BYTES": env.int("HITL_MAX_REQUEST_BODY_BYTES", 4 * 1024 * 1024),
 }

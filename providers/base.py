@@ -119,6 +119,21 @@ class ParsedWebhook:
 
 
 @dataclass(frozen=True)
+class TicketChanges:
+    """What a help desk reports changed since a moment: ``{ticket external id: changed_by}``.
+
+    ``changed_by``: the latest instant (UTC) the ticket's last change can have been made. A desk
+    that stamps changes to the whole second reports its stamp plus one second, so "something
+    reached us after ``changed_by``" proves we heard of that change. ``through``: every change
+    up to this instant is listed; a listing cut short by its page limit says where it stopped,
+    and the next one starts there.
+    """
+
+    changed: Mapping[str, datetime]
+    through: datetime
+
+
+@dataclass(frozen=True)
 class WebhookInstallation:
     signing_secret: str
     state: dict  # what uninstall needs (webhook and trigger ids)
@@ -173,6 +188,10 @@ class HelpDeskProvider(abc.ABC):
     #: Whether ``ticket_head_update`` does anything: the gateway enqueues it on assignment and
     #: stop only then, so a desk without a ticket head costs no delivery.
     updates_ticket_head: ClassVar[bool] = False
+    #: Whether its webhooks are doorbells (``ParsedWebhook.doorbell``): then the gateway's
+    #: sweep also re-reads tickets whose doorbell may have been lost (``tickets_changed_list``),
+    #: so no agent message depends on the desk retrying a webhook.
+    doorbell_webhooks: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -298,6 +317,15 @@ class HelpDeskProvider(abc.ABC):
         retries the webhook later. Default: the parsed events.
         """
         return list(parsed.events)
+
+    def tickets_changed_list(self, *, since: datetime, limit: int) -> TicketChanges | None:
+        """The tickets changed since ``since`` (any ticket of the account; at most about
+        ``limit``, oldest change first), for the doorbell sweep: one listing call finds the
+        tickets whose doorbell we may have missed. ``None`` when the desk cannot list changes:
+        the sweep then re-reads recently active tickets on a slower timer. Raises
+        ``outbound.http`` errors; the sweep tries again on its next run.
+        """
+        return None
 
     def agent_profile_fetch(self, *, external_id: str) -> AgentProfile | None:
         """An agent's name, email and picture, when a webhook named them by id only (Slack

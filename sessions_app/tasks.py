@@ -32,4 +32,23 @@ def outbox_sweep() -> dict:
         "webhooks": webhook_events_sweep(older_than_seconds=stale),
         # Lifecycle timers are due-time columns: the same beat period ends what is due.
         "timeouts": session_timeouts_sweep(),
+        # Tickets whose doorbell webhook may have been lost are read again (each desk at most
+        # once per HITL_DOORBELL_SWEEP_SECONDS, whatever this period), in a task of its own: it
+        # calls the desks, and a slow desk must not hold up or time out this sweep.
+        "rereads": _doorbells_sweep_send(),
     }
+
+
+def _doorbells_sweep_send() -> bool:
+    try:
+        doorbells_sweep.delay()
+    except Exception:  # noqa: BLE001 - the next beat period sends it again
+        return False
+    return True
+
+
+@shared_task
+def doorbells_sweep() -> int:
+    from sessions_app.services.webhooks import webhook_doorbells_sweep
+
+    return webhook_doorbells_sweep()

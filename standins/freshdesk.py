@@ -13,7 +13,6 @@ customer reply) change tickets and fire the rules, as a person in the agent UI w
 from __future__ import annotations
 
 import base64
-import collections
 import copy
 import email.parser
 import email.policy
@@ -31,9 +30,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import requests
-
-from .server import HttpError, Request, Response, StandinServer, iso_time
+from .server import HttpError, Request, Response, StandinServer, WebhookAnswer, WebhookCall, WebhookSender, iso_time
 
 STATUSES = {2: "Open", 3: "Pending", 4: "Resolved", 5: "Closed"}
 PRIORITIES = {1: "Low", 2: "Medium", 3: "High", 4: "Urgent"}
@@ -42,7 +39,7 @@ TICKET_TYPES = ("Question", "Incident", "Problem", "Feature Request", "Refund")
 SOURCE_REPLY, SOURCE_NOTE = 0, 2
 PERFORMER_AGENT, PERFORMER_REQUESTER, PERFORMER_ANY, PERFORMER_SYSTEM = 1, 2, 3, 4
 AUTOMATION_TYPES = (1, 3, 4)
-RULE_EVENTS = ("reply_sent", "note_added", "responder_id", "group_id", "status", "priority", "ticket_type")
+RULE_EVENTS = ("reply_sent", "note_type", "responder_id", "group_id", "status", "priority", "ticket_type")
 CONDITION_FIELDS = ("tags", "status", "priority", "group_id", "responder_id", "ticket_type", "source")
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 WEBHOOK_CONTENT_TYPES = {"JSON": "application/json", "XML": "application/xml"}
@@ -115,7 +112,6 @@ class _Invocation:
     url: str
     headers: dict[str, str]
     body: bytes
-    generation: int
 
 
 class FreshdeskStandin(StandinServer):
@@ -136,10 +132,13 @@ class FreshdeskStandin(StandinServer):
         super().__init__(port, host)
         self.api_key = api_key
         self._link_secret = secrets.token_bytes(16)
-        self._outbox: collections.deque[_Invocation] = collections.deque()
-        self._outbox_cond = threading.Condition()
-        self._delivering = False
-        self._generation = 0
+        self._sender = WebhookSender(
+            self,
+            prepare=self._webhook_call,
+            record=self._webhook_record,
+            retry_wait=self._webhook_retry_wait,
+            name="freshdesk-webhooks",
+        )
         self._rate_lock = threading.Lock()
         self.reset_state()
         api = [
@@ -171,18 +170,14 @@ class FreshdeskStandin(StandinServer):
         for action in ("reply", "assign", "resolve", "close", "customer_reply"):
             self.control_route("POST", rf"tickets/(?P<id>\d+)/{action}", self._control_agent_action)
         self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-        self._worker = threading.Thread(target=self._deliver_forever, name="freshdesk-webhooks", daemon=True)
-        self._worker.start()
 
     def stop(self) -> None:
         super().stop()
-        with self._outbox_cond:
-            self._outbox_cond.notify_all()
-        self._worker.join(timeout=5)
+        self._sender.stop()
 
     def reset_state(self) -> None:
         """Forget everything but the API agent (the key's owner), who is recreated."""
-        self._generation += 1
+        self._sender.reset()
         self._ids = itertools.count(43_000_000_001)  # users (contacts and agents), conversations, rules
         self._ticket_ids = itertools.count(1)
         self._contacts: dict[int, dict[str, Any]] = {}
@@ -194,13 +189,10 @@ class FreshdeskStandin(StandinServer):
         self._rules: dict[int, dict[str, Any]] = {}
         self._deliveries: list[dict[str, Any]] = []
         self._failure_emails: list[dict[str, Any]] = []
-        self._webhook_faults: list[dict[str, Any]] = []
         self.rate_limit_total = type(self).rate_limit_total
         self.search_lag = type(self).search_lag
         with self._rate_lock:
             self._window_start, self._window_used = time.monotonic(), 0
-        with self._outbox_cond:
-            self._outbox.clear()
         self.api_agent_id = self._new_agent("API Admin", "admin@example.com")["id"]
 
     # ----------------------------------------------------------------- read accessors
@@ -888,7 +880,7 @@ class FreshdeskStandin(StandinServer):
                 continue
             for action in rule["actions"]:
                 if action.get("field_name") == "trigger_webhook":
-                    self._enqueue(self._invocation(rule, action, ticket))
+                    self._sender.enqueue(self._invocation(rule, action, ticket), key=ticket["id"])
 
     def _invocation(self, rule: dict[str, Any], action: dict[str, Any], ticket: dict[str, Any]) -> _Invocation:
         values = self._placeholders(ticket)
@@ -906,7 +898,7 @@ class FreshdeskStandin(StandinServer):
         headers = {"Content-Type": content_type, "User-Agent": "Freshdesk"}
         headers |= {str(k): render(str(v)) for k, v in (action.get("custom_headers") or {}).items()}
         body = json.dumps(render(action.get("content") or {})).encode() if action["request_type"] != "GET" else b""
-        return _Invocation(rule["id"], action["request_type"], render(action["url"]), headers, body, self._generation)
+        return _Invocation(rule["id"], action["request_type"], render(action["url"]), headers, body)
 
     def _placeholders(self, ticket: dict[str, Any]) -> dict[str, str]:
         """Placeholder values, all strings, as Freshdesk renders them (empty when unset)."""
@@ -935,97 +927,44 @@ class FreshdeskStandin(StandinServer):
         return {key: "" if value is None else str(value) for key, value in values.items()}
 
     # ----------------------------------------------------------------- webhook delivery
+    # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
+    # is Freshdesk's: the rendered request, the record, the retry schedule and the failure e-mail.
     def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
-        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice, "delay" holds it back."""
-        if kind not in ("duplicate", "delay"):
-            raise ValueError("kind must be 'duplicate' or 'delay'")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self.lock:
-            self._webhook_faults.append({"kind": kind, "times": times, "delay": float(delay)})
+        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice,
+        "delay" holds it back, "drop" never sends it."""
+        self._sender.add_fault(kind, times, delay)
 
     def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
         """Block until every queued delivery is done (or given up); fail after `timeout`."""
-        with self._outbox_cond:
-            idle = self._outbox_cond.wait_for(lambda: not self._outbox and not self._delivering, timeout)
-        if not idle:
-            raise AssertionError(f"webhook deliveries still pending after {timeout:.2f}s")
+        self._sender.wait_idle(timeout)
 
-    def _enqueue(self, invocation: _Invocation) -> None:
-        with self._outbox_cond:
-            self._outbox.append(invocation)
-            self._outbox_cond.notify_all()
+    def _webhook_call(self, invocation: _Invocation, attempt: int) -> WebhookCall:
+        return WebhookCall(invocation.method, invocation.url, invocation.headers, invocation.body, self.webhook_timeout)
 
-    def _deliver_forever(self) -> None:
-        session = requests.Session()
-        while True:
-            with self._outbox_cond:
-                self._outbox_cond.wait_for(lambda: self._outbox or self._stopping.is_set())
-                if self._stopping.is_set():
-                    return
-                invocation = self._outbox.popleft()
-                self._delivering = True
-            try:
-                faults = self._take_webhook_faults()
-                if "delay" in faults and self._stopping.wait(faults["delay"]):
-                    return
-                for _ in range(2 if "duplicate" in faults else 1):
-                    self._deliver(session, invocation)
-            finally:
-                with self._outbox_cond:
-                    self._delivering = False
-                    self._outbox_cond.notify_all()
-
-    def _take_webhook_faults(self) -> dict[str, float]:
-        taken: dict[str, float] = {}
-        with self.lock:
-            for fault in list(self._webhook_faults):
-                if fault["kind"] not in taken:
-                    taken[fault["kind"]] = fault["delay"]
-                    fault["times"] -= 1
-                    if fault["times"] == 0:
-                        self._webhook_faults.remove(fault)
-        return taken
-
-    def _deliver(self, session: requests.Session, invocation: _Invocation) -> None:
-        """The first attempt, then Freshdesk's retries; any answer but 2xx, or none, is a failure."""
-        delays = [d * self.webhook_time_scale for d in self.webhook_retry_delays]
-        for attempt in itertools.count(1):
-            with self.lock:
-                if invocation.generation != self._generation:
-                    return
-            record: dict[str, Any] = {
+    def _webhook_record(self, invocation: _Invocation, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
+        """Every attempt; after the last retry failed, Freshdesk e-mails the account's admins."""
+        self._deliveries.append(
+            {
                 "rule_id": invocation.rule_id,
                 "attempt": attempt,
-                "method": invocation.method,
-                "url": invocation.url,
-                "headers": dict(invocation.headers),
-                "body": invocation.body,
-                "status": None,
-                "error": None,
+                "method": call.method,
+                "url": call.url,
+                "headers": dict(call.headers),
+                "body": call.body,
+                "status": answer.status,
+                "error": answer.error,
                 "timestamp": iso_time(),
             }
-            try:
-                resp = session.request(
-                    invocation.method,
-                    invocation.url,
-                    data=invocation.body or None,
-                    headers=invocation.headers,
-                    timeout=self.webhook_timeout,
-                )
-                record["status"] = resp.status_code
-                ok = 200 <= resp.status_code < 300
-            except requests.RequestException as exc:
-                record["error"] = f"{type(exc).__name__}: {exc}"
-                ok = False
-            with self.lock:
-                if invocation.generation != self._generation:
-                    return
-                self._deliveries.append(record)
-                if not ok and attempt > len(delays):
-                    self._failure_emails.append({"rule_id": invocation.rule_id, "url": invocation.url})
-            if ok or attempt > len(delays) or self._stopping.wait(delays[attempt - 1]):
-                return
+        )
+        if not _delivered(answer) and attempt > len(self.webhook_retry_delays):
+            self._failure_emails.append({"rule_id": invocation.rule_id, "url": invocation.url})
+
+    def _webhook_retry_wait(self, invocation: _Invocation, attempt: int, answer: WebhookAnswer) -> float | None:
+        """The first attempt, then Freshdesk's retries; any answer but 2xx, or none, is a failure."""
+        delays = [d * self.webhook_time_scale for d in self.webhook_retry_delays]
+        if _delivered(answer) or attempt > len(delays):
+            return None
+        return delays[attempt - 1]
 
     # ----------------------------------------------------------------- agent workspace
     def add_agent(self, name: str, email: str) -> int:
@@ -1179,6 +1118,10 @@ def _action_errors(action: Any) -> list[dict[str, Any]]:
     return errors
 
 
+def _delivered(answer: WebhookAnswer) -> bool:
+    return answer.status is not None and 200 <= answer.status < 300
+
+
 def _performer_matches(performer: dict[str, Any], actor: int | None, kind: int) -> bool:
     wanted = performer.get("type")
     if wanted == PERFORMER_ANY:
@@ -1193,8 +1136,10 @@ def _event_matches(event: dict[str, Any], change: tuple) -> bool:
     name, before, after = change
     if event.get("field_name") != name:
         return False
-    if name in ("reply_sent", "note_added"):
+    if name == "reply_sent":
         return True
+    if name == "note_type":  # {"field_name": "note_type", "value": "public"|"private"}
+        return event.get("value") in (None, after)
     return all(
         str(event.get(key, "--")) == "--" or str(event.get(key)) == str(value)
         for key, value in (("from", before), ("to", after))

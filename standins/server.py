@@ -6,6 +6,7 @@ reaches production: through a base URL, with keep-alive connections, timeouts an
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import itertools
@@ -25,6 +26,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import requests
 
 CONTROL_PREFIX = "/__standin__/"
 FAULT_KINDS = ("status", "rate_limit", "timeout", "slow", "drop_after")
@@ -502,3 +505,184 @@ class StandinServer(ThreadingHTTPServer):
                 name = getattr(predicate, "__name__", repr(predicate))
                 raise AssertionError(f"condition {name} still false after {timeout:.2f}s (last value: {value!r})")
             time.sleep(interval)
+
+
+# ----------------------------------------------------------------- outgoing webhooks
+@dataclass(frozen=True)
+class WebhookCall:
+    """One attempt of an outgoing webhook, as a desk's ``prepare`` builds it (re-signed per attempt)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    timeout: float | None = None  # seconds before the attempt counts as failed (default: the sender's)
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What one attempt got: the status and headers, or ``error`` when no answer came."""
+
+    status: int | None
+    headers: dict[str, str]
+    error: str | None
+
+
+@dataclass
+class _Queued:
+    payload: Any
+    key: Any  # calls with the same key (a ticket) go out one at a time, in order
+    generation: int
+
+
+WEBHOOK_FAULT_KINDS = ("duplicate", "delay", "drop")
+
+
+class WebhookSender:
+    """A stand-in's outgoing webhooks: queued, sent by ``senders`` threads, retried, disturbed.
+
+    What differs between desks is given as callbacks (each called without the stand-in's lock):
+
+    - ``prepare(payload, attempt) -> WebhookCall | None``: the request of this attempt (headers
+      signed now, placeholders rendered); ``None`` gives up (the webhook was deleted);
+    - ``record(payload, attempt, call, answer)``: keep the attempt for the tests (called under
+      the stand-in's lock, only if no ``reset`` happened since the call was queued);
+    - ``retry_wait(payload, attempt, answer) -> float | None``: seconds before the next attempt
+      (the desk's retry schedule), ``None`` to stop (success, or given up).
+
+    Calls sharing a ``key`` are delivered one at a time, in the order they were queued, whatever
+    the number of senders. ``add_fault("duplicate")`` delivers the next call twice (each with its
+    retries), ``add_fault("delay", delay=s)`` holds it back ``s`` seconds, ``add_fault("drop")``
+    never sends it (lost for good: the desk gave up, or it never left). ``reset()`` forgets
+    the queue and the faults; a call being delivered stops at its next attempt.
+    """
+
+    def __init__(
+        self,
+        server: StandinServer,
+        *,
+        prepare: Callable[[Any, int], WebhookCall | None],
+        record: Callable[[Any, int, WebhookCall, WebhookAnswer], None],
+        retry_wait: Callable[[Any, int, WebhookAnswer], float | None],
+        senders: int = 1,
+        timeout: float = 10.0,
+        name: str = "webhooks",
+    ) -> None:
+        self.server = server
+        self.prepare, self.record, self.retry_wait = prepare, record, retry_wait
+        self.timeout = timeout
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._cond = threading.Condition()
+        self._delivering: set[Any] = set()  # keys whose call is being delivered
+        self._faults: list[dict[str, Any]] = []
+        self.generation = 0
+        self._threads = [
+            threading.Thread(target=self._send_forever, name=f"{name}-{n}", daemon=True) for n in range(max(1, senders))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def enqueue(self, payload: Any, *, key: Any = None) -> None:
+        with self._cond:
+            self._queue.append(_Queued(payload, key, self.generation))
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        with self._cond:
+            self.generation += 1
+            self._queue.clear()
+            self._faults.clear()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Wake the senders after the server's ``_stopping`` is set, and wait for them."""
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def current(self, generation: int) -> bool:
+        return generation == self.generation
+
+    def add_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
+        if kind not in WEBHOOK_FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(WEBHOOK_FAULT_KINDS)}")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._cond:
+            self._faults.append({"kind": kind, "times": times, "delay": float(delay)})
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until every queued call was delivered (or given up); fail after ``timeout``."""
+        with self._cond:
+            idle = self._cond.wait_for(lambda: not self._queue and not self._delivering, timeout)
+        if not idle:
+            raise AssertionError(f"webhook deliveries still pending after {timeout:.2f}s")
+
+    def _next(self) -> _Queued | None:
+        """The oldest call whose key no other sender is delivering (caller holds the lock)."""
+        for queued in self._queue:
+            if queued.key not in self._delivering:
+                return queued
+        return None
+
+    def _send_forever(self) -> None:
+        session = requests.Session()  # keep-alive to the receiver across calls
+        stopping = self.server._stopping
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._next() or stopping.is_set())
+                if stopping.is_set():
+                    return
+                queued = self._next()
+                self._queue.remove(queued)
+                self._delivering.add(queued.key)
+            try:
+                faults = self._take_faults()
+                if "delay" in faults and stopping.wait(faults["delay"]):
+                    return
+                copies = 0 if "drop" in faults else 2 if "duplicate" in faults else 1
+                for _ in range(copies):
+                    self._send_with_retries(session, queued)
+            finally:
+                with self._cond:
+                    self._delivering.discard(queued.key)
+                    self._cond.notify_all()
+
+    def _take_faults(self) -> dict[str, float]:
+        """The fault kinds that apply to the next call (kind → delay)."""
+        taken: dict[str, float] = {}
+        with self._cond:
+            for fault in list(self._faults):
+                if fault["kind"] not in taken:
+                    taken[fault["kind"]] = fault["delay"]
+                    fault["times"] -= 1
+                    if fault["times"] == 0:
+                        self._faults.remove(fault)
+        return taken
+
+    def _send_with_retries(self, session: requests.Session, queued: _Queued) -> None:
+        for attempt in itertools.count(1):
+            if not self.current(queued.generation):
+                return
+            call = self.prepare(queued.payload, attempt)
+            if call is None:
+                return
+            try:
+                resp = session.request(
+                    call.method,
+                    call.url,
+                    data=call.body or None,
+                    headers=call.headers,
+                    timeout=call.timeout or self.timeout,
+                )
+                answer = WebhookAnswer(resp.status_code, dict(resp.headers), None)
+            except requests.RequestException as exc:
+                answer = WebhookAnswer(None, {}, f"{type(exc).__name__}: {exc}")
+            with self.server.lock:
+                if not self.current(queued.generation):
+                    return
+                self.record(queued.payload, attempt, call, answer)
+            wait = self.retry_wait(queued.payload, attempt, answer)
+            if wait is None or self.server._stopping.wait(wait):
+                return

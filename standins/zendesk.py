@@ -9,7 +9,6 @@ with Zendesk's retries, so the gateway's webhook endpoint is exercised as in pro
 from __future__ import annotations
 
 import base64
-import collections
 import copy
 import hashlib
 import hmac
@@ -18,16 +17,24 @@ import itertools
 import json
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
-from .server import HttpError, Request, Response, StandinServer, iso_time, status_phrase, ulid
+from .server import (
+    HttpError,
+    Request,
+    Response,
+    StandinServer,
+    WebhookAnswer,
+    WebhookCall,
+    WebhookSender,
+    iso_time,
+    status_phrase,
+    ulid,
+)
 
 VIA_WEB, VIA_EMAIL, VIA_API = 0, 4, 5
 VIA_CHANNELS = {VIA_WEB: "web", VIA_EMAIL: "email", VIA_API: "api"}
@@ -145,8 +152,6 @@ class _Invocation:
     webhook_id: str
     trigger_id: int
     body: bytes
-    generation: int  # the reset() era it belongs to: a reset forgets it even mid-delivery
-    ticket_id: int = 0  # invocations of one ticket go out one at a time, in order
 
 
 class ZendeskStandin(StandinServer):
@@ -176,10 +181,14 @@ class ZendeskStandin(StandinServer):
         self.api_token = api_token
         self.account_id = account_id
         self._invocation_ids = itertools.count(8_000_000_001)
-        self._outbox: collections.deque[_Invocation] = collections.deque()
-        self._outbox_cond = threading.Condition()
-        self._delivering: set[int] = set()  # tickets whose invocation is being delivered
-        self._generation = 0
+        self._sender = WebhookSender(
+            self,
+            prepare=self._webhook_call,
+            record=self._webhook_record,
+            retry_wait=self._webhook_retry_wait,
+            senders=webhook_senders,
+            name="zendesk-webhooks",
+        )
         self.reset_state()
         for method, pattern, handler in [
             ("GET", r"users/me", self._get_me),
@@ -214,23 +223,14 @@ class ZendeskStandin(StandinServer):
         self.control_route("POST", r"tickets/(?P<id>\d+)/solve", self._control_agent_action)
         self.control_route("POST", r"tickets/(?P<id>\d+)/end_user_reply", self._control_agent_action)
         self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-        self._workers = [
-            threading.Thread(target=self._deliver_forever, name=f"zendesk-webhooks-{n}", daemon=True)
-            for n in range(max(1, webhook_senders))
-        ]
-        for worker in self._workers:
-            worker.start()
 
     def stop(self) -> None:
         super().stop()
-        with self._outbox_cond:
-            self._outbox_cond.notify_all()
-        for worker in self._workers:
-            worker.join(timeout=5)
+        self._sender.stop()
 
     def reset_state(self) -> None:
         """Forget everything but the API agent, who is recreated (the token's own user)."""
-        self._generation += 1
+        self._sender.reset()
         self._ids = itertools.count(360_000_000_001)  # users, comments, audits, events, triggers...
         self._ticket_ids = itertools.count(1)
         self._users: dict[int, dict[str, Any]] = {}
@@ -245,9 +245,6 @@ class ZendeskStandin(StandinServer):
         self._triggers: dict[int, dict[str, Any]] = {}
         self._idempotency: dict[str, tuple[str, Response]] = {}
         self._deliveries: list[dict[str, Any]] = []
-        self._webhook_faults: list[dict[str, Any]] = []
-        with self._outbox_cond:
-            self._outbox.clear()
         self.api_user_id = self._new_user(self.email.split("@")[0], self.email, "admin")["id"]
 
     # ----------------------------------------------------------------- read accessors
@@ -908,10 +905,8 @@ class ZendeskStandin(StandinServer):
                     if webhook is not None and webhook["status"] == "active":
                         body = self._render(template, update).encode()
                         invocation_id = str(next(self._invocation_ids))
-                        self._enqueue(
-                            _Invocation(
-                                invocation_id, webhook_id, trigger["id"], body, self._generation, update.ticket["id"]
-                            )
+                        self._sender.enqueue(
+                            _Invocation(invocation_id, webhook_id, trigger["id"], body), key=update.ticket["id"]
                         )
 
     def _holds(self, condition: dict[str, Any], update: _Update) -> bool:
@@ -1000,123 +995,61 @@ class ZendeskStandin(StandinServer):
         return values
 
     # ----------------------------------------------------------------- webhook delivery
+    # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
+    # is Zendesk's: the signed headers (re-signed on every retry), the record, the retry rules.
     def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 1.0) -> None:
-        """Disturb the next `times` invocations: "duplicate" delivers each twice, "delay" holds it back."""
-        if kind not in ("duplicate", "delay"):
-            raise ValueError("kind must be 'duplicate' or 'delay'")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self.lock:
-            self._webhook_faults.append({"kind": kind, "times": times, "delay": float(delay)})
+        """Disturb the next `times` invocations: "duplicate" delivers each twice,
+        "delay" holds it back, "drop" never sends it."""
+        self._sender.add_fault(kind, times, delay)
 
     def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
         """Block until every queued invocation has been delivered (or given up); fail after `timeout`."""
-        with self._outbox_cond:
-            idle = self._outbox_cond.wait_for(lambda: not self._outbox and not self._delivering, timeout)
-        if not idle:
-            raise AssertionError(f"webhook deliveries still pending after {timeout:.2f}s")
+        self._sender.wait_idle(timeout)
 
-    def _enqueue(self, invocation: _Invocation) -> None:
-        with self._outbox_cond:
-            self._outbox.append(invocation)
-            self._outbox_cond.notify_all()
-
-    def _next_invocation(self) -> _Invocation | None:
-        """The oldest invocation whose ticket no other sender is delivering (caller holds the lock)."""
-        for invocation in self._outbox:
-            if invocation.ticket_id not in self._delivering:
-                return invocation
-        return None
-
-    def _deliver_forever(self) -> None:
-        session = requests.Session()  # keep-alive to the receiver across invocations
-        while True:
-            with self._outbox_cond:
-                self._outbox_cond.wait_for(lambda: self._next_invocation() or self._stopping.is_set())
-                if self._stopping.is_set():
-                    return
-                invocation = self._next_invocation()
-                self._outbox.remove(invocation)
-                self._delivering.add(invocation.ticket_id)
-            try:
-                self._deliver(session, invocation)
-            finally:
-                with self._outbox_cond:
-                    self._delivering.discard(invocation.ticket_id)
-                    self._outbox_cond.notify_all()
-
-    def _take_webhook_faults(self) -> dict[str, float]:
-        """The fault kinds that apply to the next invocation (kind → delay)."""
-        taken: dict[str, float] = {}
+    def _webhook_call(self, invocation: _Invocation, attempt: int) -> WebhookCall | None:
         with self.lock:
-            for fault in list(self._webhook_faults):
-                if fault["kind"] not in taken:
-                    taken[fault["kind"]] = fault["delay"]
-                    fault["times"] -= 1
-                    if fault["times"] == 0:
-                        self._webhook_faults.remove(fault)
-        return taken
+            webhook = copy.deepcopy(self._webhooks.get(invocation.webhook_id))
+            secret = self._secrets.get(invocation.webhook_id, "")
+        if webhook is None:
+            return None  # deleted since the trigger fired
+        timestamp = iso_time(milliseconds=False)
+        headers = {
+            "Content-Type": REQUEST_FORMATS[webhook["request_format"]],
+            "User-Agent": "Zendesk Webhook",
+            "x-zendesk-account-id": str(self.account_id),
+            "x-zendesk-webhook-id": webhook["id"],
+            "x-zendesk-webhook-invocation-id": invocation.id,
+            "x-zendesk-webhook-signature-timestamp": timestamp,
+            "x-zendesk-webhook-signature": sign_zendesk_webhook(secret, timestamp, invocation.body),
+            **_auth_header(webhook.get("authentication")),
+        }
+        return WebhookCall(webhook["http_method"], webhook["endpoint"], headers, invocation.body, self.webhook_timeout)
 
-    def _deliver(self, session: requests.Session, invocation: _Invocation) -> None:
-        faults = self._take_webhook_faults()
-        if "delay" in faults and self._stopping.wait(faults["delay"]):
-            return
-        for _ in range(2 if "duplicate" in faults else 1):
-            self._deliver_with_retries(session, invocation)
-
-    def _deliver_with_retries(self, session: requests.Session, invocation: _Invocation) -> None:
-        """Send one invocation, re-signing every retry; give up after `webhook_max_retries` retries."""
-        for attempt in itertools.count(1):
-            with self.lock:
-                if invocation.generation != self._generation:
-                    return
-                webhook = copy.deepcopy(self._webhooks.get(invocation.webhook_id))
-                secret = self._secrets.get(invocation.webhook_id, "")
-            if webhook is None:
-                return  # deleted since the trigger fired
-            timestamp = iso_time(milliseconds=False)
-            headers = {
-                "Content-Type": REQUEST_FORMATS[webhook["request_format"]],
-                "User-Agent": "Zendesk Webhook",
-                "x-zendesk-account-id": str(self.account_id),
-                "x-zendesk-webhook-id": webhook["id"],
-                "x-zendesk-webhook-invocation-id": invocation.id,
-                "x-zendesk-webhook-signature-timestamp": timestamp,
-                "x-zendesk-webhook-signature": sign_zendesk_webhook(secret, timestamp, invocation.body),
-                **_auth_header(webhook.get("authentication")),
-            }
-            record: dict[str, Any] = {
+    def _webhook_record(self, invocation: _Invocation, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
+        self._deliveries.append(
+            {
                 "invocation_id": invocation.id,
-                "webhook_id": webhook["id"],
+                "webhook_id": invocation.webhook_id,
                 "trigger_id": invocation.trigger_id,
                 "attempt": attempt,
-                "method": webhook["http_method"],
-                "endpoint": webhook["endpoint"],
-                "headers": headers,
+                "method": call.method,
+                "endpoint": call.url,
+                "headers": call.headers,
                 "body": invocation.body,
-                "status": None,
-                "error": None,
-                "timestamp": timestamp,
+                "status": answer.status,
+                "error": answer.error,
+                "timestamp": call.headers["x-zendesk-webhook-signature-timestamp"],
             }
-            backoff = self.webhook_retry_delay * 2 ** (attempt - 1)
-            try:
-                resp = session.request(
-                    webhook["http_method"],
-                    webhook["endpoint"],
-                    data=invocation.body,
-                    headers=headers,
-                    timeout=self.webhook_timeout,
-                )
-                record["status"] = resp.status_code
-                wait = _retry_wait(resp.status_code, resp.headers.get("Retry-After"), attempt, backoff)
-            except requests.RequestException as exc:
-                record["error"] = f"{type(exc).__name__}: {exc}"
-                wait = backoff
-            with self.lock:
-                if invocation.generation == self._generation:
-                    self._deliveries.append(record)
-            if wait is None or attempt > self.webhook_max_retries or self._stopping.wait(wait):
-                return
+        )
+
+    def _webhook_retry_wait(self, invocation: _Invocation, attempt: int, answer: WebhookAnswer) -> float | None:
+        """Zendesk's rules, at most `webhook_max_retries` retries, backing off from `webhook_retry_delay`."""
+        if attempt > self.webhook_max_retries:
+            return None
+        backoff = self.webhook_retry_delay * 2 ** (attempt - 1)
+        if answer.status is None:
+            return backoff
+        return _retry_wait(answer.status, answer.headers.get("Retry-After"), attempt, backoff)
 
     # ----------------------------------------------------------------- agent workspace
     def add_agent(self, name: str, email: str, role: str = "agent") -> int:

@@ -80,6 +80,9 @@ def _worker_env(database_name: str, queue: str, *, media_allow: str = "") -> dic
         HITL_DELIVERY_BACKOFF_MAX_SECONDS="2",
         HITL_DELIVERY_STALE_SECONDS="3",
         HITL_SWEEP_SECONDS="1",
+        # Doorbell desks: tickets whose doorbell was lost are re-read within seconds.
+        HITL_DOORBELL_SWEEP_SECONDS="2",
+        HITL_DOORBELL_GRACE_SECONDS="2",
         HITL_HTTP_READ_TIMEOUT="3",
         HITL_LOG_LEVEL="WARNING",
     )

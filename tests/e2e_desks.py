@@ -19,6 +19,30 @@ FD_API_KEY = "fd_test_api_key"
 JSM_EMAIL, JSM_TOKEN = "gateway@acme.test", "jsm_test_api_token"
 
 
+# --- Botpress's side, the same for every desk -------------------------------------------------
+def create_user(gateway, name="Ada Lovelace", email="ada@example.com") -> str:
+    response = gateway.action(
+        "createUser", {"name": name, "email": email, "pictureUrl": "https://cdn.example.com/a.png"}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["userId"]
+
+
+def start_hitl(gateway, user_id, **extra) -> str:
+    body = {"userId": user_id, "title": "Refund request", "messageHistory": []} | extra
+    response = gateway.action("startHitl", body)
+    assert response.status_code == 200, response.text
+    return response.json()["conversationId"]
+
+
+def zendesk_ticket_for(gateway, conversation_id) -> dict:
+    """The Zendesk ticket of a conversation, for the Zendesk-only suites (``gateway`` fixture)."""
+    return gateway.zendesk.wait_for(
+        lambda: next((t for t in gateway.zendesk.tickets() if t.get("external_id") == conversation_id), None),
+        timeout=20,
+    )
+
+
 @dataclass(frozen=True)
 class DeskMessage:
     """A message as the desk stores it on the ticket (after its first, the transcript)."""
@@ -94,6 +118,10 @@ class E2EDesk(abc.ABC):
     @abc.abstractmethod
     def accepted_webhook_headers(self, secret: str, body: bytes) -> dict: ...
 
+    @abc.abstractmethod
+    def invalid_webhooks(self) -> list[tuple[bytes, str]]:
+        """Bodies that authenticate but are malformed, each with the field a 400 must name."""
+
 
 class ZendeskE2E(E2EDesk):
     kind = "zendesk"
@@ -142,16 +170,26 @@ class ZendeskE2E(E2EDesk):
         return self.standin.ticket(ticket_id)["status"] == "closed"
 
     def refused_webhooks(self, secret):
-        from datetime import UTC, datetime
+        from datetime import UTC, datetime, timedelta
 
         from providers.zendesk.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_compute
 
         body = json.dumps({"type": "ticketAssigned", "ticketId": "1", "externalId": "x"}).encode()
-        fresh = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        forged = signature_compute(secret="not-the-secret", timestamp=fresh, body=body)
+        now = datetime.now(UTC)
+        fresh = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stale = (now - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def signed(timestamp, key=secret, payload=body):
+            return {
+                SIGNATURE_HEADER: signature_compute(secret=key, timestamp=timestamp, body=payload),
+                TIMESTAMP_HEADER: timestamp,
+            }
+
         return body, {
             "missing": {},
-            "forged": {SIGNATURE_HEADER: forged, TIMESTAMP_HEADER: fresh},
+            "forged": signed(fresh, key="not-the-secret"),
+            "stale": signed(stale),  # outside the replay window
+            "tampered": signed(fresh, payload=body + b" "),  # signed for another body
         }
 
     def accepted_webhook_headers(self, secret, body):
@@ -161,6 +199,9 @@ class ZendeskE2E(E2EDesk):
 
         fresh = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {SIGNATURE_HEADER: signature_compute(secret=secret, timestamp=fresh, body=body), TIMESTAMP_HEADER: fresh}
+
+    def invalid_webhooks(self):
+        return [(b"not json", "body"), (json.dumps({"type": "ticketAssigned"}).encode(), "ticketId")]
 
 
 class FreshdeskE2E(E2EDesk):
@@ -218,7 +259,7 @@ class FreshdeskE2E(E2EDesk):
     def refused_webhooks(self, secret):
         from providers.freshdesk import SECRET_HEADER
 
-        body = json.dumps({"ticket_id": "1", "status": "2", "agent_id": "", "performer": "agent"}).encode()
+        body = json.dumps({"ticket_id": "1", "status": "Open", "performer": "agent"}).encode()
         return body, {
             "missing": {},
             "forged": {SECRET_HEADER: secret[:-1] + ("A" if secret[-1] != "A" else "B")},
@@ -229,6 +270,9 @@ class FreshdeskE2E(E2EDesk):
         from providers.freshdesk import SECRET_HEADER
 
         return {SECRET_HEADER: secret}
+
+    def invalid_webhooks(self):
+        return [(b"not json", "body"), (json.dumps({"status": "2"}).encode(), "ticket_id")]
 
 
 class JsmE2E(E2EDesk):

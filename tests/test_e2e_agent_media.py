@@ -6,7 +6,9 @@ import pytest
 import requests
 
 from sessions_app.models import Delivery, DeliveryStatus, HitlSession, Message
-from tests.test_e2e_zendesk import _create_user, _start, _ticket_for
+from tests.e2e_desks import create_user as _create_user
+from tests.e2e_desks import start_hitl as _start
+from tests.e2e_desks import zendesk_ticket_for as _ticket_for
 
 pytestmark = pytest.mark.e2e
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 200

@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -342,7 +343,6 @@ def test_agent_reply_rings_the_doorbell_with_our_secret(desk, receiver):
     assert json.loads(hook["body"]) == {
         "ticket_id": ref.external_id,
         "status": "Open",
-        "agent_id": "",
         "performer": "agent",
     }
 
@@ -496,3 +496,28 @@ def test_agent_attachment_downloads_and_an_expired_link_is_unavailable(desk):
 def test_spec_declares_the_secret_and_the_api_install():
     assert [(f.name, f.secret) for f in SPEC.credential_fields] == [("api_key", True)]
     assert SPEC.webhook_install == "api" and SECRET_HEADER not in SPEC.kept_headers
+
+
+def test_changed_tickets_are_listed_in_one_call_oldest_change_first(desk):
+    fd = adapter(desk)
+    _, first = user_and_ticket(fd, reference="conv_a")
+    _, second = user_and_ticket(fd, reference="conv_b")
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    time.sleep(1.05)  # Freshdesk stamps to the second: the reply's change comes a second later
+    desk.agent_reply(int(first.external_id), desk.add_agent("Jane", "jane@example.com"), "later change")
+    desk.clear_log()
+
+    changes = fd.tickets_changed_list(since=since, limit=300)
+    (listing,) = desk.requests_log("GET")
+    assert listing["path"] == "/api/v2/tickets"
+    assert listing["query"] == {
+        "updated_since": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "order_by": "updated_at",
+        "order_type": "asc",
+        "per_page": "100",
+    }
+    assert list(changes.changed) == [second.external_id, first.external_id]
+    stamp = datetime.fromisoformat(desk.ticket(int(first.external_id))["updated_at"].replace("Z", "+00:00"))
+    assert changes.changed[first.external_id] == stamp + timedelta(seconds=1), "made by the end of its second"
+    assert changes.through >= stamp
+    assert fd.tickets_changed_list(since=datetime.now(UTC) + timedelta(minutes=1), limit=300).changed == {}

@@ -27,7 +27,9 @@ from sessions_app.models import (
 from sessions_app.services import outbox
 from sessions_app.services.sessions import session_events_apply, session_stop
 from tests.conftest import integration_for
-from tests.test_e2e_zendesk import _create_user, _start, _ticket_for
+from tests.e2e_desks import create_user as _create_user
+from tests.e2e_desks import start_hitl as _start
+from tests.e2e_desks import zendesk_ticket_for as _ticket_for
 
 
 def _wait_settled(gateway, session, timeout=30):

@@ -33,6 +33,7 @@ from providers.base import (
     MessagePart,
     OutboundMessage,
     ParsedWebhook,
+    TicketChanges,
     TicketRef,
     TicketSpec,
     WebhookInstallation,
@@ -138,6 +139,7 @@ RATE_PACER = _RatePacer()
 class FreshdeskProvider(HelpDeskProvider):
     kind = "freshdesk"
     entity_serializer = FreshdeskHitlSessionSerializer
+    doorbell_webhooks = True
 
     # --- transport --------------------------------------------------------------------------
     def _auth_header(self) -> str:
@@ -388,6 +390,36 @@ class FreshdeskProvider(HelpDeskProvider):
             events.append(InboundEvent(kind="stopped", ticket_external_id=ticket_id, agent=agent))
         return events
 
+    def tickets_changed_list(self, *, since: datetime, limit: int) -> TicketChanges:
+        """``GET /tickets?updated_since=...&order_by=updated_at&order_type=asc``: every ticket of
+        the account changed since ``since``, oldest change first, 100 a page [doc "List All
+        Tickets": ``updated_since``, ``order_by`` created_at/due_by/updated_at/status,
+        ``order_type`` asc/desc, ``per_page`` at most 100]. One call in the usual case (the
+        Tickets List endpoint has its own per-minute sub-limit, 20 on the Growth plan).
+
+        Freshdesk stamps ``updated_at`` to the second (``YYYY-MM-DDTHH:MM:SSZ``), so a change is
+        reported as made by that second's end. A listing cut at ``limit`` reports ``through``
+        the last change it saw, so the next listing resumes there.
+        """
+        started = datetime.now(UTC)
+        params = {
+            "updated_since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "order_by": "updated_at",
+            "order_type": "asc",
+        }
+        changed: dict[str, datetime] = {}
+        pages = max(1, -(-limit // PER_PAGE))
+        last = None
+        for count, ticket in enumerate(self._pages("tickets", params, max_pages=pages), start=1):
+            stamp = _timestamp(ticket.get("updated_at"))
+            if ticket.get("id") is None or stamp is None:
+                continue
+            last = stamp
+            changed[str(ticket["id"])] = stamp + timedelta(seconds=1)
+            if count >= pages * PER_PAGE:
+                return TicketChanges(changed=changed, through=last)
+        return TicketChanges(changed=changed, through=started)
+
     def agent_profile_fetch(self, *, external_id: str) -> AgentProfile | None:
         """``GET /agents/{id}``: name, e-mail and avatar; ``None`` when the user is not an agent."""
         if not external_id.isdigit():
@@ -530,6 +562,17 @@ def note_parts(message: OutboundMessage) -> tuple[str, str, list[str]]:
         texts.append(f"{label}\n{url}")
         media_urls.append(url)
     return "".join(blocks), "\n\n".join(texts), media_urls
+
+
+def _timestamp(value: object) -> datetime | None:
+    """A Freshdesk timestamp (``2016-02-13T23:27:49Z``, UTC) as an aware datetime, else ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _squash(text: str) -> str:

@@ -7,13 +7,21 @@ ticket. The body is a **doorbell**: the worker reads the ticket and its conversa
 the API (``FreshdeskProvider.webhook_events_fetch``), so a forged or replayed request that
 passed the secret check can only make us re-read a ticket, never inject text.
 
-Rules are created through the Automations API (``POST /api/v2/automations/4/rules``, type 4 =
-rules that run on ticket updates) [doc developers.freshdesk.com/api "Create an Automation
-Rule", changelog January 2021]. The ``trigger_webhook`` action's keys (``request_type``,
-``url``, ``content_type``, ``content_layout``, ``content``, ``custom_headers``) are those of the
-documented action object and of public clients using it; the event names ``reply_sent``,
-``responder_id`` and ``status`` and the condition field ``tags`` are *(inferred)* from the
-documented example (``responder_id`` from ``--`` to ...) and the admin UI's labels.
+Rules are created through the Automations API (``POST /api/v2/automations/4/rules``; automation
+types 1 = ticket creation, 3 = time triggers, 4 = ticket updates) [doc developers.freshdesk.com/api
+"Create an Automation Rule", changelog January 2021]. Checked against public clients of that API
+(the Go SDK ``askasoft/pango`` ``sdk/fdk/freshdesk``: rule fields ``name``, ``position``,
+``active``, ``performer`` {``type``: 1 agent, 2 requester, 3 agent or requester, 4 system;
+``members``}, ``events`` [{``field_name``, ``from``, ``to``}], ``conditions`` [{``name``,
+``match_type`` all/any, ``properties`` [{``resource_type``, ``field_name``, ``operator``,
+``value``}]}], ``actions`` with ``custom_headers``, ``request_type``, ``url``) and a rule read
+back from a live account (a public Terraform configuration: ``performer`` {type 1}, events
+``reply_sent`` and ``status`` from ``--`` to ``--``, a ``trigger_webhook`` action with
+``content_type`` "JSON" (required), ``content_layout`` "2" (a string), ``content`` a JSON object
+whose string values carry ``{{ticket.id}}``, and ``custom_headers``). Still *(inferred)*: the
+``responder_id`` event name (the admin UI's "Agent is updated"), and the ``tags`` condition field.
+Our rules ring on any status change (from ``--`` to ``--``, the documented form) rather than
+naming Resolved/Closed: the read decides what the ticket's status means.
 """
 
 from __future__ import annotations
@@ -39,8 +47,7 @@ MAX_ID = 20  # Freshdesk ids are 64-bit integers
 def _events(performer: int) -> list[dict]:
     changes = [
         {"field_name": "responder_id", "from": "--", "to": "--"},
-        {"field_name": "status", "from": "--", "to": STATUS_RESOLVED},
-        {"field_name": "status", "from": "--", "to": STATUS_CLOSED},
+        {"field_name": "status", "from": "--", "to": "--"},
     ]
     # Only agents send replies; assignment and closing may also be done by Freshdesk itself
     # (round-robin assignment, auto-close), whose performer is "System".
@@ -52,7 +59,6 @@ def rule_body(performer: int) -> dict:
     return {
         "ticket_id": "{{ticket.id}}",
         "status": "{{ticket.status}}",
-        "agent_id": "{{ticket.agent.id}}",
         "performer": "agent" if performer == PERFORMER_AGENT else "system",
     }
 
@@ -98,7 +104,7 @@ def instructions(*, url: str, secret: str) -> str:
     for performer in (PERFORMER_AGENT, PERFORMER_SYSTEM):
         rule = rule_definition(performer=performer, url=url, secret=secret)
         events = ["Reply is sent"] if performer == PERFORMER_AGENT else []
-        events += ["Agent is updated (from Any to Any)", "Status is changed to Resolved", "Status is changed to Closed"]
+        events += ["Agent is updated (from Any to Any)", "Status is updated (from Any to Any)"]
         lines += [
             f"Rule name: {rule['name']}",
             f"  When an action is performed by: {'Agent (any agent)' if performer == PERFORMER_AGENT else 'System'}",

@@ -16,16 +16,29 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Max, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
 from outbound.http import OutboundError
 from providers import provider_class
-from providers.base import HelpDeskProvider, InboundEvent, WebhookInvalid, WebhookRejected
+from providers.base import HelpDeskProvider, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
 from providers.registry import provider_spec
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
-from sessions_app.models import HumanAgent, Integration, Message, Ticket, WebhookEvent, WebhookRejection, WebhookStatus
+from sessions_app.models import (
+    Delivery,
+    DeliveryStatus,
+    Direction,
+    Heartbeat,
+    HumanAgent,
+    Integration,
+    Message,
+    SessionStatus,
+    Ticket,
+    WebhookEvent,
+    WebhookRejection,
+    WebhookStatus,
+)
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
@@ -375,9 +388,7 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
     """
     integration = event.integration
     installation = integration.provider_installation or {}
-    parsed = provider_class(event.provider).webhook_parse(
-        headers=event.headers, body=event.body.encode(), installation=installation
-    )
+    parsed = _stored_parse(event, installation)
     events, only = list(parsed.events), {failure["index"] for failure in event.failed_events} or None
     adapter = None
     if parsed.doorbell:
@@ -451,9 +462,7 @@ def webhook_doorbells_reread(*, integration: Integration, ticket_external_id: st
     )
     if ignored is None:
         return False
-    parsed = provider_class(ignored.provider).webhook_parse(
-        headers=ignored.headers, body=ignored.body.encode(), installation=integration.provider_installation or {}
-    )
+    parsed = _stored_parse(ignored, integration.provider_installation or {})
     if not parsed.doorbell:
         return False
     WebhookEvent.objects.filter(pk=ignored.pk, status=WebhookStatus.IGNORED).update(
@@ -461,6 +470,21 @@ def webhook_doorbells_reread(*, integration: Integration, ticket_external_id: st
     )
     transaction.on_commit(lambda: webhook_schedule(webhook_event_id=ignored.pk))
     return True
+
+
+def _stored_parse(event: WebhookEvent, installation: Mapping) -> ParsedWebhook:
+    """A stored webhook parsed again; a sweep's re-read (no body) is a doorbell for its ticket."""
+    if event.event_type == REREAD_EVENT_TYPE:
+        return ParsedWebhook(
+            dedup_key=event.dedup_key or "",
+            event_type=REREAD_EVENT_TYPE,
+            ticket_external_id=event.ticket_external_id,
+            events=[],
+            doorbell=True,
+        )
+    return provider_class(event.provider).webhook_parse(
+        headers=event.headers, body=event.body.encode(), installation=installation
+    )
 
 
 def _known_message_ids(integration: Integration, ticket_external_id: str) -> set[str]:
@@ -517,3 +541,159 @@ def webhook_events_sweep(*, older_than_seconds: int) -> int:
     for webhook_event_id in ids:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return len(ids)
+
+
+# --- the doorbell sweep ---------------------------------------------------------------------
+# A doorbell provider's webhook only says "read ticket N". If one never reaches us (our web was
+# down longer than the desk retries, a proxy dropped it, a rule was switched off), the agent's
+# reply would wait for the ticket's next doorbell. The beat sweep closes that gap itself: it asks
+# the desk which tickets changed (one listing call per integration per ``DOORBELL_SWEEP_SECONDS``)
+# and re-reads, through the same queue and ``webhook_events_fetch``, the open sessions' tickets
+# changed after anything reached us about them. Messages are deduplicated by id as for doorbells.
+REREAD_EVENT_TYPE = "gateway.reread"
+_SWEEP_CLAIM = "doorbell-sweep:"  # Heartbeat rows: when an integration was last swept ...
+_SWEEP_MARK = "doorbell-mark:"  # ... and up to when its desk's listing was complete
+# Listings overlap the previous one by this much on top of the grace period: the desk's clock
+# and ours may differ a little, and a ticket listed twice costs nothing (it is explained).
+LIST_OVERLAP = timedelta(seconds=60)
+
+
+def webhook_doorbells_sweep(*, now: datetime | None = None) -> int:
+    """Re-read the tickets of doorbell providers whose doorbell may have been lost; return how many.
+
+    Per active integration whose adapter has ``doorbell_webhooks``, at most once per
+    ``DOORBELL_SWEEP_SECONDS`` (claimed in one UPDATE, so concurrent sweeps do not both list).
+    Only tickets of open sessions active within ``DOORBELL_ACTIVE_SECONDS`` are candidates; with
+    none, the desk is not called at all. A desk failing is logged and tried on the next run.
+    """
+    now = now or timezone.now()
+    reread = 0
+    for integration in Integration.objects.filter(is_active=True).order_by("created_at"):
+        if not provider_class(integration.provider).doorbell_webhooks:
+            continue
+        if not _sweep_claim(integration, now=now):
+            continue
+        try:
+            reread += _integration_doorbells_sweep(integration, now=now)
+        except OutboundError as exc:  # the desk is down or busy: the next run lists again
+            log.warning("webhook.doorbell_sweep_failed", integration_id=str(integration.pk), error=type(exc).__name__)
+        except Exception:  # one integration's fault must not stop the others' sweep
+            log.exception("webhook.doorbell_sweep_error", integration_id=str(integration.pk))
+    return reread
+
+
+def _sweep_claim(integration: Integration, *, now: datetime) -> bool:
+    """Whether this run sweeps ``integration``: its last sweep is ``DOORBELL_SWEEP_SECONDS`` old."""
+    name = f"{_SWEEP_CLAIM}{integration.pk}"
+    due = now - timedelta(seconds=settings.HITL["DOORBELL_SWEEP_SECONDS"])
+    if Heartbeat.objects.filter(name=name, beat_at__lte=due).update(beat_at=now):
+        return True
+    try:
+        with transaction.atomic():
+            _, created = Heartbeat.objects.get_or_create(name=name, defaults={"beat_at": now})
+    except IntegrityError:  # another sweep created it just now
+        return False
+    return created
+
+
+def _integration_doorbells_sweep(integration: Integration, *, now: datetime) -> int:
+    """One integration: find the tickets changed since we last heard of them, queue a re-read each."""
+    config = settings.HITL
+    active_since = now - timedelta(seconds=config["DOORBELL_ACTIVE_SECONDS"])
+    grace = timedelta(seconds=config["DOORBELL_GRACE_SECONDS"])
+    mark_name = f"{_SWEEP_MARK}{integration.pk}"
+    candidates = dict(
+        Ticket.objects.filter(
+            integration=integration,
+            session__status__in=(SessionStatus.PENDING, SessionStatus.ASSIGNED),
+            session__last_activity_at__gte=active_since,
+        ).values_list("external_id", "session_id")
+    )
+    if not candidates:
+        Heartbeat.objects.update_or_create(name=mark_name, defaults={"beat_at": now})
+        return 0
+    mark = Heartbeat.objects.filter(name=mark_name).values_list("beat_at", flat=True).first()
+    since = max(active_since, (mark or active_since) - grace - LIST_OVERLAP)
+    changes = integration_provider(integration=integration).tickets_changed_list(
+        since=since, limit=config["DOORBELL_LIST_LIMIT"]
+    )
+    pending = set(
+        WebhookEvent.objects.filter(
+            integration=integration, ticket_external_id__in=candidates, status=WebhookStatus.ACCEPTED
+        ).values_list("ticket_external_id", flat=True)
+    )
+    heard = _last_heard(integration, candidates)
+    cap = config["DOORBELL_REREAD_CAP"]
+    if changes is None:
+        # The desk cannot list changes: re-read quiet tickets on a slower timer instead.
+        idle = now - timedelta(seconds=config["DOORBELL_IDLE_REREAD_SECONDS"])
+        due = sorted(
+            (heard.get(t) or datetime.min.replace(tzinfo=UTC), t)
+            for t in candidates
+            if t not in pending and (heard.get(t) is None or heard[t] <= idle)
+        )
+        chosen = [t for _, t in due[:cap]]
+        reason = "no webhook for this long"
+    else:
+        missed = sorted(
+            (changed_by, t)
+            for t, changed_by in changes.changed.items()
+            if t in candidates
+            and t not in pending
+            and changed_by <= now - grace  # newer: its doorbell may still be on its way
+            and (heard.get(t) is None or heard[t] < changed_by)
+        )
+        chosen = [t for _, t in missed[:cap]]
+        # Tickets left for the next run (over the cap) are listed again: the mark stays before them.
+        through = missed[cap][0] - timedelta(seconds=1) if len(missed) > cap else changes.through
+        Heartbeat.objects.update_or_create(name=mark_name, defaults={"beat_at": through})
+        reason = "the desk changed it after the last webhook we received"
+    for ticket_external_id in chosen:
+        _reread_enqueue(integration, ticket_external_id=ticket_external_id, reason=reason)
+    if chosen:
+        log.info("webhook.doorbell_sweep", integration_id=str(integration.pk), reread=len(chosen))
+    return len(chosen)
+
+
+def _last_heard(integration: Integration, tickets: Mapping[str, object]) -> dict[str, datetime]:
+    """When we last heard of each ticket: a webhook (or re-read) stored, or our own successful post.
+
+    Our own posts change the ticket on the desk too; a change made before we heard of the ticket
+    is covered (a webhook rings after its change; our post's answer comes after the desk made it).
+    """
+    heard = dict(
+        WebhookEvent.objects.filter(integration=integration, ticket_external_id__in=tickets)
+        .exclude(status=WebhookStatus.FAILED)
+        .values("ticket_external_id")
+        .annotate(at=Max("received_at"))
+        .values_list("ticket_external_id", "at")
+    )
+    by_session = {session_id: ticket for ticket, session_id in tickets.items()}
+    posted = (
+        Delivery.objects.filter(
+            session_id__in=by_session, direction=Direction.TO_AGENT, status=DeliveryStatus.SUCCEEDED
+        )
+        .values("session_id")
+        .annotate(at=Max("completed_at"))
+        .values_list("session_id", "at")
+    )
+    for session_id, at in posted:
+        ticket = by_session[session_id]
+        if at is not None and (heard.get(ticket) is None or at > heard[ticket]):
+            heard[ticket] = at
+    return heard
+
+
+def _reread_enqueue(integration: Integration, *, ticket_external_id: str, reason: str) -> WebhookEvent:
+    """Queue a re-read of the ticket: a bodiless doorbell, applied in its ticket's webhook order."""
+    event = WebhookEvent.objects.create(
+        integration=integration,
+        provider=integration.provider,
+        dedup_key=f"{REREAD_EVENT_TYPE}:{uuid.uuid4().hex}",
+        event_type=REREAD_EVENT_TYPE,
+        ticket_external_id=ticket_external_id,
+        status=WebhookStatus.ACCEPTED,
+        detail=f"re-read by the doorbell sweep: {reason}",
+    )
+    transaction.on_commit(lambda: _schedule_if_queue_head(event))
+    return event
