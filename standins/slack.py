@@ -167,6 +167,10 @@ class SlackStandin(StandinServer):
     def roots(self) -> list[dict]:
         return [m for m in self.messages() if m.get("thread_ts") in (None, m["ts"])]
 
+    def tickets(self) -> list[dict]:
+        """The sessions' roots (messages carrying ``hitl_session`` metadata), oldest first."""
+        return [m for m in self.roots() if (m.get("metadata") or {}).get("event_type") == "hitl_session"]
+
     def root(self, ts: str) -> dict:
         return next(m for m in self.messages() if m["ts"] == ts)
 
@@ -635,7 +639,9 @@ class SlackStandin(StandinServer):
             if ok or no_retry:
                 return
 
-    def _attempt_delivery(self, session: requests.Session, delivery: dict, headers: dict, attempt: int) -> tuple[bool, str, bool]:
+    def _attempt_delivery(
+        self, session: requests.Session, delivery: dict, headers: dict, attempt: int
+    ) -> tuple[bool, str, bool]:
         record: dict[str, Any] = {
             "attempt": attempt,
             "url": delivery["url"],

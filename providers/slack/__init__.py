@@ -7,8 +7,8 @@ SPEC = ProviderSpec(
     kind="slack",
     label="Slack",
     adapter="providers.slack.provider:SlackProvider",
-    base_url_label="Slack Web API base URL",
-    base_url_example="https://slack.com/api",
+    base_url_label="Slack URL (the Web API is under /api)",
+    base_url_example="https://slack.com",
     credential_fields=(
         CredentialField(
             name="bot_token",

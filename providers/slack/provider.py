@@ -52,6 +52,7 @@ from providers.slack.errors import slack_call
 MEDIA_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
 MEDIA_LABELS = {"image": "Image", "audio": "Audio", "video": "Video", "file": "File"}
 SESSION_EVENT, TRANSCRIPT_EVENT, MESSAGE_EVENT = "hitl_session", "hitl_transcript", "hitl_message"
+CLOSED_EVENT = "hitl_closed"
 STATUS_BLOCK, ACTIONS_BLOCK = "hitl_status", "hitl_actions"
 SECTION_MAX = 3000  # characters of a section block's text [doc docs.slack.dev/reference/block-kit/blocks/section-block]
 HEADER_MAX = 150  # characters of a header block's plain text
@@ -124,12 +125,18 @@ class SlackProvider(HelpDeskProvider):
     def channel(self) -> str:
         return str(self.credentials["channel_id"])
 
+    @property
+    def api_url(self) -> str:
+        """Where the Web API methods are: ``<base>/api/`` (``https://slack.com`` or
+        ``https://slack.com/api`` both name ``https://slack.com/api/``)."""
+        return self.base_url + ("/" if self.base_url.endswith("/api") else "/api/")
+
     def _client(self) -> WebClient:
         client = getattr(self, "_web_client", None)
         if client is None:
             client = WebClient(
                 token=self.credentials["bot_token"],
-                base_url=self.base_url + "/",
+                base_url=self.api_url,
                 timeout=max(1, round(self.timeout[1])),
                 retry_handlers=[],  # 429 and connection errors go to the outbox, not to a sleep here
             )
@@ -293,10 +300,17 @@ class SlackProvider(HelpDeskProvider):
         )
 
     def ticket_close(self, *, ticket_external_id: str) -> None:
-        """The chat side ended the session: a note in the thread (once), and the root closed."""
-        root = self._root(ticket_external_id)
-        if (_metadata(root, SESSION_EVENT) or {}).get("state") != "closed":
-            self._post(thread_ts=ticket_external_id, text=CLOSED_NOTE)
+        """The chat side ended the session: a note in the thread (once: a repeat finds it by its
+        metadata), and the root shown closed."""
+        replies = self._replies(ticket_external_id)
+        if not any(_metadata(reply, CLOSED_EVENT) is not None for reply in replies):
+            self._post(
+                thread_ts=ticket_external_id,
+                text=CLOSED_NOTE,
+                metadata={"event_type": CLOSED_EVENT, "event_payload": {}},
+            )
+        root = replies[0] if replies and str(replies[0].get("ts")) == ticket_external_id else None
+        if root is None or (_metadata(root, SESSION_EVENT) or {}).get("state") != "closed":
             self.ticket_head_update(ticket_external_id=ticket_external_id, state="stopped")
 
     def ticket_stopped_reply(self, *, ticket_external_id: str, event: InboundEvent) -> None:
@@ -322,6 +336,7 @@ class SlackProvider(HelpDeskProvider):
         posting it twice; the files' links are in the text either way.
         """
         text, media_urls = _compose(message)
+        uploads = self._fetched(media_urls)  # before posting: a failed fetch must not follow a post
         posted = self._post(
             thread_ts=ticket_external_id,
             text=text,
@@ -333,7 +348,6 @@ class SlackProvider(HelpDeskProvider):
             metadata={"event_type": MESSAGE_EVENT, "event_payload": {"author": message.author_external_id}},
         )
         ts = str(posted["ts"])
-        uploads = self._fetched(media_urls)
         if uploads:
             key = f"{self.base_url}|{self.channel}"
             try:

@@ -103,8 +103,16 @@ def _string(data: Mapping, key: str, field: str, *, pattern: re.Pattern | None =
     return value
 
 
+IGNORED_REPLY = {"status": "ignored"}
+
+
 def _ignored(dedup_key: str, event_type: str, ticket: str = "") -> ParsedWebhook:
-    return ParsedWebhook(dedup_key=dedup_key, event_type=event_type, ticket_external_id=ticket, events=[])
+    """Nothing for the gateway (our own posts' echoes, edits, other channels...): answered at
+    once and not stored. Slack sends every message of the channel, ours included, so storing
+    them would double the webhooks to apply for nothing."""
+    return ParsedWebhook(
+        dedup_key=dedup_key, event_type=event_type, ticket_external_id=ticket, events=[], reply=IGNORED_REPLY
+    )
 
 
 def webhook_parse(*, headers: Mapping[str, str], body: bytes, installation: Mapping | None = None) -> ParsedWebhook:
