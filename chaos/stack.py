@@ -135,6 +135,7 @@ class Stack:
             )
         )
         self.api_key, self.integration_id = created["api_key"], created["id"]
+        self.desk.installed(f"{self.gateway.url}/webhooks/{self.desk.kind}/{self.integration_id}/")
         self.gateway.start()
         self.base = f"{self.gateway.url}/api/v1/integrations/{self.integration_id}"
         log(f"gateway up at {self.gateway.url} with {self.gateway.workers} workers")

@@ -85,7 +85,7 @@ class _ChannelPacer:
     ``Retry-After``. Several worker processes each pace on their own; Slack's 429 evens it out.
     """
 
-    INTERVAL = 1.0
+    INTERVAL = 1.05  # a little over a second: arrival times jitter by a few milliseconds
     MAX_SLEEP = 1.5
 
     def __init__(self) -> None:
