@@ -23,6 +23,7 @@ _TAGS = re.compile(r"<[^>]+>")
 class ChaosDesk:
     kind: str
     api_prefix = r"^/api/v2/"  # the desk's API paths, where the run injects its faults
+    tickets_per_second: float | None = None  # the desk's own limit on creating tickets, if any
     standin: ZendeskStandin | FreshdeskStandin | SlackStandin
 
     def installed(self, webhook_url: str) -> None:
@@ -127,6 +128,7 @@ class SlackChaos(ChaosDesk):
 
     kind = "slack"
     api_prefix = r"^/api/"
+    tickets_per_second = 1.0  # a root message each, in the one channel
 
     def __init__(self, *, webhook_senders: int = 1) -> None:
         self.standin = SlackStandin(bot_token=SLACK_TOKEN, signing_secret=SLACK_SECRET, channel_id=SLACK_CHANNEL)
