@@ -78,3 +78,23 @@ def test_url_verification_is_answered_through_the_webhook_url(desk_gateway):  # 
     assert signed.status_code == 200 and signed.json() == {"challenge": "c-123"}
     forged = requests.post(url, data=body, headers=headers | {"X-Slack-Signature": sign("no", now, body)}, timeout=10)
     assert forged.status_code == 401 and "c-123" not in forged.text
+
+
+def test_a_burst_of_end_user_messages_is_paced_in_order(desk_gateway, monkeypatch):  # noqa: F811 - the fixture imported above
+    """Twelve messages at once into one thread: all arrive, in order, about one a second, under
+    the end user's name and picture, and Slack never had to answer 429."""
+    gateway, standin = desk_gateway, desk_gateway.zendesk
+    monkeypatch.setattr(standin, "post_burst", 2)
+    # A short burst only (above): the adapter's pacing must do the rest.
+    user_id = _create_user(gateway, name="Ada Lovelace")
+    conversation_id = _start(gateway, user_id)
+    ts = _ticket_for(gateway, conversation_id)["ts"]
+    for n in range(12):
+        body = {"conversationId": conversation_id, "type": "text", "payload": {"text": f"burst {n}", "userId": user_id}}
+        assert gateway.message(body).status_code == 202
+    replies = standin.wait_for(lambda: len(r := standin.thread(ts)) == 12 and r, timeout=60)
+    assert [r["text"] for r in replies] == [f"burst {n}" for n in range(12)]
+    assert {(r["username"], r["icon_url"]) for r in replies} == {("Ada Lovelace", "https://cdn.example.com/a.png")}
+    posts = standin.requests_log(method="POST", path_regex=r"chat\.postMessage$")
+    assert posts[-1]["timestamp"] - posts[-12]["timestamp"] >= 9, "paced: about a second apart"
+    assert all(p["status"] == 200 for p in posts), "paced before Slack had to refuse"
