@@ -34,7 +34,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from hitl_gateway.launch import metrics_dir_prepare
-from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskZendesk
+from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskSlack, DeskZendesk
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".hitl-demo-state"  # only a directory holding it is ever wiped
@@ -51,6 +51,16 @@ DESKS = {
         lambda: {"email": ZENDESK_EMAIL, "api_token": secrets.token_urlsafe(24)},
     ),
     "freshdesk": (DeskFreshdesk, "/a/", "Freshdesk", lambda: {"api_key": secrets.token_urlsafe(24)}),
+    "slack": (
+        DeskSlack,
+        "/app/",
+        "Slack",
+        lambda: {
+            "bot_token": "xoxb-" + secrets.token_urlsafe(24),
+            "signing_secret": secrets.token_urlsafe(24),
+            "channel_id": "C0DEMOAGENTS",
+        },
+    ),
 }
 AGENT_NAME, AGENT_EMAIL = "Grace Hopper", "grace@demo.test"
 READY_TIMEOUT = 90.0
@@ -120,7 +130,7 @@ class Demo:
         self.signals = 0
         self.children: dict[str, subprocess.Popen] = {}
         self.botpress: ChatBotpress | None = None
-        self.desk: DeskZendesk | DeskFreshdesk | None = None
+        self.desk: DeskZendesk | DeskFreshdesk | DeskSlack | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -275,6 +285,9 @@ class Demo:
         )
         get_user_model().objects.create_superuser(ADMIN_USER, "admin@demo.test", ADMIN_PASSWORD)
         created = json.loads(out.getvalue())
+        installed = getattr(self.desk, "installed", None)  # a step done by hand in the desk (Slack's manifest)
+        if installed is not None:
+            installed(created["webhook_urls"][0])
         if self.args.assignment_timeout:
             from sessions_app.models import Integration
             from sessions_app.services.lifecycle import integration_policy_update

@@ -35,6 +35,7 @@ import requests
 from .botpress import BotpressStandin
 from .freshdesk import FreshdeskStandin
 from .server import HttpError, Request, Response, iso_time, ulid
+from .slack import SlackStandin
 from .zendesk import ZendeskStandin
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -579,3 +580,18 @@ class DeskFreshdesk(DemoPages, FreshdeskStandin):
             )
         humans = [{"id": i, "name": n, "email": ""} for i, n in agents.items() if i != self.api_agent_id]
         return {"agents": humans, "tickets": tickets}
+
+
+class DeskSlack(DemoPages, SlackStandin):
+    """The Slack stand-in, whose agents' channel page (``/app/``) is the desk: each thread with its
+    replies, and Reply, Take, React ✅ and Close as an agent. Those send real signed events and
+    button presses to the Request URL the demo's integration gave it (``installed``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.demo_route("GET", "/", _redirect("/app/"))
+
+    def installed(self, webhook_url: str) -> None:
+        """What the operator does after creating the integration: paste the manifest."""
+        self.app_configure(request_url=webhook_url)

@@ -913,7 +913,9 @@ def _plain(message: dict) -> str:
         for item in block.get("elements") or []:
             if item.get("type") == "mrkdwn":
                 lines.append(item.get("text", ""))
-    return html.unescape("\n".join(lines) or message.get("text", ""))
+    text = "\n".join(lines) or message.get("text", "")
+    # Slack renders <!date^epoch^format|fallback> in the reader's time zone; the page shows the fallback.
+    return html.unescape(re.sub(r"<!date\^[^|>]*\|([^>]*)>", r"\1", text))
 
 
 def _mimetype(name: str) -> str:

@@ -6,9 +6,12 @@ it (and kept in its metadata), and the bot's display name and picture for the bo
 
 from rest_framework import serializers
 
-PRIORITIES = ("low", "medium", "high", "urgent")
+# Slack only shows the priority, so both help desks' words are taken (Zendesk says "normal",
+# Freshdesk "medium"): a bot moved from one to Slack keeps working.
+PRIORITIES = ("low", "normal", "medium", "high", "urgent")
 PRIORITY_EMOJI = {
     "low": ":white_circle:",
+    "normal": ":large_blue_circle:",
     "medium": ":large_blue_circle:",
     "high": ":large_orange_circle:",
     "urgent": ":red_circle:",
