@@ -126,6 +126,8 @@ class SlackStandin(StandinServer):
         self._users: dict[str, dict] = {}
         self._channels: dict[str, dict] = {}
         self._messages: dict[str, list[dict]] = {}  # channel → messages, oldest first (replies too)
+        self._by_ts: dict[tuple[str, str], dict] = {}  # (channel, ts) → message
+        self._replies: dict[tuple[str, str], list[dict]] = {}  # (channel, thread ts) → replies, oldest first
         self._files: dict[str, dict] = {}
         self._ephemeral: list[dict] = []
         self._deliveries: list[dict] = []
@@ -165,18 +167,22 @@ class SlackStandin(StandinServer):
             return json.loads(json.dumps(self._messages[channel or self.channel_id]))
 
     def roots(self) -> list[dict]:
-        return [m for m in self.messages() if m.get("thread_ts") in (None, m["ts"])]
+        with self.lock:
+            found = [m for m in self._messages[self.channel_id] if m.get("thread_ts") in (None, m["ts"])]
+            return json.loads(json.dumps(found))
 
     def tickets(self) -> list[dict]:
         """The sessions' roots (messages carrying ``hitl_session`` metadata), oldest first."""
         return [m for m in self.roots() if (m.get("metadata") or {}).get("event_type") == "hitl_session"]
 
     def root(self, ts: str) -> dict:
-        return next(m for m in self.messages() if m["ts"] == ts)
+        with self.lock:
+            return json.loads(json.dumps(self._by_ts[(self.channel_id, ts)]))
 
     def thread(self, ts: str) -> list[dict]:
         """The replies of a thread, oldest first (not the root)."""
-        return [m for m in self.messages() if m.get("thread_ts") == ts and m["ts"] != ts]
+        with self.lock:
+            return json.loads(json.dumps(self._replies.get((self.channel_id, ts), [])))
 
     def file(self, file_id: str) -> dict:
         with self.lock:
@@ -243,7 +249,14 @@ class SlackStandin(StandinServer):
         return channel
 
     def _find(self, channel_id: str, ts: str) -> dict | None:
-        return next((m for m in self._messages[channel_id] if m["ts"] == ts), None)
+        return self._by_ts.get((channel_id, ts))
+
+    def _store(self, channel_id: str, message: dict) -> None:
+        self._messages[channel_id].append(message)
+        self._by_ts[(channel_id, message["ts"])] = message
+        thread_ts = message.get("thread_ts")
+        if thread_ts and thread_ts != message["ts"]:
+            self._replies.setdefault((channel_id, thread_ts), []).append(message)
 
     @staticmethod
     def _json_arg(args: dict, key: str, error: str) -> Any:
@@ -310,7 +323,7 @@ class SlackStandin(StandinServer):
         root = self._find(channel["id"], ts)
         if root is None:
             raise _SlackError("thread_not_found")
-        thread = [root] + [m for m in self._messages[channel["id"]] if m.get("thread_ts") == ts and m["ts"] != ts]
+        thread = [root, *self._replies.get((channel["id"], ts), [])]
         return self._page_of(thread, args, str(args.get("include_all_metadata", "")).lower() in ("1", "true"))
 
     def _pace(self, channel_id: str) -> None:
@@ -383,7 +396,7 @@ class SlackStandin(StandinServer):
         for key in ("username", "icon_url"):
             if args.get(key):
                 message[key] = str(args[key])
-        self._messages[channel["id"]].append(message)
+        self._store(channel["id"], message)
         self._event(channel["id"], self._message_view(message, False) | {"channel": channel["id"]})
         return {"channel": channel["id"], "ts": message["ts"], "message": self._message_view(message, True)}
 
@@ -426,6 +439,9 @@ class SlackStandin(StandinServer):
         if message.get("bot_id") != self.bot_id:
             raise _SlackError("cant_delete_message")
         self._messages[channel["id"]].remove(message)
+        self._by_ts.pop((channel["id"], message["ts"]), None)
+        if message.get("thread_ts") and message["thread_ts"] != message["ts"]:
+            self._replies[(channel["id"], message["thread_ts"])].remove(message)
         self._event(
             channel["id"],
             {
@@ -505,7 +521,7 @@ class SlackStandin(StandinServer):
                     raise _SlackError("thread_not_found")
                 message["thread_ts"] = thread_ts
                 self._count_reply(channel_id, thread_ts)
-            self._messages[channel_id].append(message)
+            self._store(channel_id, message)
             for item in items:
                 item["shared"] = True
             self._event(channel_id, self._message_view(message, False) | {"channel": channel_id})
@@ -728,7 +744,7 @@ class SlackStandin(StandinServer):
                 files.append(file_id)
             if files:
                 message["subtype"], message["files"], message["upload"] = "file_share", files, False
-            self._messages[channel_id].append(message)
+            self._store(channel_id, message)
             self._count_reply(channel_id, thread_ts)
             self._event(channel_id, self._message_view(message, False) | {"channel": channel_id})
             return self._message_view(message, False)
@@ -855,8 +871,7 @@ class SlackStandin(StandinServer):
             head = html.escape(_plain(root))
             replies = "".join(
                 f"<li><b>{html.escape(self._author(m))}</b>: {html.escape(m.get('text', ''))}{self._file_names(m)}</li>"
-                for m in self._messages[self.channel_id]
-                if m.get("thread_ts") == root["ts"] and m["ts"] != root["ts"]
+                for m in self._replies.get((self.channel_id, root["ts"]), [])
             )
             ts = html.escape(root["ts"])
             rows.append(

@@ -87,17 +87,21 @@ class _ChannelPacer:
 
     INTERVAL = 1.05  # a little over a second: arrival times jitter by a few milliseconds
     MAX_SLEEP = 1.5
+    FOLLOW_UP_MAX_SLEEP = 60.0  # the rest of one delivery (transcript parts, a message's files)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
 
-    def reserve(self, key: str) -> None:
+    def reserve(self, key: str, *, follow_up: bool = False) -> None:
+        """Wait for the channel's next slot; ``follow_up``: a later post of a delivery that already
+        posted (a transcript part, a message's files), which waits its turn however long rather
+        than leave the delivery half done."""
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next.get(key, 0.0))
             wait = slot - now
-            if wait > self.MAX_SLEEP:
+            if wait > (self.FOLLOW_UP_MAX_SLEEP if follow_up else self.MAX_SLEEP):
                 raise RetryableError("Slack channel message pacing (about 1 per second)", 429, wait, "paced")
             self._next[key] = slot + self.INTERVAL
         if wait > 0:
@@ -148,10 +152,10 @@ class SlackProvider(HelpDeskProvider):
         send = getattr(self._client(), method.replace(".", "_"))  # chat.postMessage → chat_postMessage
         return slack_call(method, lambda: send(**kwargs).data)
 
-    def _post(self, **kwargs) -> dict:
+    def _post(self, *, follow_up: bool = False, **kwargs) -> dict:
         """``chat.postMessage`` in the agents' channel, paced per channel."""
         key = f"{self.base_url}|{self.channel}"
-        PACER.reserve(key)
+        PACER.reserve(key, follow_up=follow_up)
         try:
             return self._call("chat.postMessage", channel=self.channel, **kwargs)
         except RetryableError as exc:
@@ -192,6 +196,7 @@ class SlackProvider(HelpDeskProvider):
         for index, chunk in enumerate(chunks):
             try:
                 self._post(
+                    follow_up=True,
                     thread_ts=ts,
                     text=chunk,
                     metadata={
@@ -351,7 +356,7 @@ class SlackProvider(HelpDeskProvider):
         if uploads:
             key = f"{self.base_url}|{self.channel}"
             try:
-                PACER.reserve(key)
+                PACER.reserve(key, follow_up=True)
                 slack_call(
                     "files.upload (v2)",
                     lambda: self._client().files_upload_v2(
