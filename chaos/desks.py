@@ -14,6 +14,7 @@ from providers.freshdesk.provider import reference_tag
 from providers.jsm.provider import reference_marker
 from standins.freshdesk import FreshdeskStandin
 from standins.jsm import JsmStandin
+from standins.slack import SlackStandin
 from standins.zendesk import ZendeskStandin
 
 ZD_EMAIL, ZD_TOKEN = "chaos@acme.test", "zd_chaos_token"
@@ -25,7 +26,14 @@ _AUTHOR = re.compile(r"^.+? \((?:customer|bot)\): ")
 
 class ChaosDesk:
     kind: str
-    standin: ZendeskStandin | FreshdeskStandin | JsmStandin
+    api_prefix = r"^/api/v2/"  # the desk's API paths, where the run injects its faults
+    tickets_per_second: float | None = None  # the desk's own limit on creating tickets, if any
+    standin: ZendeskStandin | FreshdeskStandin | JsmStandin | SlackStandin
+
+    def installed(self, webhook_url: str) -> None:
+        """After ``create_integration --install-webhook``: what an operator does by hand in the
+        desk (Slack: paste the manifest, which sets the app's Request URL). Default: nothing."""
+        return None
 
     def integration_flags(self) -> list[str]:
         """``create_integration`` arguments naming the desk and its credentials."""
@@ -115,6 +123,7 @@ class FreshdeskChaos(ChaosDesk):
 
 class JsmChaos(ChaosDesk):
     kind = "jsm"
+    api_prefix = r"^/rest/"  # servicedeskapi and the platform API
 
     def __init__(self, *, webhook_senders: int = 1) -> None:  # one sender thread, as Freshdesk's
         self.standin = JsmStandin(email=JSM_EMAIL, api_token=JSM_TOKEN).start()
@@ -163,4 +172,61 @@ class JsmChaos(ChaosDesk):
         return posted
 
 
-DESKS = {"zendesk": ZendeskChaos, "freshdesk": FreshdeskChaos, "jsm": JsmChaos}
+SLACK_TOKEN, SLACK_SECRET, SLACK_CHANNEL = "xoxb-chaos-token", "chaos-signing-secret", "C0CHAOS"
+
+
+class SlackChaos(ChaosDesk):
+    """One agents' channel, one thread per session. Slack takes about one message per second per
+    channel (``SlackStandin.post_interval``, with a burst of ``post_burst``), so the bot-to-agent
+    direction of the whole run is paced to that rate: the run lasts at least as many seconds as
+    messages go to the channel, and their delays grow with the backlog (the figures say so)."""
+
+    kind = "slack"
+    api_prefix = r"^/api/"
+    tickets_per_second = 1.0  # a root message each, in the one channel
+
+    def __init__(self, *, webhook_senders: int = 1) -> None:
+        self.standin = SlackStandin(bot_token=SLACK_TOKEN, signing_secret=SLACK_SECRET, channel_id=SLACK_CHANNEL)
+        self.standin.start()
+
+    def integration_flags(self) -> list[str]:
+        return [
+            "--provider",
+            "slack",
+            "--slack-bot-token",
+            SLACK_TOKEN,
+            "--slack-signing-secret",
+            SLACK_SECRET,
+            "--slack-channel-id",
+            SLACK_CHANNEL,
+        ]
+
+    def installed(self, webhook_url: str) -> None:
+        self.standin.app_configure(request_url=webhook_url)
+
+    def webhooks_outlast_restarts(self) -> None:
+        # Slack's own schedule (at once, +1 min, +5 min) at a tenth of its time: longer than the
+        # run's web restart, as Slack's outlasts a deploy.
+        self.standin.retry_time_scale = 0.1
+
+    def ticket_ids(self, conversation_ids: set[str]) -> dict[str, str]:
+        found = {}
+        for root in self.standin.tickets():
+            reference = root["metadata"]["event_payload"].get("reference")
+            if reference in conversation_ids:
+                found[reference] = root["ts"]
+        return found
+
+    def ticket_texts(self, ticket_id: str) -> list[str]:
+        return [html.unescape(m.get("text", "")) for m in self.standin.thread(ticket_id)]
+
+    def posted_texts(self) -> list[tuple[str, float]]:
+        posted = []
+        for entry in self.standin.requests_log(method="POST", path_regex=r"^/api/chat\.postMessage$"):
+            text = (entry.get("json") or {}).get("text")
+            if isinstance(text, str) and (entry.get("json") or {}).get("thread_ts") and entry.get("status") == 200:
+                posted.append((html.unescape(text).strip(), entry["timestamp"]))
+        return posted
+
+
+DESKS = {"zendesk": ZendeskChaos, "freshdesk": FreshdeskChaos, "jsm": JsmChaos, "slack": SlackChaos}

@@ -140,7 +140,10 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/health/", headers={"Accept": "application/json"}, timeout=2).ok:
+                # Up is answering: a health *warning* (HTTP 500 with its JSON report, such as an
+                # old pending delivery while a rate-limited desk paces a backlog) is still up.
+                response = requests.get(f"{self.url}/health/", headers={"Accept": "application/json"}, timeout=2)
+                if response.ok or response.headers.get("Content-Type", "").startswith("application/json"):
                     return
             except requests.RequestException:
                 pass

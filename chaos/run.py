@@ -67,7 +67,7 @@ class ChaosRun:
     # --- load and faults ------------------------------------------------------------------------
     def inject_faults(self) -> None:
         rate = self.o.fault_rate
-        for server, prefix in ((self.helpdesk, r"^/api/v2/"), (self.botpress, r"^/v1/chat/")):
+        for server, prefix in ((self.helpdesk, self.desk.api_prefix), (self.botpress, r"^/v1/chat/")):
             server.add_fault(path=prefix, kind="status", status=503, probability=rate)
             server.add_fault(path=prefix, kind="rate_limit", retry_after=1, probability=rate / 2)
             server.add_fault(path=prefix, kind="timeout", delay=2.5, probability=rate / 5)

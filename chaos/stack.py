@@ -135,6 +135,7 @@ class Stack:
             )
         )
         self.api_key, self.integration_id = created["api_key"], created["id"]
+        self.desk.installed(f"{self.gateway.url}/webhooks/{self.desk.kind}/{self.integration_id}/")
         self.gateway.start()
         self.base = f"{self.gateway.url}/api/v1/integrations/{self.integration_id}"
         log(f"gateway up at {self.gateway.url} with {self.gateway.workers} workers")
@@ -174,7 +175,10 @@ class Stack:
     def open_sessions(self, sessions: list[Session]) -> None:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(self.open_session, sessions))
-        self.wait_tickets(sessions)
+        # A desk that takes its tickets at a limited rate (Slack: about one message a second in
+        # the agents' channel) needs longer than the default for all of them.
+        rate = self.desk.tickets_per_second
+        self.wait_tickets(sessions, timeout=max(120.0, 60.0 + 1.5 * len(sessions) / rate) if rate else 120.0)
 
     def wait_tickets(self, sessions: list[Session], timeout: float = 120.0) -> None:
         """Wait for every session's ticket, and give each session an agent (ten agents in all)."""

@@ -34,7 +34,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from hitl_gateway.launch import metrics_dir_prepare
-from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskJsm, DeskZendesk
+from standins.demo_pages import ChatBotpress, DeskFreshdesk, DeskJsm, DeskSlack, DeskZendesk
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".hitl-demo-state"  # only a directory holding it is ever wiped
@@ -60,6 +60,16 @@ DESKS = {
             "api_token": secrets.token_urlsafe(24),
             "service_desk_id": "1",
             "request_type_id": "10",
+        },
+    ),
+    "slack": (
+        DeskSlack,
+        "/app/",
+        "Slack",
+        lambda: {
+            "bot_token": "xoxb-" + secrets.token_urlsafe(24),
+            "signing_secret": secrets.token_urlsafe(24),
+            "channel_id": "C0DEMOAGENTS",
         },
     ),
 }
@@ -131,7 +141,7 @@ class Demo:
         self.signals = 0
         self.children: dict[str, subprocess.Popen] = {}
         self.botpress: ChatBotpress | None = None
-        self.desk: DeskZendesk | DeskFreshdesk | DeskJsm | None = None
+        self.desk: DeskZendesk | DeskFreshdesk | DeskJsm | DeskSlack | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -286,6 +296,9 @@ class Demo:
         )
         get_user_model().objects.create_superuser(ADMIN_USER, "admin@demo.test", ADMIN_PASSWORD)
         created = json.loads(out.getvalue())
+        installed = getattr(self.desk, "installed", None)  # a step done by hand in the desk (Slack's manifest)
+        if installed is not None:
+            installed(created["webhook_urls"][0])
         if self.args.assignment_timeout:
             from sessions_app.models import Integration
             from sessions_app.services.lifecycle import integration_policy_update

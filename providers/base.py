@@ -37,6 +37,9 @@ class TicketSpec:
     body: str
     reference: str  # the Botpress conversation id, stored on the ticket
     extras: Mapping = field(default_factory=dict)  # the validated hitlSession entity
+    # Who is asking, for desks without a user record to read it from (Slack's root message).
+    requester_name: str = ""
+    requester_email: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,16 @@ class TicketRef:
 class OutboundMessage:
     """A Botpress ``hitl`` channel message, to be posted by ``author_external_id``.
 
-    ``author_name``: the real author's display name (the end user's, or the bot's), for desks
-    that post everything as one API account (JSM comments, Slack's username override).
+    ``author_name``, ``author_picture_url``: the real author's display name and picture (the end
+    user's, or the bot's), for desks that post everything as one API account (JSM comments,
+    Slack's username/icon override).
     """
 
     type: str
     payload: Mapping
     author_external_id: str
     author_name: str = ""
+    author_picture_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,12 @@ class HelpDeskProvider(abc.ABC):
     def ticket_head_update(self, *, ticket_external_id: str, state: str, agent_name: str = "") -> None:
         """Show the session's state (``"assigned"``, ``"stopped"``) on the ticket's head, such as
         Slack's root message. Called only when ``updates_ticket_head`` is set; default no-op."""
+        return None
+
+    def ticket_stopped_reply(self, *, ticket_external_id: str, event: InboundEvent) -> None:
+        """An agent wrote on the ticket of a session that is over (nothing is relayed): tell
+        them, where the desk can (Slack's ephemeral note). Best effort, in the worker after the
+        webhook is applied; raises ``outbound.http`` errors, which are logged. Default: nothing."""
         return None
 
     def _own_host(self, url: str) -> bool:

@@ -11,10 +11,11 @@ from functools import cache
 from providers.base import HelpDeskProvider
 from providers.freshdesk import SPEC as FRESHDESK
 from providers.jsm import SPEC as JSM
+from providers.slack import SPEC as SLACK
 from providers.spec import ProviderSpec, import_path_load
 from providers.zendesk.spec import SPEC as ZENDESK
 
-SPECS: tuple[ProviderSpec, ...] = (ZENDESK, FRESHDESK, JSM)
+SPECS: tuple[ProviderSpec, ...] = (ZENDESK, FRESHDESK, JSM, SLACK)
 
 
 def provider_specs() -> tuple[ProviderSpec, ...]:

@@ -1,5 +1,5 @@
 """Faithful local stand-ins of the external APIs the gateway talks to (Botpress, Zendesk, Freshdesk, Jira
-Service Management).
+Service Management, Slack).
 
 They serve real HTTP on loopback so the gateway, its tests, the demo and the benchmarks reach them
 exactly as they reach production: through a configured base URL.
@@ -9,6 +9,7 @@ from .botpress import BotpressStandin
 from .freshdesk import FreshdeskStandin
 from .jsm import JsmStandin
 from .server import HttpError, Request, Response, StandinServer
+from .slack import SlackStandin
 from .zendesk import ZendeskStandin, sign_zendesk_webhook
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "JsmStandin",
     "Request",
     "Response",
+    "SlackStandin",
     "StandinServer",
     "ZendeskStandin",
     "sign_zendesk_webhook",

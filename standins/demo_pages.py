@@ -37,6 +37,7 @@ from .freshdesk import FreshdeskStandin
 from .jsm import STATUSES as JSM_STATUSES
 from .jsm import JsmStandin
 from .server import HttpError, Request, Response, iso_time, ulid
+from .slack import SlackStandin
 from .zendesk import ZendeskStandin
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -698,3 +699,19 @@ class DeskJsm(DemoPages, JsmStandin):
             if a["accountType"] == "atlassian" and a["accountId"] != self.api_account_id
         ]
         return {"agents": agents, "tickets": tickets, "statuses": {k: v[0] for k, v in JSM_STATUSES.items()}}
+
+
+# --------------------------------------------------------------------- the desk (Slack side)
+class DeskSlack(DemoPages, SlackStandin):
+    """The Slack stand-in, whose agents' channel page (``/app/``) is the desk: each thread with its
+    replies, and Reply, Take, React ✅ and Close as an agent. Those send real signed events and
+    button presses to the Request URL the demo's integration gave it (``installed``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.demo_route("GET", "/", _redirect("/app/"))
+
+    def installed(self, webhook_url: str) -> None:
+        """What the operator does after creating the integration: paste the manifest."""
+        self.app_configure(request_url=webhook_url)

@@ -9,6 +9,7 @@ assertions are the same for every desk; only these few translations differ.
 from __future__ import annotations
 
 import abc
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -67,12 +68,19 @@ class E2EDesk(abc.ABC):
     #: Whether the same delivery twice has one key (dropped on arrival); else each is stored and
     #: the message id dedupes what the read returns.
     repeat_dropped_by_key: bool = True
+    #: Whether an agent's webhook carries our reference, so it finds its session without the Ticket row.
+    carries_reference: bool = True
 
     def __init__(self, standin):
         self.standin = standin
 
     @abc.abstractmethod
     def credentials(self) -> dict: ...
+
+    def installed(self, webhook_url: str) -> None:
+        """After the webhook is installed: what an operator does by hand in the desk (Slack's
+        manifest sets the app's Request URL). Default: nothing."""
+        return None
 
     @abc.abstractmethod
     def ticket(self, conversation_id: str) -> dict | None:
@@ -211,6 +219,7 @@ class FreshdeskE2E(E2EDesk):
     high_priority = 3
     doorbell = True
     repeat_dropped_by_key = False
+    carries_reference = False
 
     def credentials(self) -> dict:
         return {"api_key": FD_API_KEY}
@@ -285,6 +294,7 @@ class JsmE2E(E2EDesk):
     high_priority = "High"
     doorbell = True
     repeat_dropped_by_key = True  # X-Atlassian-Webhook-Identifier
+    carries_reference = False  # a doorbell: it names the issue only
 
     _PREFIX = re.compile(r"^(?P<name>.+?) \((?P<role>customer|bot)\): (?P<text>.*)$", re.DOTALL)
     _FILES = re.compile(r"^(?:\[\^[^\]]+\]|![^!]+!)$", re.MULTILINE)
@@ -367,3 +377,121 @@ class JsmE2E(E2EDesk):
 
 
 DESKS = {"zendesk": ZendeskE2E, "freshdesk": FreshdeskE2E, "jsm": JsmE2E}
+
+
+SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_CHANNEL = "xoxb-e2e-token", "e2e-signing-secret", "C0E2EAGENTS"
+
+
+class SlackE2E(E2EDesk):
+    """A ticket is a thread: its id is the root's ``ts``; "assign" is the Take button, "resolve"
+    the Close button. Slack sends its events to the URL pasted with the manifest (``installed``)."""
+
+    kind = "slack"
+    ticket_create_request = ("POST", r"^/api/chat\.postMessage$")
+    ticket_find_request = ("GET", r"^/api/conversations\.history$")
+    high_priority = "high"
+    doorbell = False
+    carries_reference = False
+
+    def credentials(self) -> dict:
+        return {"bot_token": SLACK_BOT_TOKEN, "signing_secret": SLACK_SIGNING_SECRET, "channel_id": SLACK_CHANNEL}
+
+    def installed(self, webhook_url: str) -> None:
+        self.standin.app_configure(request_url=webhook_url)
+
+    @staticmethod
+    def _session(message: dict) -> dict:
+        metadata = message.get("metadata") or {}
+        return metadata.get("event_payload", {}) if metadata.get("event_type") == "hitl_session" else {}
+
+    def ticket(self, conversation_id):
+        root = next((m for m in self.standin.tickets() if self._session(m).get("reference") == conversation_id), None)
+        return root and root | {"id": root["ts"]}
+
+    def ticket_fields(self, ticket):
+        payload = self._session(ticket)
+        return payload["title"], payload["priority"], payload["requester"]
+
+    def external_user_id(self, botpress_user_id):
+        from providers.base import ExternalUserSpec
+        from providers.slack import SlackProvider
+
+        spec = ExternalUserSpec(reference=botpress_user_id, name="")
+        return SlackProvider.external_user_upsert(None, spec)  # a pure function of the reference
+
+    def transcript(self, ticket_id):
+        from standins.slack import _plain
+
+        parts = [m.get("text", "") for m in self.standin.thread(ticket_id) if _event_type(m) == "hitl_transcript"]
+        return html.unescape("\n\n".join([_plain(self.standin.root(ticket_id)), *parts]))
+
+    def messages(self, ticket_id):
+        """Thread replies but the transcript; a file share of ours counts as the files of the reply
+        before it (the gateway posts a message's text, then uploads its files into the thread)."""
+        found: list[DeskMessage] = []
+        for m in self.standin.thread(ticket_id):
+            if _event_type(m) == "hitl_transcript":
+                continue
+            if m.get("subtype") == "file_share" and m.get("bot_id") and found and not m.get("text"):
+                last = found[-1]
+                found[-1] = DeskMessage(last.id, last.text, last.author_id, last.attachments + len(m["files"]))
+                continue
+            author = (m.get("metadata") or {}).get("event_payload", {}).get("author") or m.get("user", "")
+            found.append(DeskMessage(m["ts"], html.unescape(m.get("text", "")), author, len(m.get("files", []))))
+        return found
+
+    def user_name(self, user_id):
+        for m in self.standin.messages():
+            if (m.get("metadata") or {}).get("event_payload", {}).get("author") == user_id:
+                return m.get("username", "")
+        return self.standin.user(user_id)["real_name"]
+
+    def add_agent(self, name, email):
+        return self.standin.add_agent(name, email)
+
+    def assign(self, ticket_id, agent_id):
+        self.standin.take(ticket_id, agent_id)
+
+    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
+
+    def solve_with_reply(self, ticket_id, agent_id, text):
+        self.standin.agent_reply(ticket_id, agent_id, text)
+        self.standin.close(ticket_id, agent_id)
+
+    def is_closed(self, ticket_id):
+        return self._session(self.standin.root(ticket_id)).get("state") == "closed"
+
+    def _event_body(self) -> bytes:
+        event = {"type": "message", "channel": SLACK_CHANNEL, "user": "U0E2E", "text": "x"}
+        event |= {"ts": "1700000001.000002", "thread_ts": "1700000001.000001"}
+        return json.dumps({"type": "event_callback", "event_id": "Ev0E2E", "team_id": "T0", "event": event}).encode()
+
+    def refused_webhooks(self, secret):
+        import time
+
+        from standins.slack import sign
+
+        body, now = self._event_body(), str(int(time.time()))
+        stale = str(int(time.time()) - 600)
+        return body, {
+            "missing": {},
+            "forged": {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": sign("not-the-secret", now, body)},
+            "stale": {"X-Slack-Request-Timestamp": stale, "X-Slack-Signature": sign(secret, stale, body)},
+            "no timestamp": {"X-Slack-Signature": sign(secret, now, body)},
+        }
+
+    def accepted_webhook_headers(self, secret, body):
+        import time
+
+        from standins.slack import sign
+
+        now = str(int(time.time()))
+        return {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": sign(secret, now, body)}
+
+
+def _event_type(message: dict) -> str:
+    return (message.get("metadata") or {}).get("event_type", "")
+
+
+DESKS["slack"] = SlackE2E

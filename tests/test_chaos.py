@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("provider", ["zendesk", "freshdesk", "jsm"])
+@pytest.mark.parametrize("provider", ["zendesk", "freshdesk", "jsm", "slack"])
 def test_small_chaos_run_loses_doubles_and_reorders_nothing(provider):
     if os.environ.get("CELERY_BROKER_URL", "filesystem://").startswith("filesystem://"):
         pytest.skip("the chaos run needs a real broker: set CELERY_BROKER_URL (make test does)")

@@ -25,7 +25,7 @@ from sessions_app.models import (
     WebhookRejection,
     WebhookStatus,
 )
-from sessions_app.services.webhooks import REREAD_EVENT_TYPE
+from sessions_app.services.webhooks import REREAD_EVENT_TYPE, webhook_doorbells_reread
 from tests.conftest import BOT_ID, BP_INTEGRATION_ID, BP_TOKEN, Gateway, _quiesce
 from tests.e2e_desks import DESKS
 from tests.e2e_desks import create_user as _create_user
@@ -56,6 +56,17 @@ def jsm_standin():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def slack_standin():
+    from standins.slack import SlackStandin
+    from tests.e2e_desks import SLACK_BOT_TOKEN, SLACK_CHANNEL, SLACK_SIGNING_SECRET
+
+    server = SlackStandin(bot_token=SLACK_BOT_TOKEN, signing_secret=SLACK_SIGNING_SECRET, channel_id=SLACK_CHANNEL)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=sorted(DESKS))
 def desk_gateway(request, transactional_db, live_server, celery_worker, botpress, settings):
     """A live gateway wired to Botpress and one desk, its webhook installed through the desk's API.
@@ -65,12 +76,18 @@ def desk_gateway(request, transactional_db, live_server, celery_worker, botpress
     """
     from providers.freshdesk import provider as freshdesk_provider
     from providers.jsm import provider as jsm_provider
-    from sessions_app.services.integrations import integration_create, integration_webhook_install
+    from providers.slack import provider as slack_provider
+    from sessions_app.services.integrations import (
+        integration_create,
+        integration_webhook_install,
+        integration_webhook_url,
+    )
 
     standin = request.getfixturevalue(f"{request.param}_standin")
     standin.reset()
     freshdesk_provider.RATE_PACER.reset()
     jsm_provider.FIELDS_CACHE.reset()
+    slack_provider.PACER.reset()
     desk = DESKS[request.param](standin)
     settings.PUBLIC_BASE_URL = live_server.url
     integration, api_key = integration_create(
@@ -84,6 +101,7 @@ def desk_gateway(request, transactional_db, live_server, celery_worker, botpress
         botpress_integration_id=BP_INTEGRATION_ID,
     )
     integration = integration_webhook_install(integration=integration)
+    desk.installed(integration_webhook_url(integration=integration))
     gateway = Gateway(
         url=live_server.url,
         integration=integration,
@@ -405,10 +423,12 @@ def test_a_webhook_before_the_ticket_row_is_stored_is_not_lost(desk_gateway):
     desk.agent_reply(ticket["id"], agent_id, "First, while the row is missing")
     _settled(gateway, conversation_id)
     early = [m["payload"]["text"] for m in botpress.messages(conversation_id=conversation_id)]
-    assert early == ([] if desk.doorbell else ["First, while the row is missing"])
+    assert early == ([] if not desk.carries_reference else ["First, while the row is missing"])
 
     if not Ticket.objects.filter(session=session).exists():
-        row.save(force_insert=True)  # the commit lands
+        row.save(force_insert=True)  # the commit lands, and with it (as in ticket creation) ...
+        # ... what found no session before it is applied again.
+        webhook_doorbells_reread(integration=gateway.integration, ticket_external_id=row.external_id)
     desk.agent_reply(ticket["id"], agent_id, "Second")
     relayed = botpress.wait_for(
         lambda: len(m := botpress.messages(conversation_id=conversation_id)) >= 2 and m, timeout=20

@@ -109,6 +109,8 @@ def execute_ticket_create(delivery: Delivery) -> dict:
         body=_ticket_body(session, bot_name),
         reference=session.botpress_conversation_id,
         extras=extras,
+        requester_name=session.end_user.name,
+        requester_email=session.end_user.email,
     )
     provider = integration_provider(integration=session.integration)
     # The desk's idempotency key (where it has one) covers quick retries; after an attempt with an unknown outcome
@@ -153,12 +155,19 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
     if message.author_end_user_id:
         end_user = EndUser.objects.select_related("integration").get(pk=message.author_end_user_id)
         author, author_name = _external_user_ensure(end_user), end_user.name
+        author_picture_url = end_user.picture_url
     else:
         author = _helpdesk_bot_user_ensure(ticket.integration)
         author_name = _bot_name(ticket.session)
+        extras = ticket.session.extras if isinstance(ticket.session.extras, dict) else {}
+        author_picture_url = str(extras.get("chatbotPhotoUrl") or "")
     provider = integration_provider(integration=ticket.integration)
     outbound = OutboundMessage(
-        type=message.type, payload=message.payload, author_external_id=author, author_name=author_name
+        type=message.type,
+        payload=message.payload,
+        author_external_id=author,
+        author_name=author_name,
+        author_picture_url=author_picture_url,
     )
     posted_id = None
     if delivery.maybe_delivered:  # a lost attempt may have posted it: adopt that message

@@ -41,7 +41,11 @@ from sessions_app.models import (
     Ticket,
 )
 from sessions_app.services.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
-from sessions_app.services.integrations import integration_bot_reference, integration_botpress_sink
+from sessions_app.services.integrations import (
+    integration_bot_reference,
+    integration_botpress_sink,
+    integration_provider,
+)
 from sessions_app.services.outbox import delivery_enqueue
 
 log = structlog.get_logger(__name__)
@@ -474,9 +478,26 @@ class EventsApplied:
     failures: list[dict] = field(default_factory=list)
 
 
+def _stopped_reply_tell(*, integration: Integration, event: InboundEvent) -> None:
+    """An agent replied on the ticket of a stopped session: let the desk tell them, once this
+    webhook's changes are committed. Best effort: a courtesy note, logged when it fails."""
+
+    def tell() -> None:
+        try:
+            integration_provider(integration=integration).ticket_stopped_reply(
+                ticket_external_id=event.ticket_external_id, event=event
+            )
+        except OutboundError as exc:
+            log.warning("webhook.stopped_reply_note_failed", ticket=event.ticket_external_id, error=str(exc)[:200])
+
+    transaction.on_commit(tell)
+
+
 def _event_apply(*, integration: Integration, session: HitlSession, event: InboundEvent) -> str:
     if event.kind == "agent_message":
         agent = human_agent_upsert(integration=integration, profile=event.agent)
+        if session.status == SessionStatus.STOPPED:
+            _stopped_reply_tell(integration=integration, event=event)
         relayed = agent_reply_receive(session=session, agent=agent, event=event)
         return f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}"
     if event.kind == "assigned":

@@ -445,30 +445,38 @@ def _doorbells_covered(event: WebhookEvent, *, up_to_id: int) -> int:
 
 
 def webhook_doorbells_reread(*, integration: Integration, ticket_external_id: str) -> bool:
-    """The ticket's Ticket row was just stored: read the ticket again if a doorbell found nothing.
+    """The ticket's Ticket row was just stored: apply again what arrived before and found nothing.
 
-    A doorbell names only the desk's ticket, so one that arrived before the row was stored
-    (an agent acting while our answer to the ticket's creation was lost, or in flight) was
-    ``ignored``. Its latest such doorbell is accepted again (it reads the whole ticket, so one
-    is enough), after the caller's transaction commits. Returns whether one was. Desks whose
-    webhooks carry our reference find the session without the row and are left alone.
+    A webhook that names only the desk's ticket, without our reference, and arrived before the
+    row was stored (an agent acting while our answer to the ticket's creation was lost, or in
+    flight) was ``ignored``. A doorbell: its latest such one is accepted again (it reads the
+    whole ticket, so one is enough). A webhook carrying its events (Slack's thread replies and
+    button presses): each such one that has events is accepted again, in their order. After
+    the caller's transaction commits. Returns whether any was. Desks whose webhooks carry our
+    reference find the session without the row and have none ignored for that reason.
     """
-    ignored = (
+    ignored = list(
         WebhookEvent.objects.filter(
             integration=integration, ticket_external_id=ticket_external_id, status=WebhookStatus.IGNORED
-        )
-        .order_by("-id")
-        .first()
+        ).order_by("-id")[:QUEUE_BUDGET]
     )
-    if ignored is None:
+    if not ignored:
         return False
-    parsed = _stored_parse(ignored, integration.provider_installation or {})
-    if not parsed.doorbell:
+    again = []
+    for event in ignored:
+        parsed = _stored_parse(event, integration.provider_installation or {})
+        if parsed.doorbell:
+            again = again or [event]  # the latest doorbell only
+            break
+        if parsed.events:
+            again.append(event)
+    if not again:
         return False
-    WebhookEvent.objects.filter(pk=ignored.pk, status=WebhookStatus.IGNORED).update(
+    ids = sorted(event.pk for event in again)
+    WebhookEvent.objects.filter(pk__in=ids, status=WebhookStatus.IGNORED).update(
         status=WebhookStatus.ACCEPTED, retry_at=None, detail="read again: its ticket is now stored"
     )
-    transaction.on_commit(lambda: webhook_schedule(webhook_event_id=ignored.pk))
+    transaction.on_commit(lambda: webhook_schedule(webhook_event_id=ids[0]))
     return True
 
 
