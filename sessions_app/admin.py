@@ -86,6 +86,9 @@ admin.site.site_title = "HITL gateway admin"
 admin.site.index_title = "Operations"
 # The index leads to the dashboard first.
 admin.site.index_template = "admin/sessions_app/index.html"
+# No app list down the left of every page: the session list needs the width (1366 px screens);
+# the index and the breadcrumbs lead everywhere.
+admin.site.enable_nav_sidebar = False
 
 CONFIRMATION_TEMPLATE = "admin/sessions_app/action_confirmation.html"
 REASON_TEMPLATE = "admin/sessions_app/operator_action_form.html"
@@ -724,7 +727,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         "agent",
         "ticket_link",
         "problem",
-        "created_at",
+        "started",
     )
     list_display_links = ("status_text",)
     list_filter = (
@@ -827,6 +830,11 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
     def ticket_status(self, session: HitlSession) -> str:
         ticket = getattr(session, "ticket", None)
         return (ticket.status or "-") if ticket else "-"
+
+    @admin.display(description="started", ordering="created_at")
+    def started(self, session: HitlSession) -> str:
+        local = timezone.localtime(session.created_at)
+        return local.strftime("%H:%M") if local.date() == timezone.localdate() else local.strftime("%d %b %H:%M")
 
     @admin.display(description="problem")
     def problem(self, session: HitlSession):
@@ -1107,7 +1115,7 @@ def _webhook_view(event: WebhookEvent) -> dict:
 
 
 def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
-    oldest_first = {"o": str(list_display.index("created_at") + 1)}
+    oldest_first = {"o": str(list_display.index("started") + 1)}
     return [
         {
             "label": "Waiting for an agent",
