@@ -147,6 +147,14 @@ def _since_params(field: str, since: datetime) -> dict[str, str]:
 _duration = selectors.duration_text
 
 
+def _ticket_anchor(ticket):
+    """The ticket's id, linked to the help desk when its URL is a plain web address."""
+    url = _safe_http_url(ticket.url)
+    if not url:
+        return ticket.external_id
+    return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, ticket.external_id)
+
+
 def _object_or_404(model_admin: admin.ModelAdmin, request, object_id: str):
     """The object an admin view acts on, with the admin's own permission-aware lookup."""
     obj = model_admin.get_object(request, unquote(object_id))
@@ -819,12 +827,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         if ticket is None:
             return "-"
         status = format_html(' <span class="ticket-status">{}</span>', ticket.status) if ticket.status else ""
-        url = _safe_http_url(ticket.url)
-        if not url:
-            return format_html("{}{}", ticket.external_id, status)
-        return format_html(
-            '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>{}', url, ticket.external_id, status
-        )
+        return format_html("{}{}", _ticket_anchor(ticket), status)
 
     @admin.display(description="ticket status")
     def ticket_status(self, session: HitlSession) -> str:
@@ -1014,7 +1017,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
             may_resend = self.has_resend_permission(request, session) and session.is_active
             extra = {
                 "story": story,
-                "ticket_link": self.ticket_link(session),
+                "ticket_link": _ticket_anchor(session.ticket) if hasattr(session, "ticket") else "-",
                 "waited": self.time_to_assignment(session),
                 "ended": selectors.session_end_text(session),
                 "priority": selectors.session_priority(session),

@@ -573,7 +573,12 @@ class TicketProblem:
     def banner(self) -> str:
         """``ticket not created: help desk unreachable, 4 attempts, next in 30 s``."""
         attempts = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
-        then = "gave up" if self.gave_up else f"next in {duration_text(self.next_attempt_in)}"
+        if self.gave_up:
+            then = "gave up"
+        elif self.next_attempt_in is None or self.next_attempt_in < timedelta(seconds=1):
+            then = "retrying now"
+        else:
+            then = f"next in {duration_text(self.next_attempt_in)}"
         return f"ticket not created: {self.reason}, {attempts}, {then}"
 
 

@@ -80,6 +80,11 @@ def docs_screenshot(driver, name: str, *, width: int = 1366, full_page: bool = F
         viewport(driver, width, 768)
         height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     viewport(driver, width, height)
+    # Let the page lay out and paint at the new size before the picture (else stale paint shows).
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 200)));"
+    )
     DOCS.mkdir(parents=True, exist_ok=True)
     path = DOCS / f"{name}.png"
     driver.save_screenshot(str(path))
