@@ -1224,8 +1224,17 @@ def _dashboard_durations(d: selectors.Dashboard) -> list[dict]:
     return rows
 
 
-def _minutes_text(minutes: float) -> str:
-    return _duration(timedelta(minutes=minutes)) if minutes else "0"
+def _duration_unit(longest: timedelta | None) -> tuple[str, float]:
+    """The unit a chart of durations reads best in: ``("s", 1)``, ``("min", 60)`` or ``("h", 3600)``."""
+    seconds = longest.total_seconds() if longest else 0
+    if seconds < 120:
+        return "s", 1
+    return ("min", 60) if seconds < 7200 else ("h", 3600)
+
+
+def _short_number(value: float) -> str:
+    """``7.5``, ``12``, ``0.3``: a chart label, short enough to sit over a bar."""
+    return f"{value:.1f}".rstrip("0").rstrip(".") if value < 10 else f"{value:.0f}"
 
 
 def _dashboard_charts(d: selectors.Dashboard) -> list[dict]:
@@ -1237,10 +1246,12 @@ def _dashboard_charts(d: selectors.Dashboard) -> list[dict]:
         )
         for hour, n in d.started_per_hour
     ]
+    medians = [median for _, median in d.assignment_median_per_day if median is not None]
+    unit, per_unit = _duration_unit(max(medians, default=None))
     daily = [
         charts.Point(
             day.strftime("%d %b"),
-            (median.total_seconds() / 60) if median is not None else None,
+            (median.total_seconds() / per_unit) if median is not None else None,
             f"{day:%d %b}: median {_duration(median)}" if median is not None else f"{day:%d %b}: nobody assigned",
         )
         for day, median in d.assignment_median_per_day
@@ -1256,10 +1267,10 @@ def _dashboard_charts(d: selectors.Dashboard) -> list[dict]:
         charts.bar_chart(
             daily,
             title=f"Median time to assignment per day, last {selectors.TREND_DAYS} days",
-            y_label="median wait",
+            y_label=f"median wait ({unit})",
             x_label="day the session started",
             empty_text=f"No session was assigned to an agent in the last {selectors.TREND_DAYS} days.",
-            value_text=_minutes_text,
+            value_text=_short_number,
             integer=False,
         ),
     ]

@@ -261,11 +261,16 @@ def test_dashboard_readable_empty_and_with_data(live_server, transactional_db, b
     for n in range(30):
         session = make_session(integration, n)
         created = now - timedelta(hours=(n * 7) % 24, minutes=n) - timedelta(days=0 if n < 18 else n % 14)
+        assigned = created + timedelta(minutes=1 + n % 9, seconds=17 * n % 60)
+        waiting = n in (0, 5)
         HitlSession.objects.filter(pk=session.pk).update(
             created_at=created,
-            assigned_at=created + timedelta(minutes=1 + n % 9, seconds=17 * n % 60),
-            status=SessionStatus.ASSIGNED if n % 3 else SessionStatus.PENDING,
+            assigned_at=None if waiting else assigned,
+            status=SessionStatus.PENDING if waiting else SessionStatus.ASSIGNED,
         )
+        session.messages.filter(direction="to_user").update(created_at=assigned + timedelta(minutes=n % 4 + 1))
+        if n % 10:  # most deliveries went out in the end
+            Delivery.objects.filter(session=session, status=DeliveryStatus.DEAD).update(status=DeliveryStatus.SUCCEEDED)
     browser.get(dashboard)
     charts = browser.find_elements(By.CSS_SELECTOR, ".dash-chart svg")
     assert len(charts) == 2
@@ -278,7 +283,9 @@ def test_dashboard_readable_empty_and_with_data(live_server, transactional_db, b
         "hour started (local time)",
     ]
     assert len(hourly.find_elements(By.CSS_SELECTOR, "text.x-tick")) == 8
-    assert any("min" in t.text for t in daily.find_elements(By.CSS_SELECTOR, "text.y-tick"))
+    assert "median wait (min)" in [t.text for t in daily.find_elements(By.CSS_SELECTOR, "text.axis-title")]
+    daily_ticks = [t.text for t in daily.find_elements(By.CSS_SELECTOR, "text.y-tick")]
+    assert daily_ticks[0] == "0" and all(re.fullmatch(r"\d+(\.\d)?", t) for t in daily_ticks), daily_ticks
     assert daily.find_elements(By.CSS_SELECTOR, "text.bar-value")
     docs_screenshot(browser, "dashboard", full_page=True)
     assert Delivery.objects.filter(status=DeliveryStatus.DEAD).exists()  # make_session's dead delivery
