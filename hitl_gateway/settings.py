@@ -177,6 +177,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # Its "AXES: BEGIN version …" banner would open the output of every manage.py command.
 AXES_VERBOSE = False
+# The lock-out answer is an admin page saying for how long (``sessions_app.admin_lockout``).
+AXES_LOCKOUT_CALLABLE = "sessions_app.admin_lockout.lockout_response"
 # The address is REMOTE_ADDR: behind a proxy every client shares it, and the lock is then in
 # effect per user name (still the point: no unlimited password guessing).
 

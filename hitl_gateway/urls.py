@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from health_check.views import HealthCheckView
@@ -19,7 +21,14 @@ HITL_API = {
     "closeRemoteTicket": hitl_api.CloseRemoteTicketApi,
 }
 
+
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page says: the console's icon."""
+    return HttpResponseRedirect(static("sessions_app/favicon.svg"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("sessions_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

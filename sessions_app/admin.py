@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import structlog
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
@@ -40,7 +41,7 @@ from outbound.http import OutboundError
 from providers.registry import provider_choices, provider_spec, provider_specs
 from providers.rendering import MEDIA, render_payload
 from providers.spec import WebhookInstall
-from sessions_app import selectors
+from sessions_app import charts, selectors
 from sessions_app.admin_forms import IntegrationForm, OperatorReasonForm, credential_form_field
 from sessions_app.admin_lifecycle import LifecyclePolicyAdmin  # noqa: F401 - registers the policies' pages
 from sessions_app.models import (
@@ -85,6 +86,9 @@ admin.site.site_title = "HITL gateway admin"
 admin.site.index_title = "Operations"
 # The index leads to the dashboard first.
 admin.site.index_template = "admin/sessions_app/index.html"
+# No app list down the left of every page: the session list needs the width (1366 px screens);
+# the index and the breadcrumbs lead everywhere.
+admin.site.enable_nav_sidebar = False
 
 CONFIRMATION_TEMPLATE = "admin/sessions_app/action_confirmation.html"
 REASON_TEMPLATE = "admin/sessions_app/operator_action_form.html"
@@ -139,44 +143,16 @@ def _since_params(field: str, since: datetime) -> dict[str, str]:
     return {f"{field}__range__gte_0": local.date().isoformat(), f"{field}__range__gte_1": local.strftime("%H:%M:%S")}
 
 
-def _duration(value: timedelta | None) -> str:
-    """``3 h 05 min``, ``12 min 30 s``, ``42 s``, or a dash."""
-    if value is None:
-        return "-"
-    seconds = int(value.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+# How long, in words (``3 h 05 min``): the selectors' wording, everywhere in the console.
+_duration = selectors.duration_text
 
 
-def _bar_chart(points: list[tuple[str, float, str]], *, width: int = 480, height: int = 120) -> dict:
-    """Geometry of a small server-rendered SVG bar chart: ``(label, value, tooltip)`` per bar."""
-    top = max((value for _, value, _ in points), default=0) or 1
-    plot, step = height - 16, width / max(len(points), 1)
-    bars = []
-    for i, (label, value, tooltip) in enumerate(points):
-        h = round(value / top * plot, 1)
-        bars.append(
-            {
-                "x": round(i * step + 1, 1),
-                "w": round(step - 2, 1),
-                "y": round(plot - h, 1),
-                "h": h,
-                "label": label,
-                "tooltip": tooltip,
-                "show_label": i in (0, len(points) // 2, len(points) - 1),
-                "anchor": "start" if i == 0 else "end" if i == len(points) - 1 else "middle",
-                "label_x": round(i * step + (0 if i == 0 else step if i == len(points) - 1 else step / 2), 1),
-            }
-        )
-    return {"width": width, "height": height, "bars": bars, "baseline": plot, "label_y": height - 3, "top": top}
+def _ticket_anchor(ticket):
+    """The ticket's id, linked to the help desk when its URL is a plain web address."""
+    url = _safe_http_url(ticket.url)
+    if not url:
+        return ticket.external_id
+    return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, ticket.external_id)
 
 
 def _object_or_404(model_admin: admin.ModelAdmin, request, object_id: str):
@@ -249,6 +225,10 @@ class ReadOnlyTabularInline(NoWrites, admin.TabularInline):
     can_delete = False
     show_change_link = True
 
+
+ROTATE_QUESTION = (
+    "The current API key stops working at once; Botpress must be given the new key, which is shown only once."
+)
 
 # The Botpress connection, the same on the add and the change page.
 BOTPRESS_FIELDSET = (
@@ -341,7 +321,7 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                         "last_webhook",
                         "webhooks_rejected_24h",
                     ),
-                    "description": "Installed by the “Install help-desk webhook” action. “Test connection” "
+                    "description": "Installed with the “Install help-desk webhook” button above. “Test connection” "
                     "asks the help desk whether the webhook and its triggers are still active.",
                 },
             ),
@@ -350,7 +330,8 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                 "Gateway API key",
                 {
                     "fields": ("api_key_prefix",),
-                    "description": "Only the first characters are kept; use “Rotate API key” to issue a new key.",
+                    "description": "Only the first characters are kept; the “Rotate API key” button above "
+                    "issues a new key.",
                 },
             ),
             ("History", {"fields": ("created_at", "updated_at")}),
@@ -475,30 +456,41 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
         if update_fields:
             obj.save(update_fields=[*sorted(update_fields), "updated_at"])
 
+    def _install_webhook(self, request, integration: Integration) -> None:
+        try:
+            integration_webhook_install(integration=integration)
+        except Exception as exc:  # noqa: BLE001 - any help-desk failure is reported, not a 500
+            log.warning("admin.webhook_install_failed", integration_id=str(integration.pk), error=type(exc).__name__)
+            self.message_user(
+                request,
+                f"“{integration.name}”: the help-desk webhook could not be installed: "
+                f"{_describe_helpdesk_error(exc, integration)}",
+                messages.ERROR,
+            )
+        else:
+            self.message_user(
+                request,
+                f"“{integration.name}”: help-desk webhook installed, calling "
+                f"{integration_webhook_url(integration=integration)}.",
+                messages.SUCCESS,
+            )
+
+    def _rotate_api_key(self, request, integration: Integration) -> None:
+        api_key = integration_api_key_rotate(integration=integration)
+        self.message_user(
+            request,
+            format_html(
+                "New API key of “{}”: <code>{}</code> — copy it now: it is shown only this once.",
+                integration.name,
+                api_key,
+            ),
+            messages.SUCCESS,
+        )
+
     @admin.action(description="Install help-desk webhook", permissions=["change"])
     def install_webhook(self, request, queryset):
         for integration in queryset:
-            try:
-                integration_webhook_install(integration=integration)
-            except Exception as exc:  # noqa: BLE001 - any help-desk failure is reported, not a 500
-                log.warning(
-                    "admin.webhook_install_failed",
-                    integration_id=str(integration.pk),
-                    error=type(exc).__name__,
-                )
-                self.message_user(
-                    request,
-                    f"“{integration.name}”: the help-desk webhook could not be installed: "
-                    f"{_describe_helpdesk_error(exc, integration)}",
-                    messages.ERROR,
-                )
-            else:
-                self.message_user(
-                    request,
-                    f"“{integration.name}”: help-desk webhook installed, calling "
-                    f"{integration_webhook_url(integration=integration)}.",
-                    messages.SUCCESS,
-                )
+            self._install_webhook(request, integration)
 
     @admin.action(description="Rotate API key", permissions=["change"])
     def rotate_api_key(self, request, queryset):
@@ -507,24 +499,43 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
             queryset,
             action="rotate_api_key",
             title="Rotate API keys",
-            question="The current API key of these integrations stops working at once; Botpress must be "
-            "given the new key, which is shown only once.",
+            question=ROTATE_QUESTION,
             button="Yes, rotate",
         )
         if asked is not None:
             return asked
         for integration in queryset:
-            api_key = integration_api_key_rotate(integration=integration)
-            self.message_user(
-                request,
-                format_html(
-                    "New API key of “{}”: <code>{}</code> — copy it now: it is shown only this once.",
-                    integration.name,
-                    api_key,
-                ),
-                messages.SUCCESS,
-            )
+            self._rotate_api_key(request, integration)
         return None
+
+    def install_webhook_view(self, request, object_id: str):
+        """The page's "Install help-desk webhook" button (POST, CSRF by ``admin_view``)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        integration = _object_or_404(self, request, object_id)
+        if not self.has_change_permission(request, integration):
+            raise PermissionDenied
+        self._install_webhook(request, integration)
+        return HttpResponseRedirect(_admin_url("integration", "change", integration.pk))
+
+    def rotate_api_key_view(self, request, object_id: str):
+        """The page's "Rotate API key" button: asks first, then shows the new key once."""
+        integration = _object_or_404(self, request, object_id)
+        if not self.has_change_permission(request, integration):
+            raise PermissionDenied
+        form = forms.Form(request.POST if request.method == "POST" else None)  # nothing to ask but "sure?"
+        if request.method == "POST" and form.is_valid():
+            self._rotate_api_key(request, integration)
+            return HttpResponseRedirect(_admin_url("integration", "change", integration.pk))
+        return _reason_page(
+            self,
+            request,
+            integration,
+            title=f"Rotate the API key of “{integration.name}”",
+            question=ROTATE_QUESTION,
+            button="Rotate the API key",
+            form=form,
+        )
 
     # --- object tools: test connection, rotate the webhook secret ----------------------------
     def get_urls(self):
@@ -535,6 +546,16 @@ class IntegrationAdmin(ConfirmedActionMixin, admin.ModelAdmin):
                 "<path:object_id>/test-connection/",
                 wrap(self.test_connection_view),
                 name="{}_{}_test_connection".format(*info),
+            ),
+            path(
+                "<path:object_id>/install-webhook/",
+                wrap(self.install_webhook_view),
+                name="{}_{}_install_webhook".format(*info),
+            ),
+            path(
+                "<path:object_id>/rotate-api-key/",
+                wrap(self.rotate_api_key_view),
+                name="{}_{}_rotate_api_key".format(*info),
             ),
             path(
                 "<path:object_id>/rotate-webhook-secret/",
@@ -675,6 +696,21 @@ class ReachedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ProblemFilter(admin.SimpleListFilter):
+    """The list's problem badge as a filter (``selectors.PROBLEMS``)."""
+
+    title = "problem"
+    parameter_name = "problem"
+
+    def lookups(self, request, model_admin):
+        return list(selectors.PROBLEMS.items())
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return selectors.sessions_with_problem(queryset=queryset, problem=self.value())
+
+
 class AgentFilter(admin.RelatedFieldListFilter):
     """Agents by name (the related filter would list them in database order)."""
 
@@ -691,18 +727,17 @@ class SessionChangeList(ChangeList):
 
 @admin.register(HitlSession)
 class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
+    # Seven narrow columns: the list fits a 1366 px screen beside its filters without scrolling.
     list_display = (
-        "status",
-        "integration",
+        "status_text",
         "end_user_display",
+        "title_display",
         "agent",
         "ticket_link",
-        "created_at",
-        "time_to_assignment",
-        "last_activity_at",
-        "failed_deliveries",
-        "needs_attention",
+        "problem",
+        "started",
     )
+    list_display_links = ("status_text",)
     list_filter = (
         "status",
         "integration",
@@ -712,7 +747,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
         FailedDeliveriesFilter,
         ReachedFilter,
         ("agent", AgentFilter),
-        "needs_attention",
+        ProblemFilter,
     )
     # Searching is ``selectors.session_search``; a field here only makes the admin show the box.
     search_fields = ("botpress_conversation_id",)
@@ -758,7 +793,8 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
                 ),
             },
         ),
-        ("Botpress data", {"fields": ("extras", "message_history"), "classes": ("collapse",)}),
+        # ``messageHistory`` opens the conversation on the page, marked "before handoff".
+        ("Botpress data", {"fields": ("extras",), "classes": ("collapse",)}),
     )
 
     def get_queryset(self, request):
@@ -771,24 +807,42 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
     def get_search_results(self, request, queryset, search_term):
         return selectors.session_search(queryset=queryset, term=search_term), False
 
+    @admin.display(description="status", ordering="status")
+    def status_text(self, session: HitlSession):
+        return format_html(
+            '<span class="status-dot status-{}"></span>{}', session.status, selectors.session_status_text(session)
+        )
+
     @admin.display(description="end user", ordering="end_user__email")
     def end_user_display(self, session: HitlSession) -> str:
         return str(session.end_user)
+
+    @admin.display(description="title", ordering="title")
+    def title_display(self, session: HitlSession):
+        return format_html('<span class="cell-title" title="{}">{}</span>', session.title, session.title or "-")
 
     @admin.display(description="ticket", ordering="ticket__external_id")
     def ticket_link(self, session: HitlSession):
         ticket = getattr(session, "ticket", None)
         if ticket is None:
             return "-"
-        url = _safe_http_url(ticket.url)
-        if not url:
-            return ticket.external_id
-        return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, ticket.external_id)
+        status = format_html(' <span class="ticket-status">{}</span>', ticket.status) if ticket.status else ""
+        return format_html("{}{}", _ticket_anchor(ticket), status)
 
     @admin.display(description="ticket status")
     def ticket_status(self, session: HitlSession) -> str:
         ticket = getattr(session, "ticket", None)
         return (ticket.status or "-") if ticket else "-"
+
+    @admin.display(description="started", ordering="created_at")
+    def started(self, session: HitlSession) -> str:
+        local = timezone.localtime(session.created_at)
+        return local.strftime("%H:%M") if local.date() == timezone.localdate() else local.strftime("%d %b %H:%M")
+
+    @admin.display(description="problem")
+    def problem(self, session: HitlSession):
+        text = selectors.session_problem(session)
+        return format_html('<span class="problem-badge">{}</span>', text) if text else ""
 
     @admin.display(description="waited", ordering="waited")
     def time_to_assignment(self, session: HitlSession) -> str:
@@ -796,11 +850,7 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
             return _duration(session.assigned_at - session.created_at)
         if session.status == SessionStatus.PENDING:
             return f"{_duration(timezone.now() - session.created_at)} so far"
-        return "-"
-
-    @admin.display(description="failed deliveries", boolean=True, ordering="has_failed_deliveries")
-    def failed_deliveries(self, session: HitlSession) -> bool:
-        return getattr(session, "has_failed_deliveries", False)
+        return ""
 
     # --- permissions ------------------------------------------------------------------------
     def has_close_permission(self, request, obj=None) -> bool:
@@ -967,8 +1017,11 @@ class HitlSessionAdmin(ConfirmedActionMixin, ReadOnlyAdmin):
             may_resend = self.has_resend_permission(request, session) and session.is_active
             extra = {
                 "story": story,
-                "ticket_link": self.ticket_link(session),
+                "ticket_link": _ticket_anchor(session.ticket) if hasattr(session, "ticket") else "-",
                 "waited": self.time_to_assignment(session),
+                "ended": selectors.session_end_text(session),
+                "priority": selectors.session_priority(session),
+                "history": [_history_view(entry) for entry in story.history],
                 "timeline": [_message_view(m, may_resend=may_resend) for m in story.messages],
                 "deliveries": [_delivery_view(d) for d in story.deliveries],
                 "webhooks": [_webhook_view(w) for w in story.webhooks],
@@ -1013,6 +1066,8 @@ def _message_view(message: Message, *, may_resend: bool = False) -> dict:
     else:
         author, role = "bot", "bot"
     delivery = getattr(message, "delivery", None)
+    # Only a delivered message can be sent again; one that is not has its delivery retried.
+    delivered = delivery is not None and delivery.status == DeliveryStatus.SUCCEEDED
     return {
         "message": message,
         "side": "right" if message.direction == Direction.TO_USER else "left",
@@ -1020,12 +1075,38 @@ def _message_view(message: Message, *, may_resend: bool = False) -> dict:
         "author": author,
         "parts": _message_parts(message.type, payload),
         "delivery": delivery,
-        "resend_url": _admin_url("hitlsession", "resend", message.session_id, message.pk) if may_resend else "",
+        "outcome": selectors.delivery_outcome(delivery=delivery) if delivery is not None else "",
+        "resend_url": (
+            _admin_url("hitlsession", "resend", message.session_id, message.pk) if may_resend and delivered else ""
+        ),
+    }
+
+
+def _history_view(entry: selectors.HistoryEntry) -> dict:
+    return {
+        "author": entry.author,
+        "role": entry.role,
+        "type": entry.type,
+        "parts": _message_parts(entry.type, entry.payload),
     }
 
 
 def _delivery_view(delivery: Delivery) -> dict:
-    return {"delivery": delivery, "attempts": list(delivery.attempt_log.all())}
+    attempts = list(delivery.attempt_log.all())
+    return {
+        "delivery": delivery,
+        "attempts": [{"attempt": a, "words": _attempt_words(a)} for a in attempts],
+        "outcome": selectors.delivery_outcome(delivery=delivery),
+    }
+
+
+def _attempt_words(attempt: DeliveryAttempt) -> str:
+    if attempt.outcome in (DeliveryStatus.SUCCEEDED, DeliveryStatus.SKIPPED):
+        return "delivered" if attempt.outcome == DeliveryStatus.SUCCEEDED else "not needed"
+    words = selectors.failure_words(
+        error=attempt.error, status_code=attempt.status_code, duration_ms=attempt.duration_ms
+    )
+    return f"{'outcome unknown' if words.delivered is None else 'not delivered'}: {words.reason}"
 
 
 def _webhook_view(event: WebhookEvent) -> dict:
@@ -1037,7 +1118,7 @@ def _webhook_view(event: WebhookEvent) -> dict:
 
 
 def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
-    oldest_first = {"o": str(list_display.index("created_at") + 1)}
+    oldest_first = {"o": str(list_display.index("started") + 1)}
     return [
         {
             "label": "Waiting for an agent",
@@ -1070,10 +1151,20 @@ def _dashboard_cards(d: selectors.Dashboard, list_display) -> list[dict]:
             "note": "lifecycle policies: timeouts, business hours",
         },
         {
+            "label": "Tickets not created",
+            "value": d.tickets_not_created,
+            "url": _admin_url("hitlsession", "changelist", problem="ticket"),
+            "alert": d.tickets_not_created > 0,
+            "note": "the help desk has no ticket: nobody can answer"
+            if d.tickets_not_created
+            else "every ticket exists",
+        },
+        {
             "label": "Sessions needing attention",
             "value": d.sessions_needing_attention,
-            "url": _admin_url("hitlsession", "changelist", needs_attention__exact="1"),
+            "url": _admin_url("hitlsession", "changelist", problem="any"),
             "alert": d.sessions_needing_attention > 0,
+            "note": "no ticket, a failed delivery or webhook",
         },
         {
             "label": "Deliveries dead",
@@ -1133,30 +1224,55 @@ def _dashboard_durations(d: selectors.Dashboard) -> list[dict]:
     return rows
 
 
+def _duration_unit(longest: timedelta | None) -> tuple[str, float]:
+    """The unit a chart of durations reads best in: ``("s", 1)``, ``("min", 60)`` or ``("h", 3600)``."""
+    seconds = longest.total_seconds() if longest else 0
+    if seconds < 120:
+        return "s", 1
+    return ("min", 60) if seconds < 7200 else ("h", 3600)
+
+
+def _short_number(value: float) -> str:
+    """``7.5``, ``12``, ``0.3``: a chart label, short enough to sit over a bar."""
+    return f"{value:.1f}".rstrip("0").rstrip(".") if value < 10 else f"{value:.0f}"
+
+
 def _dashboard_charts(d: selectors.Dashboard) -> list[dict]:
     hourly = [
-        (timezone.localtime(hour).strftime("%H:00"), n, f"{timezone.localtime(hour):%H:00}: {n} session(s)")
+        charts.Point(
+            timezone.localtime(hour).strftime("%H:00"),
+            n,
+            f"{timezone.localtime(hour):%H:00} to {timezone.localtime(hour):%H}:59: {n} session{'s' if n != 1 else ''}",
+        )
         for hour, n in d.started_per_hour
     ]
+    medians = [median for _, median in d.assignment_median_per_day if median is not None]
+    unit, per_unit = _duration_unit(max(medians, default=None))
     daily = [
-        (
+        charts.Point(
             day.strftime("%d %b"),
-            (median.total_seconds() / 60) if median else 0,
-            f"{day:%d %b}: median {_duration(median)}",
+            (median.total_seconds() / per_unit) if median is not None else None,
+            f"{day:%d %b}: median {_duration(median)}" if median is not None else f"{day:%d %b}: nobody assigned",
         )
         for day, median in d.assignment_median_per_day
     ]
     return [
-        {
-            "title": "Sessions started per hour, last 24 h",
-            "top_label": f"{max(n for _, n, _ in hourly)}",
-            **_bar_chart(hourly),
-        },
-        {
-            "title": f"Median time to assignment per day, last {selectors.TREND_DAYS} days",
-            "top_label": _duration(timedelta(minutes=max(v for _, v, _ in daily))),
-            **_bar_chart(daily),
-        },
+        charts.bar_chart(
+            hourly,
+            title="Sessions started per hour, last 24 h",
+            y_label="sessions",
+            x_label="hour started (local time)",
+            empty_text="No session started in the last 24 hours.",
+        ),
+        charts.bar_chart(
+            daily,
+            title=f"Median time to assignment per day, last {selectors.TREND_DAYS} days",
+            y_label=f"median wait ({unit})",
+            x_label="day the session started",
+            empty_text=f"No session was assigned to an agent in the last {selectors.TREND_DAYS} days.",
+            value_text=_short_number,
+            integer=False,
+        ),
     ]
 
 
@@ -1166,9 +1282,13 @@ class DeliveryAttemptInline(ReadOnlyTabularInline):
     verbose_name = "attempt"
     verbose_name_plural = "attempts"
     show_change_link = False
-    fields = ("number", "started_at", "duration_ms", "status_code", "outcome", "error")
+    fields = ("number", "started_at", "duration_ms", "what_happened", "error")
     readonly_fields = fields
     ordering = ("number",)
+
+    @admin.display(description="what happened")
+    def what_happened(self, attempt: DeliveryAttempt) -> str:
+        return _attempt_words(attempt)
 
 
 class DeliveryStateFilter(admin.SimpleListFilter):
@@ -1189,11 +1309,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "kind",
         "direction",
         "session_link",
-        "status",
+        "outcome",
         "attempts",
         "next_attempt_at",
-        "last_status_code",
-        "last_error_short",
     )
     list_filter = (
         "status",
@@ -1233,7 +1351,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                     "next_attempt_at",
                     "retry_deadline",
                     "lease_until",
-                    "maybe_delivered",
+                    "outcome",
                     "last_status_code",
                     "last_error",
                     "created_at",
@@ -1245,12 +1363,22 @@ class DeliveryAdmin(ReadOnlyAdmin):
         ("Data", {"fields": ("payload", "result")}),
     )
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("integration", "session", "message")
+    readonly_fields = ("outcome",)
 
-    @admin.display(description="last error")
-    def last_error_short(self, delivery: Delivery) -> str:
-        return _short(delivery.last_error, 60) or "-"
+    def get_queryset(self, request):
+        # The attempts in one query for the whole page: the outcome reads the last one.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("integration", "session", "message")
+            .prefetch_related("attempt_log")
+        )
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, delivery: Delivery):
+        return format_html(
+            '<span class="outcome {}">{}</span>', delivery.status, selectors.delivery_outcome(delivery=delivery)
+        )
 
     @admin.display(description="session", ordering="session__created_at")
     def session_link(self, delivery: Delivery):

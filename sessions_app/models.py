@@ -39,7 +39,7 @@ class Integration(models.Model):
     # The help desks are ``providers.registry.SPECS``: the choices are read from there, so a new
     # desk needs no migration.
     provider = models.CharField(max_length=32, choices=provider_choices, default=provider_default)
-    provider_base_url = models.URLField(help_text="Help-desk account URL")
+    provider_base_url = models.URLField("Help-desk account URL", help_text="Help-desk account URL")
     # Provider credentials, the fields its spec declares (``ProviderSpec.credential_fields``);
     # read only through ``services.integrations.integration_provider`` and never rendered.
     # The secrets below are encrypted at rest (``sessions_app.fields``, keys ``HITL_ENCRYPTION_KEYS``).
@@ -51,18 +51,18 @@ class Integration(models.Model):
     webhook_signing_secret_changed_at = models.DateTimeField(null=True, blank=True)
     # Ids of what we installed in the help desk (webhook id, trigger ids), for reinstall/removal.
     provider_installation = models.JSONField(default=dict, blank=True)
-    botpress_api_url = models.URLField(default="https://api.botpress.cloud")
+    botpress_api_url = models.URLField("Botpress API URL", default="https://api.botpress.cloud")
     botpress_token = EncryptedTextField(max_length=512)
-    botpress_bot_id = models.CharField(max_length=128)
-    botpress_integration_id = models.CharField(max_length=128)
-    botpress_integration_alias = models.CharField(max_length=128, blank=True)
+    botpress_bot_id = models.CharField("Botpress bot id", max_length=128)
+    botpress_integration_id = models.CharField("Botpress integration id", max_length=128)
+    botpress_integration_alias = models.CharField("Botpress integration alias", max_length=128, blank=True)
     # Botpress user standing for the bot; messages without an author are posted as it.
-    botpress_bot_user_id = models.CharField(max_length=64, blank=True)
+    botpress_bot_user_id = models.CharField("Botpress bot user id", max_length=64, blank=True)
     # The help desk's user for the bot (an external user named "Botpress"), created on first need.
-    helpdesk_bot_user_id = models.CharField(max_length=64, blank=True)
+    helpdesk_bot_user_id = models.CharField("Help-desk bot user id", max_length=64, blank=True)
     # SHA-256 of the credential Botpress uses to call us; the credential itself is shown once.
     api_key_hash = models.CharField(max_length=64)
-    api_key_prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key")
+    api_key_prefix = models.CharField("API key prefix", max_length=12, help_text="First characters, to recognise a key")
     # Botpress sends no credential on the wire protocol nor on the hitl-api: this unguessable
     # path segment of the URLs it calls (``/botpress/<id>/<secret>/``, ``/hitl-api/<id>/<secret>``)
     # is the credential, compared in constant time.
@@ -393,7 +393,8 @@ class Delivery(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"{self.kind} #{self.pk} ({self.status})"
+        # Operators read it (titles, breadcrumbs, links): words, not ``ticket_create #2``.
+        return f"{self.get_kind_display()} (delivery {self.pk}, {self.get_status_display().lower()})"
 
 
 class DeliveryAttempt(models.Model):

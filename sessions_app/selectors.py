@@ -160,6 +160,8 @@ class Dashboard:
     webhooks_failed: int
     # Sessions a lifecycle policy ended (timeouts, business hours) in the last 24 h.
     ended_by_policy_24h: int = 0
+    # Open sessions whose ticket creation failed (retried or given up): nobody can answer them.
+    tickets_not_created: int = 0
     started_per_hour: list[tuple[datetime, int]] = field(default_factory=list)
     assignment_median_per_day: list[tuple[datetime, timedelta | None]] = field(default_factory=list)
 
@@ -216,7 +218,17 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
             oldest_waiting_at=Min("created_at", filter=Q(status=SessionStatus.PENDING)),
             assigned=Count("pk", filter=Q(status=SessionStatus.ASSIGNED)),
             stopped_today=Count("pk", filter=Q(status=SessionStatus.STOPPED, stopped_at__gte=today)),
-            needing_attention=Count("pk", filter=Q(needs_attention=True)),
+            needing_attention=Count(
+                "pk",
+                filter=Q(needs_attention=True)
+                | Q(
+                    Exists(
+                        Delivery.objects.filter(ticket_create_failing_q(), session=OuterRef("pk")).exclude(
+                            session__status=SessionStatus.STOPPED
+                        )
+                    )
+                ),
+            ),
             ended_by_policy_24h=Count(
                 "pk", filter=Q(stopped_by=StoppedBy.POLICY, stopped_at__gte=now - WINDOWS["24h"])
             ),
@@ -228,6 +240,12 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
         .aggregate(
             dead=Count("pk", filter=Q(status=DeliveryStatus.DEAD)),
             failing=Count("pk", filter=Q(delivery_failing_q())),
+            # A ticket that cannot be created stops its session once given up: open ones only.
+            no_ticket=Count(
+                "session_id",
+                distinct=True,
+                filter=ticket_create_failing_q() & ~Q(session__status=SessionStatus.STOPPED),
+            ),
         )
     )
     since_24h, since_7d = (
@@ -254,6 +272,7 @@ def dashboard_get(*, now: datetime | None = None, force_python: bool = False) ->
         webhooks_rejected_7d=rejected["last_7d"] or 0,
         webhooks_failed=WebhookEvent.objects.filter(status=WebhookStatus.FAILED).count(),
         ended_by_policy_24h=sessions["ended_by_policy_24h"],
+        tickets_not_created=deliveries["no_ticket"],
         started_per_hour=_started_per_hour(now),
         assignment_median_per_day=_assignment_median_per_day(today, force_python=force_python),
     )
@@ -282,11 +301,39 @@ def delivery_failing_q() -> Q:
 # --- the session list -----------------------------------------------------------------------
 def session_list_annotate(queryset: QuerySet) -> QuerySet:
     """The list's extra columns, in the list's own query (no query per row)."""
-    failed = Delivery.objects.filter(session=OuterRef("pk"), status=DeliveryStatus.DEAD)
+    deliveries = Delivery.objects.filter(session=OuterRef("pk"))
     return queryset.annotate(
-        has_failed_deliveries=Exists(failed),
+        has_failed_deliveries=Exists(deliveries.filter(status=DeliveryStatus.DEAD)),
+        has_failing_deliveries=Exists(deliveries.filter(delivery_failing_q())),
+        ticket_failing=Exists(deliveries.filter(ticket_create_failing_q())),
         waited=ExpressionWrapper(F("assigned_at") - F("created_at"), output_field=DurationField()),
     )
+
+
+PROBLEMS = {
+    "any": "Any problem",
+    "ticket": "Ticket not created",
+    "dead": "Delivery failed (gave up)",
+    "attention": "Needs attention (flagged)",
+    "failing": "Delivery being retried",
+}
+
+
+def sessions_with_problem(*, queryset: QuerySet, problem: str) -> QuerySet:
+    """The sessions showing ``problem`` (a key of ``PROBLEMS``) in the list; "any" is any of them."""
+    deliveries = Delivery.objects.filter(session=OuterRef("pk"))
+    conditions = {
+        "ticket": Q(Exists(deliveries.filter(ticket_create_failing_q()))),
+        "dead": Q(Exists(deliveries.filter(status=DeliveryStatus.DEAD))),
+        "attention": Q(needs_attention=True),
+        "failing": Q(Exists(deliveries.filter(delivery_failing_q()))),
+    }
+    if problem == "any":
+        combined = Q()
+        for condition in conditions.values():
+            combined |= condition
+        return queryset.filter(combined)
+    return queryset.filter(conditions[problem]) if problem in conditions else queryset
 
 
 def session_search(*, queryset: QuerySet, term: str) -> QuerySet:
@@ -341,6 +388,10 @@ class SessionStory:
     actions: list[OperatorAction]
     transitions: list[Transition]
     dead_deliveries: int
+    # The conversation before the handoff, the start of the timeline.
+    history: list = field(default_factory=list)
+    # Set while the ticket does not exist because creating it failed.
+    ticket_problem: TicketProblem | None = None
 
 
 def session_story(*, session: HitlSession) -> SessionStory:
@@ -391,4 +442,274 @@ def session_story(*, session: HitlSession) -> SessionStory:
         actions=actions,
         transitions=transitions,
         dead_deliveries=sum(1 for d in deliveries if d.status == DeliveryStatus.DEAD),
+        history=session_history(session=session),
+        ticket_problem=ticket_problem(deliveries=deliveries),
     )
+
+
+# --- what operators must see, in words ----------------------------------------------------------
+# Every sentence below is help-desk-agnostic: "help desk" and "Botpress" name the two sides, the
+# desk's own name comes from its spec where a page needs it.
+def duration_text(value: timedelta | None) -> str:
+    """``3 h 05 min``, ``12 min 30 s``, ``42 s``, or a dash: how long, for a person to read."""
+    if value is None:
+        return "-"
+    seconds = max(0, int(value.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def ticket_create_failing_q(prefix: str = "") -> Q:
+    """A ticket-creation delivery whose last attempt failed: retried (pending) or given up (dead).
+
+    ``attempts`` counts a claim before its call, so an attempt in flight has no ``last_error`` yet
+    and does not count as failing. ``prefix`` reaches the delivery from another model
+    (``"deliveries__"`` from a session).
+    """
+    return Q(
+        **{
+            f"{prefix}kind": DeliveryKind.TICKET_CREATE,
+            f"{prefix}status__in": [DeliveryStatus.PENDING, DeliveryStatus.DEAD],
+            f"{prefix}attempts__gt": 0,
+        }
+    ) & ~Q(**{f"{prefix}last_error": ""})
+
+
+@dataclass(frozen=True)
+class FailureWords:
+    """What one failed call means: ``delivered`` is False (surely not), or None (nobody knows)."""
+
+    delivered: bool | None
+    reason: str  # "connection refused", "timed out after 10 s", "HTTP 503: Service unavailable"
+    unreachable: bool = False  # no connection at all: the remote side is down or unreachable
+
+
+def failure_words(*, error: str, status_code: int | None, duration_ms: int | None = None) -> FailureWords:
+    """Read one failed attempt (``outbound.http``'s messages) as what is known about it.
+
+    - no connection (``could not reach <origin>: <reason>``, or a connect timeout) or an address
+      the outbound guard refused: nothing was sent;
+    - an HTTP error answer: the remote side answered, so it did not do it;
+    - a read timeout or any other failure with no answer: the request may have been processed.
+    """
+    error = " ".join((error or "").split())
+    seconds = f" after {round(duration_ms / 1000)} s" if duration_ms else ""
+    if error.startswith("could not reach "):
+        return FailureWords(False, error.rpartition(": ")[2] or error, unreachable=True)
+    if error.startswith("timed out: ConnectTimeout"):
+        return FailureWords(False, f"could not connect{seconds}", unreachable=True)
+    if error.startswith("address refused"):
+        return FailureWords(False, error)
+    if status_code:
+        return FailureWords(False, error if error.startswith("HTTP ") else f"HTTP {status_code}: {error}")
+    if error.startswith("timed out"):
+        return FailureWords(None, f"timed out{seconds}")
+    return FailureWords(None, error or "the call ended without an answer")
+
+
+def _remote_side(delivery: Delivery) -> str:
+    return "help desk" if delivery.direction == Direction.TO_AGENT else "Botpress"
+
+
+def delivery_outcome(*, delivery: Delivery, last_attempt=None, now: datetime | None = None) -> str:
+    """A delivery's state as what is known, in words ("not delivered: connection refused").
+
+    ``last_attempt``: its latest ``DeliveryAttempt`` if already loaded (else read from the
+    delivery's prefetched ``attempt_log`` or the database); ``now`` for "next try in 30 s".
+    """
+    if delivery.status == DeliveryStatus.SUCCEEDED:
+        return "delivered" if delivery.attempts <= 1 else f"delivered after {delivery.attempts} attempts"
+    if delivery.status == DeliveryStatus.SKIPPED:
+        return f"not needed: {delivery.last_error}" if delivery.last_error else "not needed"
+    if last_attempt is None:
+        attempts = list(delivery.attempt_log.all())
+        last_attempt = max(attempts, key=lambda a: a.number) if attempts else None
+    if last_attempt is None or last_attempt.outcome == DeliveryStatus.SUCCEEDED:
+        if delivery.status == DeliveryStatus.PENDING and delivery.lease_until:
+            return "being sent"
+        if delivery.status == DeliveryStatus.PENDING:
+            return "waiting to be sent" + (
+                ", after a call that never reported back" if delivery.maybe_delivered else ""
+            )
+        return "not delivered"
+    words = failure_words(
+        error=last_attempt.error or delivery.last_error,
+        status_code=last_attempt.status_code,
+        duration_ms=last_attempt.duration_ms,
+    )
+    if words.delivered is None:
+        text = f"outcome unknown: {words.reason}"
+    elif delivery.status == DeliveryStatus.DEAD:
+        text = f"not delivered, gave up: {words.reason}"
+    else:
+        text = f"not delivered yet: {words.reason}"
+    if words.unreachable:
+        text += f" ({_remote_side(delivery)} unreachable)"
+    if delivery.status == DeliveryStatus.PENDING:
+        now = now or timezone.now()
+        text += f"; next try in {duration_text(max(delivery.next_attempt_at - now, timedelta(0)))}"
+    return text
+
+
+@dataclass(frozen=True)
+class TicketProblem:
+    """The session's ticket was not created: nobody in the help desk can answer the end user."""
+
+    attempts: int
+    reason: str  # "help desk unreachable", "help desk answered HTTP 422: ...", "timed out after 10 s"
+    last_error: str
+    gave_up: bool
+    next_attempt_in: timedelta | None
+
+    @property
+    def banner(self) -> str:
+        """``ticket not created: help desk unreachable, 4 attempts, next in 30 s``."""
+        attempts = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.gave_up:
+            then = "gave up"
+        elif self.next_attempt_in is None or self.next_attempt_in < timedelta(seconds=1):
+            then = "retrying now"
+        else:
+            then = f"next in {duration_text(self.next_attempt_in)}"
+        return f"ticket not created: {self.reason}, {attempts}, {then}"
+
+
+def ticket_problem(*, deliveries: list[Delivery], now: datetime | None = None) -> TicketProblem | None:
+    """Why the ticket of a session does not exist, from its deliveries (``session_story``'s list);
+    None when it exists, or its creation has not failed (yet)."""
+    create = next((d for d in deliveries if d.kind == DeliveryKind.TICKET_CREATE), None)
+    if create is None or create.status not in (DeliveryStatus.PENDING, DeliveryStatus.DEAD):
+        return None
+    if create.attempts == 0 or not create.last_error:
+        return None
+    attempts = sorted(create.attempt_log.all(), key=lambda a: a.number)
+    last = attempts[-1] if attempts else None
+    words = failure_words(
+        error=create.last_error,
+        status_code=create.last_status_code,
+        duration_ms=last.duration_ms if last else None,
+    )
+    if words.unreachable:
+        reason = "help desk unreachable"
+    elif create.last_status_code:
+        reason = f"help desk answered {words.reason}"
+    else:
+        reason = words.reason
+    now = now or timezone.now()
+    dead = create.status == DeliveryStatus.DEAD
+    return TicketProblem(
+        attempts=len(attempts) or create.attempts,
+        reason=reason,
+        last_error=create.last_error,
+        gave_up=dead,
+        next_attempt_in=None if dead else max(create.next_attempt_at - now, timedelta(0)),
+    )
+
+
+def session_problem(session: HitlSession) -> str:
+    """The one problem the list shows for a session, worded as a problem, or '' when it has none.
+
+    Reads the flags ``session_list_annotate`` adds (no query). In order of what hurts the end
+    user most: no ticket (nobody can answer), dead deliveries (something was lost), a failed
+    webhook or another reason to look (``needs_attention``), deliveries being retried.
+    """
+    if getattr(session, "ticket_failing", False):
+        return "ticket not created"
+    if getattr(session, "has_failed_deliveries", False):
+        return "delivery failed (gave up)"
+    if session.needs_attention:
+        return "needs attention"
+    if getattr(session, "has_failing_deliveries", False):
+        return "delivery being retried"
+    return ""
+
+
+def session_status_text(session: HitlSession, *, now: datetime | None = None) -> str:
+    """The list's status with its wait: ``waiting 24 s``, ``assigned after 1 min 02 s``, ``ended``."""
+    now = now or timezone.now()
+    if session.status == SessionStatus.PENDING:
+        return f"waiting {duration_text(now - session.created_at)}"
+    if session.status == SessionStatus.ASSIGNED:
+        waited = session.assigned_at - session.created_at if session.assigned_at else None
+        return f"assigned after {duration_text(waited)}" if waited is not None else "assigned"
+    lasted = session.stopped_at - session.created_at if session.stopped_at else None
+    return f"ended after {duration_text(lasted)}" if lasted is not None else "ended"
+
+
+END_WORDS = {
+    StoppedBy.BOTPRESS: "ended by the end user (stopHitl)",
+    StoppedBy.AGENT: "ended by the agent (ticket solved in the help desk)",
+    StoppedBy.OPERATOR: "closed by an operator",
+    StoppedBy.HELPDESK_REFUSED: "ended: the help desk did not create the ticket",
+    StoppedBy.POLICY: "ended by a lifecycle policy",
+}
+
+
+def session_end_text(session: HitlSession) -> str:
+    """How a stopped session ended and how long it lasted, or '' while it runs.
+
+    ``ended by the end user (stopHitl), after 4 min 12 s``; an operator's or a policy's reason is
+    added (``closed by an operator: customer called``), the others' reasons say the same again.
+    """
+    if session.status != SessionStatus.STOPPED:
+        return ""
+    text = END_WORDS.get(session.stopped_by, "ended")
+    if session.stopped_by in (StoppedBy.OPERATOR, StoppedBy.POLICY) and session.stop_reason:
+        text += f": {session.stop_reason}"
+    if session.stopped_at:
+        text += f", after {duration_text(session.stopped_at - session.created_at)}"
+    return text
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One message of ``messageHistory``: what was said to the bot before the handoff."""
+
+    author: str  # "end user: Ada", "bot"
+    role: str  # "user" | "bot"
+    type: str
+    payload: dict
+
+
+def session_history(*, session: HitlSession) -> list[HistoryEntry]:
+    """The conversation before the handoff (``messageHistory``, validated at startHitl), in order.
+
+    Botpress marks each message's ``source``: ``{"type": "user", "userId"}`` or ``{"type": "bot"}``
+    (HITL interface, ``startHitl`` input). Anything unreadable is skipped, not shown raw.
+    """
+    entries = []
+    for item in session.message_history or []:
+        if not isinstance(item, dict) or not isinstance(item.get("payload"), dict):
+            continue
+        source = item.get("source") if isinstance(item.get("source"), dict) else {}
+        if source.get("type") == "user":
+            author, role = f"end user: {session.end_user}", "user"
+        else:
+            author, role = "bot", "bot"
+        entries.append(
+            HistoryEntry(author=author, role=role, type=str(item.get("type") or ""), payload=item["payload"])
+        )
+    return entries
+
+
+def session_priority(session: HitlSession) -> str:
+    """The priority Botpress asked for (``hitlSession.priority``), else the ticket's, else ''."""
+    extras = session.extras if isinstance(session.extras, dict) else {}
+    ticket = getattr(session, "ticket", None) if _ticket_loaded(session) else None
+    return str(extras.get("priority") or (ticket.priority if ticket else "") or "")
+
+
+def _ticket_loaded(session: HitlSession) -> bool:
+    try:
+        session.ticket  # noqa: B018 - a reverse one-to-one raises when there is none
+    except Ticket.DoesNotExist:
+        return False
+    return True

@@ -57,3 +57,36 @@ def screenshot(driver, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def viewport(driver, width: int, height: int) -> None:
+    """Make the page's viewport exactly ``width`` x ``height`` CSS pixels (a laptop's 1366 x 768)."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
+def docs_screenshot(driver, name: str, *, width: int = 1366, full_page: bool = False) -> Path:
+    """Save a PNG for the README (``docs/screenshots/<name>.png``) and as a test artefact.
+
+    ``full_page``: the viewport grows to the page's height first, so the picture holds all of it.
+    """
+    height = 768
+    if full_page:
+        viewport(driver, width, 768)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    viewport(driver, width, height)
+    # Let the page lay out and paint at the new size before the picture (else stale paint shows).
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 200)));"
+    )
+    DOCS.mkdir(parents=True, exist_ok=True)
+    path = DOCS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    screenshot(driver, name)
+    return path

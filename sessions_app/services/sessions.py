@@ -375,6 +375,18 @@ def ticket_head_update_enqueue(*, session: HitlSession, state: str, agent: Human
     return True
 
 
+# The ticket's state as the help desk's events tell it, in the gateway's words (every desk's
+# "assigned" and "solved"/"resolved"/"closed" events are ``InboundEvent`` kinds "assigned" and
+# "stopped"); a close the gateway asks for writes "closed" (``deliveries``).
+TICKET_ASSIGNED, TICKET_SOLVED = "assigned", "solved"
+
+
+def ticket_status_record(*, session: HitlSession, status: str) -> None:
+    """Keep the stored ticket status current from the events we receive (the operators' page
+    shows it), instead of the status the desk answered when the ticket was created."""
+    Ticket.objects.filter(session=session).exclude(status=status).update(status=status, updated_at=timezone.now())
+
+
 def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     """Assign the agent and tell Botpress, unless nothing changes (concurrent or repeated webhooks)."""
     if session.status == SessionStatus.STOPPED or (
@@ -502,8 +514,12 @@ def _event_apply(*, integration: Integration, session: HitlSession, event: Inbou
         return f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}"
     if event.kind == "assigned":
         agent = human_agent_upsert(integration=integration, profile=event.agent)
-        return f"assigned: {'changed' if session_assign(session=session, agent=agent) else 'no change'}"
+        changed = session_assign(session=session, agent=agent)
+        if changed:
+            ticket_status_record(session=session, status=TICKET_ASSIGNED)
+        return f"assigned: {'changed' if changed else 'no change'}"
     if event.kind == "stopped":
+        ticket_status_record(session=session, status=TICKET_SOLVED)
         session_stop(
             session=session,
             stopped_by=StoppedBy.AGENT,
