@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
@@ -27,6 +27,7 @@ from providers.registry import provider_spec
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
 from sessions_app.models import HumanAgent, Integration, Message, Ticket, WebhookEvent, WebhookRejection, WebhookStatus
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
+from sessions_app.services.relay import doorbell_answer, doorbell_reset, doorbell_ring, relay_run
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
 log = structlog.get_logger(__name__)
@@ -222,36 +223,45 @@ def _verify(adapter, integration: Integration, *, headers: Mapping[str, str], bo
 
 
 def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -> None:
-    from sessions_app.tasks import webhook_process
+    """Wake the webhook relay now or after ``countdown`` seconds (retries, sweeper, operators).
+
+    The relay applies whatever is due, this webhook's ticket queue among it; a lost message is
+    the sweeper's.
+    """
+    from sessions_app.tasks import webhook_relay
 
     try:
-        webhook_process.apply_async((webhook_event_id,), countdown=countdown)
+        webhook_relay.apply_async((), countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
         log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
 
 
-def _schedule_if_queue_head(event: WebhookEvent) -> None:
-    """Send a task for a committed webhook only if no earlier one of its ticket awaits applying.
+WEBHOOK_DOORBELL = "webhooks"
 
-    The task applying the earlier one looks for the next only after committing it, so it picks
-    this one up (the reasoning of ``outbox._schedule_if_lane_head``); a lost task is the
-    sweeper's. A burst of webhooks about one ticket then costs one broker message, not one each.
+
+def _schedule_if_queue_head(event: WebhookEvent) -> None:
+    """Tell the webhook relay a committed webhook is ready: one message per burst (doorbell).
+
+    The relay turns the doorbell off before it claims, so it applies this webhook or a later
+    ring sends another message (``services.relay``); a lost message is the sweeper's.
     """
     try:
-        earlier = WebhookEvent.objects.filter(
-            integration_id=event.integration_id,
-            ticket_external_id=event.ticket_external_id,
-            status=WebhookStatus.ACCEPTED,
-            id__lt=event.pk,
-        )
-        if earlier.exists():
-            return
-    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
-        log.warning("webhook.head_check_failed", webhook_event_id=event.pk, error=type(exc).__name__)
-    webhook_schedule(webhook_event_id=event.pk)
+        rang = doorbell_ring(name=WEBHOOK_DOORBELL)
+    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
+        log.warning("webhook.ring_failed", webhook_event_id=event.pk, error=type(exc).__name__)
+        return
+    if rang:
+        try:
+            from sessions_app.tasks import webhook_relay
+
+            webhook_relay.apply_async(())
+        except Exception as exc:  # noqa: BLE001 - let the next webhook ring again; the sweeper meanwhile
+            log.warning("webhook.enqueue_failed", webhook_event_id=event.pk, error=type(exc).__name__)
+            doorbell_reset(name=WEBHOOK_DOORBELL)
 
 
-QUEUE_BUDGET = 100  # webhooks one task applies before handing the ticket's queue to a fresh task
+QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
+RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
 
 def webhook_queue_drain(*, webhook_event_id: int) -> int:
@@ -271,15 +281,80 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     )
     if found is None:
         return 0
-    head_id, *key = found
-    done = 0
-    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
-        done += 1
-        # Read only after the previous one committed (``_schedule_if_queue_head`` relies on it).
-        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+    done = _queue_drain(found)
     if done == QUEUE_BUDGET:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return done
+
+
+def _queue_drain(head: tuple) -> int:
+    """Apply a ticket's queue from its head ``(id, integration_id, ticket_external_id)``, up to
+    ``QUEUE_BUDGET``; return how many were applied."""
+    head_id, *key = head
+    done = 0
+    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
+        done += 1
+        # Read only after the previous one committed (lanes are strictly serial).
+        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+    return done
+
+
+def _queue_heads(limit: int, skip: set) -> list[tuple]:
+    """Up to ``limit`` due heads of ticket queues not in ``skip``: ``(id, integration_id, ticket)``.
+
+    A plain read: the apply locks the head (SKIP LOCKED), so a head another process is applying
+    is only looked at twice. Oldest first, by the (status, received_at) index.
+    """
+    now = timezone.now()
+    earlier = WebhookEvent.objects.filter(
+        integration_id=OuterRef("integration_id"),
+        ticket_external_id=OuterRef("ticket_external_id"),
+        status=WebhookStatus.ACCEPTED,
+        id__lt=OuterRef("id"),
+    )
+    heads = (
+        WebhookEvent.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now), status=WebhookStatus.ACCEPTED)
+        .exclude(Exists(earlier))
+        .order_by("received_at")
+        .values_list("id", "integration_id", "ticket_external_id")[: limit + len(skip)]
+    )
+    return [head for head in heads if (head[1], head[2]) not in skip][:limit]
+
+
+def webhook_relay() -> int:
+    """Apply due webhooks until none is left, many tickets at once, each ticket strictly in order.
+
+    The engine (``services.relay``) runs one ticket's queue per thread; a queue that made no
+    progress (its head is held elsewhere or waits for a retry) is not claimed again in this run.
+    Returns how many webhooks were applied.
+    """
+    doorbell_answer(name=WEBHOOK_DOORBELL)
+    stalled: set = set()
+    handover: list[bool] = []
+
+    def run(head: tuple) -> int:
+        done = _queue_drain(head)
+        if done == 0 or done == QUEUE_BUDGET:
+            stalled.add((head[1], head[2]))  # no progress, or a fair share taken: a fresh run goes on
+        if done == QUEUE_BUDGET:
+            handover.append(True)
+        return done
+
+    applied = [0]
+
+    def settle(finished: list) -> None:
+        applied[0] += sum(done for _, done in finished)
+
+    _, timed_out = relay_run(
+        claim=lambda limit, running: _queue_heads(limit, running | stalled),
+        lane_of=lambda head: (head[1], head[2]),
+        execute=run,
+        settle=settle,
+        max_seconds=RELAY_MAX_SECONDS,
+    )
+    if timed_out or handover:
+        webhook_schedule(webhook_event_id=0)
+    return applied[0]
 
 
 def _ticket_queue(integration_id, ticket_external_id):
@@ -505,7 +580,7 @@ def _agent_profiles_complete(
 
 
 def webhook_events_sweep(*, older_than_seconds: int) -> int:
-    """Re-enqueue accepted webhooks whose task was lost."""
+    """Wake the relay if accepted webhooks wait whose message was lost; return how many wait."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     # A webhook waiting for its retry (``retry_at``) has its task scheduled already.
     due = Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now())
@@ -514,6 +589,6 @@ def webhook_events_sweep(*, older_than_seconds: int) -> int:
             "pk", flat=True
         )[:1000]
     )
-    for webhook_event_id in ids:
-        webhook_schedule(webhook_event_id=webhook_event_id)
+    if ids:  # one relay applies them all
+        webhook_schedule(webhook_event_id=ids[0])
     return len(ids)
