@@ -21,6 +21,7 @@ commits after it rings again. A lost message only delays work until the sweeper 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -62,13 +63,24 @@ def _threads() -> ThreadPoolExecutor:
 
 
 def relay_threads_stop() -> None:
-    """Stop the process's pool (its threads' connections close with them); made again on next use."""
+    """Stop the process's pool, each thread closing its database connections first (tests,
+    shutdown); a pool is made again on next use."""
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None
-    if pool is not None:
-        pool.submit(connections.close_all)  # one thread's; the others' close as their threads end
-        pool.shutdown(wait=True)
+    if pool is None:
+        return
+    width = pool._max_workers
+    barrier = threading.Barrier(width)
+
+    def close() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=10)  # one job per thread: each closes its own connections
+        connections.close_all()
+
+    for _ in range(width):
+        pool.submit(close)
+    pool.shutdown(wait=True)
 
 
 def _on_thread(execute: Callable[[Item], Outcome], item: Item) -> Outcome:

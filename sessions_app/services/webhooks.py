@@ -250,14 +250,20 @@ def _schedule_if_queue_head(event: WebhookEvent) -> None:
     except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
         log.warning("webhook.ring_failed", webhook_event_id=event.pk, error=type(exc).__name__)
         return
-    if rang:
-        try:
-            from sessions_app.tasks import webhook_relay
+    if rang and not _relay_send():
+        doorbell_reset(name=WEBHOOK_DOORBELL)  # let the next webhook ring again; the sweeper meanwhile
 
-            webhook_relay.apply_async(())
-        except Exception as exc:  # noqa: BLE001 - let the next webhook ring again; the sweeper meanwhile
-            log.warning("webhook.enqueue_failed", webhook_event_id=event.pk, error=type(exc).__name__)
-            doorbell_reset(name=WEBHOOK_DOORBELL)
+
+def _relay_send() -> bool:
+    """Send one webhook relay task; False when the broker refused it (logged)."""
+    from sessions_app.tasks import webhook_relay
+
+    try:
+        webhook_relay.apply_async(())
+    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
+        log.warning("webhook.enqueue_failed", error=type(exc).__name__)
+        return False
+    return True
 
 
 QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
