@@ -6,17 +6,10 @@ from django.conf import settings
 
 
 @shared_task
-def outbox_relay(queue: str = "") -> int:
-    from sessions_app.services.outbox import outbox_relay as relay
+def relay(queue: str = "") -> int:
+    from sessions_app.services.relays import relay_queue_serve
 
-    return relay(queue=queue)
-
-
-@shared_task
-def webhook_relay() -> int:
-    from sessions_app.services.webhooks import webhook_relay as relay
-
-    return relay()
+    return relay_queue_serve(queue=queue)
 
 
 @shared_task

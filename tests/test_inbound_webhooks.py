@@ -37,7 +37,7 @@ from sessions_app.models import (
 from sessions_app.services import sessions as session_services
 from sessions_app.services import webhooks
 from sessions_app.services.integrations import integration_signing_secret_replace
-from sessions_app.services.relay import doorbell_answer
+from sessions_app.services.relay import doorbell_answer, relay_doorbell
 from sessions_app.services.sessions import session_events_apply
 from tests.conftest import integration_for
 
@@ -449,7 +449,7 @@ def test_a_burst_of_webhooks_sends_one_relay_task(scene, client, monkeypatch, dj
     events = list(WebhookEvent.objects.order_by("id"))
     assert len(events) == 4 and sent == [True], "one relay task for the burst"
     assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 3, "a ticket's queue is applied in one go"
-    doorbell_answer(name=webhooks.WEBHOOK_DOORBELL)  # what a relay does before it looks for work
+    doorbell_answer(name=relay_doorbell(""))  # what a relay does before it looks for work
     with django_capture_on_commit_callbacks(execute=True):
         send(client, scene.integration, trigger("newMessage", comment="<p>later</p>", comment_id="960"))
     assert sent == [True, True], "after the relay answered, the next webhook rings again"

@@ -27,7 +27,7 @@ from sessions_app.models import (
     SessionStatus,
     StoppedBy,
 )
-from sessions_app.services import deliveries, outbox, relay
+from sessions_app.services import deliveries, outbox, relay, relays
 from tests.conftest import integration_for
 
 
@@ -111,7 +111,7 @@ def test_a_burst_across_sessions_rings_the_relay_once(session, relayed, executor
         with django_capture_on_commit_callbacks(execute=True):
             _enqueue(target, n=n)
     assert relayed == [("", None)], "one message for the burst"
-    assert outbox.outbox_relay(queue="") == 4
+    assert relays.relay_queue_serve(queue="") == 4
     assert sorted(executor) == [0, 1, 2, 3]
     with django_capture_on_commit_callbacks(execute=True):
         _enqueue(other, n=4)

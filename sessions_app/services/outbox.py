@@ -30,7 +30,7 @@ from django.utils import timezone
 from hitl_gateway import metrics
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
-from sessions_app.services.relay import doorbell_answer, doorbell_reset, doorbell_ring, relay_run
+from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
 
 log = structlog.get_logger(__name__)
 
@@ -81,35 +81,13 @@ def _retry_deadline():
     return timezone.now() + timedelta(seconds=settings.HITL["DELIVERY_RETRY_BUDGET_SECONDS"])
 
 
-def _doorbell(queue: str) -> str:
-    return f"outbox:{queue}"
-
-
 def outbox_ring(*, queue: str) -> None:
-    """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell).
-
-    Any failure (database or broker) leaves the row to the sweeper, which wakes the relay anyway.
-    """
-    name = _doorbell(queue)
-    try:
-        rang = doorbell_ring(name=name)
-    except Exception as exc:  # noqa: BLE001 - the sweeper rings regardless of the doorbell
-        log.warning("delivery.ring_failed", queue=queue, error=type(exc).__name__)
-        return
-    if rang and not _relay_send(queue=queue):
-        doorbell_reset(name=name)
+    """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell)."""
+    relay_wake(name=relay_doorbell(queue), send=lambda: _relay_send(queue=queue))
 
 
 def _relay_send(*, queue: str, countdown: float | None = None) -> bool:
-    """Send one relay task for ``queue``; False when the broker refused it (logged)."""
-    from sessions_app.tasks import outbox_relay
-
-    try:
-        outbox_relay.apply_async((queue,), countdown=countdown, queue=queue or None)
-    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
-        log.warning("delivery.enqueue_failed", queue=queue, error=type(exc).__name__)
-        return False
-    return True
+    return relay_send(queue=queue, countdown=countdown)
 
 
 def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
@@ -351,25 +329,29 @@ def lane_drain(*, delivery_id: int) -> int:
     return done
 
 
-def outbox_relay(*, queue: str = "") -> int:
-    """Run the due lane heads of ``queue`` until none is left; return how many attempts ran.
+def outbox_source(*, queue: str) -> Source:
+    """The outbox rows of ``queue`` as a source of the relay engine (``services.relay``).
 
-    Lanes run side by side on the relay's threads (``services.relay``), each strictly in order:
-    a lane's next row is claimable only once its previous one was recorded. A run stops claiming
-    after ``RELAY_MAX_SECONDS`` and hands over to a fresh task, so one task never hogs a process.
+    Lanes run side by side on the relay's threads, each strictly in order: a lane's next row is
+    claimable only once its previous one was recorded (a leased head holds its lane, whoever
+    holds it), so the claim needs no knowledge of what this process runs.
     """
-    name = _doorbell(queue)
-    doorbell_answer(name=name)
-    ran, timed_out = relay_run(
+    return Source(
+        name=f"outbox:{queue}",
         claim=lambda limit, _running: _heads_claim(limit=limit, queue=queue),
         lane_of=lambda delivery: delivery.lane,
         execute=_run,
         settle=_attempts_record,
-        max_seconds=RELAY_MAX_SECONDS,
     )
-    if timed_out:
-        _relay_send(queue=queue)
-    return ran
+
+
+def outbox_relay(*, queue: str = "") -> int:
+    """Run the due lane heads of ``queue`` until none is left; return how many attempts ran.
+
+    The outbox alone (tests, tools): workers run ``relays.relay_queue_serve``, which also
+    answers the doorbell.
+    """
+    return relay_run(sources=[outbox_source(queue=queue)], max_seconds=RELAY_MAX_SECONDS)[0]
 
 
 def _delivery_dead(delivery: Delivery) -> None:

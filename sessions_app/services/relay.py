@@ -26,7 +26,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -37,9 +38,9 @@ from sessions_app.models import RelayDoorbell
 
 log = structlog.get_logger(__name__)
 
-Item = TypeVar("Item")
-Outcome = TypeVar("Outcome")
 
+# While other work runs, a source that had nothing is asked again after this long (seconds).
+IDLE_SOURCE_SECONDS = 0.05
 # After the first of several running items ends, wait this long for others before settling and
 # claiming again: one claim and one settle then serve several items (seconds).
 SETTLE_GATHER_SECONDS = 0.002
@@ -83,7 +84,7 @@ def relay_threads_stop() -> None:
     pool.shutdown(wait=True)
 
 
-def _on_thread(execute: Callable[[Item], Outcome], item: Item) -> Outcome:
+def _on_thread(execute: Callable[[Any], Any], item: Any) -> Any:
     """Run one item on a pool thread, then drop the thread's connection if it is spoiled or old.
 
     Django's ``close_old_connections`` would ping the server before every item (health checks);
@@ -99,57 +100,119 @@ def _on_thread(execute: Callable[[Item], Outcome], item: Item) -> Outcome:
                 conn.close()
 
 
-def relay_run(
-    *,
-    claim: Callable[[int, set[Hashable]], list[Item]],
-    lane_of: Callable[[Item], Hashable],
-    execute: Callable[[Item], Outcome],
-    settle: Callable[[list[tuple[Item, Outcome]]], None],
-    max_seconds: float,
-) -> tuple[int, bool]:
-    """Claim, run and settle until nothing is claimable; return (items settled, stopped early).
+@dataclass(frozen=True)
+class Source:
+    """One kind of work the relay runs (the outbox of a queue, inbound webhooks).
 
     ``claim(n, running_lanes)`` returns at most n items of distinct lanes not in ``running_lanes``
-    (what this process runs now). ``settle`` gets every finished item with its outcome, on this
-    thread, before anything more is claimed, so a lane's next item is seen only after its
-    previous one was recorded. After ``max_seconds`` no more is claimed and the running items
-    are finished (the caller hands over the rest); an item that raised is the caller's bug and
-    is re-raised after the others were settled.
+    (what this process runs of this source now); ``execute(item)`` runs one on a pool thread;
+    ``settle(finished)`` records ``[(item, outcome)]`` on the relay's thread.
+    """
+
+    name: str
+    claim: Callable[[int, set[Hashable]], list]
+    lane_of: Callable[[Any], Hashable]
+    execute: Callable[[Any], Any]
+    settle: Callable[[list[tuple[Any, Any]]], None]
+
+
+def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
+    """Claim, run and settle until no source has anything claimable; return (items settled,
+    stopped early).
+
+    Every finished item is settled on this thread before anything more is claimed, so a lane's
+    next item is seen only after its previous one was recorded. A source that had nothing is
+    asked again only every ``IDLE_SOURCE_SECONDS`` while others run (one claim statement saved
+    per settle). After ``max_seconds`` no more is claimed, the running items are finished and
+    "stopped early" is True (the caller hands the rest to a fresh run). An item that raised is
+    the caller's bug: re-raised after the others were settled.
     """
     width = relay_width()
     pool = _threads()
-    running: dict[Future, Item] = {}
+    running: dict[Future, tuple[Source, Any]] = {}
+    idle_until = dict.fromkeys((source.name for source in sources), 0.0)
     deadline = time.monotonic() + max_seconds
     settled = 0
     first_error: BaseException | None = None
     try:
         while True:
-            free = width - len(running)
-            if free > 0 and time.monotonic() < deadline and first_error is None:
-                lanes = {lane_of(item) for item in running.values()}
-                for item in claim(free, lanes):
-                    running[pool.submit(_on_thread, execute, item)] = item
+            now = time.monotonic()
+            claiming = now < deadline and first_error is None
+            for source in sources if claiming else ():
+                free = width - len(running)
+                if free <= 0:
+                    break
+                if running and idle_until[source.name] > now:
+                    continue
+                lanes = {source.lane_of(item) for src, item in running.values() if src is source}
+                items = source.claim(free, lanes)
+                idle_until[source.name] = 0.0 if items else now + IDLE_SOURCE_SECONDS
+                for item in items:
+                    running[pool.submit(_on_thread, source.execute, item)] = (source, item)
             if not running:
                 return settled, time.monotonic() >= deadline
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            if len(running) > len(done):
+            done, _ = wait(running, timeout=IDLE_SOURCE_SECONDS, return_when=FIRST_COMPLETED)
+            if done and len(running) > len(done):
                 done, _ = wait(running, timeout=SETTLE_GATHER_SECONDS)
-            finished = []
+            finished: dict[str, list] = {}
             for future in done:
-                item = running.pop(future)
+                source, item = running.pop(future)
                 try:
-                    finished.append((item, future.result()))
+                    finished.setdefault(source.name, []).append((item, future.result()))
                 except BaseException as exc:  # noqa: BLE001 - settled below, after the others
                     first_error = first_error or exc
-            if finished:
-                settle(finished)
-                settled += len(finished)
+            for source in sources:
+                if source.name in finished:
+                    source.settle(finished[source.name])
+                    settled += len(finished[source.name])
     finally:
         if running:  # this thread is leaving (an error, a time limit): let the items end on their own
             for future in running:
                 future.cancel()
         if first_error is not None:
             raise first_error
+
+
+def relay_serve(*, name: str, sources: list[Source], max_seconds: float, send: Callable[[], bool]) -> int:
+    """One relay task: answer the doorbell ``name``, run the sources, hand over if time ran out.
+
+    The hand-over rings the doorbell like any writer: if it was rung meanwhile, a message is on
+    its way already and none is added. ``send()`` sends a relay message; False if it failed.
+    """
+    doorbell_answer(name=name)
+    settled, stopped_early = relay_run(sources=sources, max_seconds=max_seconds)
+    if stopped_early:
+        relay_wake(name=name, send=send)
+    return settled
+
+
+def relay_doorbell(queue: str) -> str:
+    """The doorbell of the relay that consumes the Celery queue ``queue`` ('' = the default)."""
+    return f"relay:{queue}"
+
+
+def relay_send(*, queue: str, countdown: float | None = None) -> bool:
+    """Send one relay task to ``queue`` ('' = the default); False when the broker refused it."""
+    from sessions_app.tasks import relay
+
+    try:
+        relay.apply_async((queue,), countdown=countdown, queue=queue or None)
+    except Exception as exc:  # noqa: BLE001 - whatever waits is found again by the sweeper
+        log.warning("relay.send_failed", queue=queue, error=type(exc).__name__)
+        return False
+    return True
+
+
+def relay_wake(*, name: str, send: Callable[[], bool]) -> None:
+    """Ring the doorbell ``name`` and send the message if this call rang it (``send`` failing
+    resets it). A database failure is logged: the sweeper wakes the relay anyway."""
+    try:
+        rang = doorbell_ring(name=name)
+    except Exception as exc:  # noqa: BLE001 - the sweeper rings regardless of the doorbell
+        log.warning("relay.ring_failed", name=name, error=type(exc).__name__)
+        return
+    if rang and not send():
+        doorbell_reset(name=name)
 
 
 # --- Doorbells --------------------------------------------------------------------------------

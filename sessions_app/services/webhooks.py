@@ -27,7 +27,7 @@ from providers.registry import provider_spec
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
 from sessions_app.models import HumanAgent, Integration, Message, Ticket, WebhookEvent, WebhookRejection, WebhookStatus
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
-from sessions_app.services.relay import doorbell_answer, doorbell_reset, doorbell_ring, relay_run
+from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
 log = structlog.get_logger(__name__)
@@ -223,47 +223,25 @@ def _verify(adapter, integration: Integration, *, headers: Mapping[str, str], bo
 
 
 def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -> None:
-    """Wake the webhook relay now or after ``countdown`` seconds (retries, sweeper, operators).
+    """Wake the relay now or after ``countdown`` seconds (retries, sweeper, operators).
 
     The relay applies whatever is due, this webhook's ticket queue among it; a lost message is
     the sweeper's.
     """
-    from sessions_app.tasks import webhook_relay
-
-    try:
-        webhook_relay.apply_async((), countdown=countdown)
-    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
-        log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
-
-
-WEBHOOK_DOORBELL = "webhooks"
+    relay_send(queue="", countdown=countdown)
 
 
 def _schedule_if_queue_head(event: WebhookEvent) -> None:
-    """Tell the webhook relay a committed webhook is ready: one message per burst (doorbell).
+    """Tell the relay a committed webhook is ready: one message per burst (doorbell).
 
     The relay turns the doorbell off before it claims, so it applies this webhook or a later
     ring sends another message (``services.relay``); a lost message is the sweeper's.
     """
-    try:
-        rang = doorbell_ring(name=WEBHOOK_DOORBELL)
-    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
-        log.warning("webhook.ring_failed", webhook_event_id=event.pk, error=type(exc).__name__)
-        return
-    if rang and not _relay_send():
-        doorbell_reset(name=WEBHOOK_DOORBELL)  # let the next webhook ring again; the sweeper meanwhile
+    relay_wake(name=relay_doorbell(""), send=lambda: _relay_send())
 
 
 def _relay_send() -> bool:
-    """Send one webhook relay task; False when the broker refused it (logged)."""
-    from sessions_app.tasks import webhook_relay
-
-    try:
-        webhook_relay.apply_async(())
-    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
-        log.warning("webhook.enqueue_failed", error=type(exc).__name__)
-        return False
-    return True
+    return relay_send(queue="")
 
 
 QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
@@ -327,40 +305,32 @@ def _queue_heads(limit: int, skip: set) -> list[tuple]:
     return [head for head in heads if (head[1], head[2]) not in skip][:limit]
 
 
-def webhook_relay() -> int:
-    """Apply due webhooks until none is left, many tickets at once, each ticket strictly in order.
-
-    The engine (``services.relay``) runs one ticket's queue per thread; a queue that made no
-    progress (its head is held elsewhere or waits for a retry) is not claimed again in this run.
-    Returns how many webhooks were applied.
+def webhook_source() -> Source:
+    """Accepted webhooks as a source of the relay engine (``services.relay``): a lane is a
+    ticket's queue, drained on one thread up to ``QUEUE_BUDGET``; a queue that made no progress
+    (its head is held elsewhere or waits for a retry) or used its budget rests for the run.
     """
-    doorbell_answer(name=WEBHOOK_DOORBELL)
     stalled: set = set()
-    handover: list[bool] = []
 
     def run(head: tuple) -> int:
         done = _queue_drain(head)
         if done == 0 or done == QUEUE_BUDGET:
-            stalled.add((head[1], head[2]))  # no progress, or a fair share taken: a fresh run goes on
-        if done == QUEUE_BUDGET:
-            handover.append(True)
+            stalled.add((head[1], head[2]))
         return done
 
-    applied = [0]
-
-    def settle(finished: list) -> None:
-        applied[0] += sum(done for _, done in finished)
-
-    _, timed_out = relay_run(
+    return Source(
+        name="webhooks",
         claim=lambda limit, running: _queue_heads(limit, running | stalled),
         lane_of=lambda head: (head[1], head[2]),
         execute=run,
-        settle=settle,
-        max_seconds=RELAY_MAX_SECONDS,
+        settle=lambda finished: None,  # each apply committed its own outcome
     )
-    if timed_out or handover:
-        webhook_schedule(webhook_event_id=0)
-    return applied[0]
+
+
+def webhook_relay() -> int:
+    """Apply due webhooks until none is left (webhooks alone: tests, tools; workers run
+    ``relays.relay_queue_serve``). Returns how many ticket queues were run."""
+    return relay_run(sources=[webhook_source()], max_seconds=RELAY_MAX_SECONDS)[0]
 
 
 def _ticket_queue(integration_id, ticket_external_id):
