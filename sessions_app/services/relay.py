@@ -51,7 +51,7 @@ _pool_lock = threading.Lock()
 
 def relay_width() -> int:
     """Lanes one process runs at once (``HITL["RELAY_THREADS"]``)."""
-    return max(1, int(settings.HITL.get("RELAY_THREADS", 8)))
+    return max(1, int(settings.HITL.get("RELAY_THREADS", 4)))
 
 
 def _threads() -> ThreadPoolExecutor:
