@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
@@ -116,7 +116,7 @@ WITH heads AS (
     WHERE d.status = 'pending' AND d.next_attempt_at <= %(now)s
       AND (d.lease_until IS NULL OR d.lease_until <= %(now)s) AND {where}
       AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.lane = d.lane AND e.status = 'pending' AND e.id < d.id)
-    ORDER BY d.next_attempt_at LIMIT %(limit)s {lock}
+    ORDER BY d.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE {table} SET lease_until = %(lease)s, attempts = {table}.attempts + 1,
     maybe_delivered = {table}.maybe_delivered OR heads.expired, updated_at = %(now)s
@@ -136,14 +136,13 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
     where, params = (
         ("d.lane = %(lane)s", {"lane": lane}) if lane is not None else ("d.queue = %(queue)s", {"queue": queue})
     )
-    sql = _CLAIM_SQL.format(
-        table=connection.ops.quote_name(Delivery._meta.db_table),
-        where=where,
-        lock="FOR UPDATE OF d SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else "",
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {**params, "now": now, "lease": lease, "limit": limit})
-        claimed = dict(cursor.fetchall())
+    if connection.vendor == "postgresql":
+        sql = _CLAIM_SQL.format(table=connection.ops.quote_name(Delivery._meta.db_table), where=where)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {**params, "now": now, "lease": lease, "limit": limit})
+            claimed = dict(cursor.fetchall())
+    else:  # the embedded SQLite default: one writer at a time, so a plain read then writes
+        claimed = _heads_claim_serial(limit=limit, lane=lane, queue=queue, now=now, lease=lease)
     if not claimed:
         return []
     heads = list(
@@ -153,6 +152,25 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
         if claimed[head.pk]:
             log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
     return heads
+
+
+def _heads_claim_serial(*, limit: int, lane: str | None, queue: str | None, now, lease) -> dict[int, bool]:
+    earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
+    rows = Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+    rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now)).exclude(Exists(earlier))
+    rows = rows.filter(lane=lane) if lane is not None else rows.filter(queue=queue)
+    claimed = {}
+    with transaction.atomic():
+        for pk, held in rows.order_by("next_attempt_at").values_list("id", "lease_until")[:limit]:
+            expired = held is not None
+            Delivery.objects.filter(pk=pk).update(
+                lease_until=lease,
+                attempts=F("attempts") + 1,
+                updated_at=now,
+                **({"maybe_delivered": True} if expired else {}),
+            )
+            claimed[pk] = expired
+    return claimed
 
 
 def _lane_claim(lane: str, *, head_id: int | None = None) -> Delivery | None:
