@@ -51,6 +51,7 @@ def relayed(monkeypatch):
         return True
 
     monkeypatch.setattr(outbox, "_relay_send", send)
+    monkeypatch.setattr(relays, "relay_send", send)
     return calls
 
 
@@ -116,6 +117,15 @@ def test_a_burst_across_sessions_rings_the_relay_once(session, relayed, executor
     with django_capture_on_commit_callbacks(execute=True):
         _enqueue(other, n=4)
     assert relayed == [("", None), ("", None)], "the relay answered: the next row rings again"
+
+
+def test_a_relay_out_of_time_hands_over_to_a_fresh_task(session, relayed, executor, monkeypatch):
+    _enqueue(session, n=1)
+    relayed.clear()
+    monkeypatch.setattr(relays, "RELAY_MAX_SECONDS", 0.0)
+    assert relays.relay_queue_serve(queue="") == 0
+    assert relayed == [("", None)], "the rest is handed to a fresh relay task"
+    assert executor == [] and Delivery.objects.get().status == DeliveryStatus.PENDING
 
 
 def test_a_lost_relay_message_lets_the_next_write_ring(session, monkeypatch, django_capture_on_commit_callbacks):
