@@ -121,10 +121,10 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
     stopped early).
 
     Every finished item is settled on this thread before anything more is claimed, so a lane's
-    next item is seen only after its previous one was recorded. A source that had nothing is
-    asked again only every ``IDLE_SOURCE_SECONDS`` while others run (one claim statement saved
-    per settle). After ``max_seconds`` no more is claimed, the running items are finished and
-    "stopped early" is True (the caller hands the rest to a fresh run). An item that raised is
+    next item is seen only after its previous one was recorded. While items run, a source is
+    asked again after one of its items settled, or every ``IDLE_SOURCE_SECONDS`` once it had less
+    than was asked (a claim statement saved per settle of the other sources). After
+    ``max_seconds`` no more is claimed, the running items are finished and "stopped early" is True (the caller hands the rest to a fresh run). An item that raised is
     the caller's bug: re-raised after the others were settled.
     """
     width = relay_width()
@@ -146,7 +146,9 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
                     continue
                 lanes = {source.lane_of(item) for src, item in running.values() if src is source}
                 items = source.claim(free, lanes)
-                idle_until[source.name] = 0.0 if items else now + IDLE_SOURCE_SECONDS
+                # Fewer than asked: nothing more is due now. Asked again when one of its items
+                # settles (that lane's next one may be due) or after a rest.
+                idle_until[source.name] = 0.0 if len(items) == free else now + IDLE_SOURCE_SECONDS
                 for item in items:
                     running[pool.submit(_on_thread, source.execute, item)] = (source, item)
             if not running:
@@ -165,6 +167,7 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
                 if source.name in finished:
                     source.settle(finished[source.name])
                     settled += len(finished[source.name])
+                    idle_until[source.name] = 0.0
     finally:
         if running:  # this thread is leaving (an error, a time limit): let the items end on their own
             for future in running:
