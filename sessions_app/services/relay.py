@@ -124,8 +124,9 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
     next item is seen only after its previous one was recorded. While items run, a source is
     asked again after one of its items settled, or every ``IDLE_SOURCE_SECONDS`` once it had less
     than was asked (a claim statement saved per settle of the other sources). After
-    ``max_seconds`` no more is claimed, the running items are finished and "stopped early" is True (the caller hands the rest to a fresh run). An item that raised is
-    the caller's bug: re-raised after the others were settled.
+    ``max_seconds`` no more is claimed, the running items are finished and "stopped early" is
+    True (the caller hands the rest to a fresh run). An item that raised is the caller's bug:
+    re-raised after the others were settled.
     """
     width = relay_width()
     pool = _threads()
