@@ -8,6 +8,7 @@ and processed once.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -245,6 +246,7 @@ def _relay_send() -> bool:
 
 
 QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
+QUEUE_SLICE_SECONDS = 1.0  # the relay's drain of one ticket's queue stops after this much work
 RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
 
@@ -271,12 +273,14 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     return done
 
 
-def _queue_drain(head: tuple) -> int:
+def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
     """Apply a ticket's queue from its head ``(id, integration_id, ticket_external_id)``, up to
-    ``QUEUE_BUDGET``; return how many were applied."""
+    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied."""
     head_id, *key = head
-    done = 0
+    done, until = 0, None if seconds is None else time.monotonic() + seconds
     while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
+        if until is not None and time.monotonic() >= until:
+            return done + 1  # a time slice: the relay claims the queue again, after the others
         done += 1
         # Read only after the previous one committed (lanes are strictly serial).
         head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
@@ -307,14 +311,15 @@ def _queue_heads(limit: int, skip: set) -> list[tuple]:
 
 def webhook_source() -> Source:
     """Accepted webhooks as a source of the relay engine (``services.relay``): a lane is a
-    ticket's queue, drained on one thread up to ``QUEUE_BUDGET``; a queue that made no progress
-    (its head is held elsewhere or waits for a retry) or used its budget rests for the run.
+    ticket's queue, drained on one thread for a time slice (``QUEUE_SLICE_SECONDS``), so a run
+    keeps to its time and a busy ticket does not hold a thread; a queue that made no progress
+    (its head is held elsewhere or waits for a retry) rests for the run.
     """
     stalled: set = set()
 
     def run(head: tuple) -> int:
-        done = _queue_drain(head)
-        if done == 0 or done == QUEUE_BUDGET:
+        done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS)
+        if done == 0:
             stalled.add((head[1], head[2]))
         return done
 
