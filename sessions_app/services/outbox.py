@@ -275,7 +275,7 @@ def _rows_settle(deliveries: list[Delivery], leases: dict[int, datetime], now: d
         cursor.execute(
             f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s "  # noqa: S608 - names from the model; values bound
             f"FROM (VALUES {rows}) AS v(id, lease, {names}) "
-            f"WHERE {table}.id = v.id AND {table}.lease_until = v.lease RETURNING {table}.id",
+            f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id",
             [now, *params],
         )
         return {row[0] for row in cursor.fetchall()}
