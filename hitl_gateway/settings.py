@@ -273,6 +273,9 @@ HITL = {
     # How long a worker holds a delivery it executes: longer than a task can live (its hard time
     # limit), so only a dead worker's lease expires; then the delivery is retried with care.
     "DELIVERY_LEASE_SECONDS": env.int("HITL_DELIVERY_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30),
+    # Lanes (sessions' deliveries, tickets' webhooks) one worker process runs at once, each on a
+    # thread with its own database connection (services.relay): mind max_connections.
+    "RELAY_THREADS": env.int("HITL_RELAY_THREADS", 4),
     # A pending delivery untouched for this long is re-enqueued by the sweeper.
     "DELIVERY_STALE_SECONDS": env.int("HITL_DELIVERY_STALE_SECONDS", 30),
     # Media relayed as Zendesk attachments: fetched only within these limits, else sent as a link.

@@ -564,3 +564,19 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RelayDoorbell(models.Model):
+    """Whether a "work is ready" message is on its way to the relay of ``name`` (``services.relay``).
+
+    One row per relay (``outbox:<queue>``, ``webhooks``): a writer sends a broker message only
+    when it is the one that turns ``rung`` on, and the relay turns it off before it looks for
+    work, so a burst of writes costs one message, not one each.
+    """
+
+    name = models.CharField(max_length=96, primary_key=True)
+    rung = models.BooleanField(default=False)
+    rung_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'rung' if self.rung else 'idle'})"

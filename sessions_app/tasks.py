@@ -1,11 +1,20 @@
-"""Celery tasks: thin shells that load an id and call a service."""
+"""Celery tasks: thin shells that call a service. Relay tasks carry no row: they are "work is
+ready" signals, and the relay claims whatever is due (``services.relay``)."""
 
 from celery import shared_task
 from django.conf import settings
 
 
 @shared_task
+def relay(queue: str = "") -> int:
+    from sessions_app.services.relays import relay_queue_serve
+
+    return relay_queue_serve(queue=queue)
+
+
+@shared_task
 def delivery_run(delivery_id: int) -> int:
+    """One lane, from the row's head (messages sent before the relay existed, operators' tools)."""
     from sessions_app.services.outbox import lane_drain
 
     return lane_drain(delivery_id=delivery_id)
@@ -13,6 +22,7 @@ def delivery_run(delivery_id: int) -> int:
 
 @shared_task
 def webhook_process(webhook_event_id: int) -> int:
+    """One ticket's queue, from this webhook's head (messages sent before the relay existed)."""
     from sessions_app.services.webhooks import webhook_queue_drain
 
     return webhook_queue_drain(webhook_event_id=webhook_event_id)

@@ -163,10 +163,10 @@ def test_media_messages_go_to_the_media_queue(db, settings, monkeypatch, message
     from sessions_app.models import EndUser, HitlSession
     from sessions_app.services import outbox
     from sessions_app.services.sessions import message_relay_to_agent
-    from sessions_app.tasks import delivery_run
+    from sessions_app.tasks import relay
 
     sent = []
-    monkeypatch.setattr(delivery_run, "apply_async", lambda args, **options: sent.append(options["queue"]))
+    monkeypatch.setattr(relay, "apply_async", lambda args, **options: sent.append((args, options["queue"])))
     settings.HITL = {**settings.HITL, "MEDIA_QUEUE": "q.media"}
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
@@ -176,4 +176,5 @@ def test_media_messages_go_to_the_media_queue(db, settings, monkeypatch, message
     )
     assert message.delivery.queue == ("q.media" if media else "")
     outbox.delivery_schedule(delivery_id=message.delivery.pk)
-    assert sent == ["q.media" if media else None]
+    queue = "q.media" if media else ""
+    assert sent == [((queue,), queue or None)], "the relay of the row's queue, on that queue"

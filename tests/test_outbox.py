@@ -12,11 +12,13 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from outbound.http import PermanentError, RetryableError
 from sessions_app.models import (
     Delivery,
+    DeliveryAttempt,
     DeliveryKind,
     DeliveryStatus,
     Direction,
@@ -25,18 +27,39 @@ from sessions_app.models import (
     SessionStatus,
     StoppedBy,
 )
-from sessions_app.services import deliveries, outbox
+from sessions_app.services import deliveries, outbox, relay, relays
 from tests.conftest import integration_for
 
 
 @pytest.fixture
 def scheduled(monkeypatch):
-    """Record what would be sent to the broker instead of sending it."""
+    """Record the rows whose relay would be woken (retries, sweeper) instead of sending a task."""
     calls: list[tuple[int, float]] = []
     monkeypatch.setattr(
         outbox, "delivery_schedule", lambda *, delivery_id, countdown=0: calls.append((delivery_id, countdown))
     )
     return calls
+
+
+@pytest.fixture
+def relayed(monkeypatch):
+    """Record the relay tasks that would be sent (queue, countdown) instead of sending them."""
+    calls: list[tuple[str, float | None]] = []
+
+    def send(*, queue, countdown=None):
+        calls.append((queue, countdown))
+        return True
+
+    monkeypatch.setattr(outbox, "_relay_send", send)
+    monkeypatch.setattr(relays, "relay_send", send)
+    return calls
+
+
+@pytest.fixture
+def relay_threads():
+    """The relay's pool threads hold connections of their own: closed after the test."""
+    yield
+    relay.relay_threads_stop()
 
 
 @pytest.fixture
@@ -73,29 +96,195 @@ def executor(monkeypatch):
     return ran
 
 
-def test_enqueue_sends_only_after_commit(session, scheduled, django_capture_on_commit_callbacks):
+def test_enqueue_wakes_the_relay_only_after_commit(session, relayed, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        delivery = _enqueue(session, n=1)
-        assert scheduled == []
-    assert len(callbacks) == 1 and scheduled == [(delivery.pk, 0)]
+        _enqueue(session, n=1)
+        assert relayed == []
+    assert len(callbacks) == 1 and relayed == [("", None)]
 
 
-def test_only_a_lane_head_sends_a_task(session, scheduled, executor, django_capture_on_commit_callbacks):
-    """Rows behind a pending one are carried on by its drainer: no task each."""
+def test_a_burst_across_sessions_rings_the_relay_once(session, relayed, executor, django_capture_on_commit_callbacks):
+    """The doorbell: one message until the relay answers it; after that the next write rings again."""
     other = HitlSession.objects.create(
         integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
     )
+    for n, target in enumerate([session, session, other, other]):
+        with django_capture_on_commit_callbacks(execute=True):
+            _enqueue(target, n=n)
+    assert relayed == [("", None)], "one message for the burst"
+    assert relays.relay_queue_serve(queue="") == 4
+    assert sorted(executor) == [0, 1, 2, 3]
     with django_capture_on_commit_callbacks(execute=True):
-        head, _behind, elsewhere = _enqueue(session, n=1), _enqueue(session, n=2), _enqueue(other, n=3)
-    with django_capture_on_commit_callbacks(execute=True):
-        later = _enqueue(session, n=4)
-    assert [pk for pk, _ in scheduled] == [head.pk, elsewhere.pk]
-    assert outbox.lane_drain(delivery_id=head.pk) == 3, "the head's drainer carries the lane on"
-    assert executor == [1, 2, 4]
-    with django_capture_on_commit_callbacks(execute=True):
-        after = _enqueue(session, n=5)
-    assert scheduled[-1] == (after.pk, 0), "a row enqueued into an idle lane is its head"
-    assert later.pk < after.pk
+        _enqueue(other, n=4)
+    assert relayed == [("", None), ("", None)], "the relay answered: the next row rings again"
+
+
+def test_a_relay_out_of_time_hands_over_to_a_fresh_task(session, relayed, executor, monkeypatch):
+    _enqueue(session, n=1)
+    relayed.clear()
+    monkeypatch.setattr(relays, "RELAY_MAX_SECONDS", 0.0)
+    assert relays.relay_queue_serve(queue="") == 0
+    assert relayed == [("", None)], "the rest is handed to a fresh relay task"
+    assert executor == [] and Delivery.objects.get().status == DeliveryStatus.PENDING
+
+
+def test_a_lost_relay_message_lets_the_next_write_ring(session, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []
+
+    def broker_down(*, queue, countdown=None):
+        sent.append(queue)
+        return False
+
+    monkeypatch.setattr(outbox, "_relay_send", broker_down)
+    for n in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            _enqueue(session, n=n)
+    assert sent == ["", ""], "a ring whose message failed is reset, not left on"
+
+
+def test_one_claim_takes_the_heads_of_many_lanes(session, relayed):
+    sessions = [session] + [
+        HitlSession.objects.create(
+            integration=session.integration, end_user=session.end_user, botpress_conversation_id=f"conv_{i}"
+        )
+        for i in range(2, 5)
+    ]
+    rows = {s.pk: [_enqueue(s, n=n) for n in range(3)] for s in sessions}
+    waiting = _enqueue(sessions[3], n=9)  # a head that is not due holds its lane
+    Delivery.objects.filter(lane=waiting.lane).update(next_attempt_at=timezone.now() + timedelta(minutes=1))
+    media = outbox.delivery_enqueue(
+        integration_id=session.integration_id,
+        kind=DeliveryKind.MESSAGE_TO_USER,
+        direction=Direction.TO_USER,
+        session=session,
+        queue="media",
+    )
+    with CaptureQueriesContext(connection) as queries:
+        claimed = outbox._heads_claim(limit=10, queue="")
+    assert len(queries) == 2, "one claim statement and one read, whatever the batch"
+    assert sorted(d.pk for d in claimed) == sorted(rows[s.pk][0].pk for s in sessions[:3])
+    assert all(d.lease_until and d.attempts == 1 and d.session.integration for d in claimed)
+    assert outbox._heads_claim(limit=10, queue="") == [], "leased heads hold their lanes"
+    assert [d.pk for d in outbox._heads_claim(limit=10, queue="media")] == [media.pk]
+
+
+def test_a_record_after_the_lease_was_taken_over_writes_nothing(session, relayed, executor):
+    row = _enqueue(session, n=1)
+    (mine,) = outbox._heads_claim(limit=1, queue="")
+    # Our lease expired mid-call and another worker claimed the row again.
+    Delivery.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    (theirs,) = outbox._heads_claim(limit=1, queue="")
+    assert theirs.maybe_delivered and theirs.attempts == 2
+    assert outbox._attempt(mine) == (False, None)
+    row.refresh_from_db()
+    assert row.status == DeliveryStatus.PENDING and row.lease_until == theirs.lease_until
+    assert outbox._attempt(theirs) == (True, None)
+    row.refresh_from_db()
+    assert row.status == DeliveryStatus.SUCCEEDED and row.lease_until is None
+
+
+def _sessions(count: int) -> list[HitlSession]:
+    integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
+    end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
+    return [
+        HitlSession.objects.create(integration=integration, end_user=end_user, botpress_conversation_id=f"c{i}")
+        for i in range(count)
+    ]
+
+
+class _Recorder:
+    """An executor that notes, per lane, the order of calls and whether two ever overlapped."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause, self.lock = pause, threading.Lock()
+        self.seen: dict[str, list[int]] = {}
+        self.calls: dict[int, int] = {}
+        self.active: dict[str, int] = {}
+        self.overlap_in_lane = False
+        self.running = self.most_running = 0
+
+    def __call__(self, delivery):
+        with self.lock:
+            self.active[delivery.lane] = self.active.get(delivery.lane, 0) + 1
+            self.overlap_in_lane |= self.active[delivery.lane] > 1
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.calls[delivery.pk] = self.calls.get(delivery.pk, 0) + 1
+        time.sleep(self.pause)
+        with self.lock:
+            self.seen.setdefault(delivery.lane, []).append(delivery.payload["n"])
+            self.active[delivery.lane] -= 1
+            self.running -= 1
+        return {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_runs_lanes_side_by_side_each_in_order(relayed, monkeypatch, relay_threads, settings):
+    settings.HITL = settings.HITL | {"RELAY_THREADS": 4}
+    sessions = _sessions(6)
+    for n in range(8):
+        for s in sessions:
+            _enqueue(s, n=n)
+    recorder = _Recorder(pause=0.02)
+    monkeypatch.setitem(deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT, recorder)
+    assert outbox.outbox_relay(queue="") == 48
+    assert all(order == list(range(8)) for order in recorder.seen.values()) and len(recorder.seen) == 6
+    assert not recorder.overlap_in_lane, "a lane never runs two rows at once"
+    assert recorder.most_running == 4, "lanes ran side by side, as many as the relay's threads"
+    assert Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 48
+    assert DeliveryAttempt.objects.count() == 48
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_relays_on_the_same_lanes_never_both_send(relayed, monkeypatch, relay_threads, settings):
+    """Two relays (two worker processes, or machines) at once: each row sent once, each lane in order."""
+    settings.HITL = settings.HITL | {"RELAY_THREADS": 3}
+    sessions = _sessions(4)
+    for n in range(15):
+        for s in sessions:
+            _enqueue(s, n=n)
+    recorder = _Recorder(pause=0.003)
+    monkeypatch.setitem(deliveries.EXECUTORS, DeliveryKind.MESSAGE_TO_AGENT, recorder)
+    counts = []
+
+    def worker():
+        try:
+            counts.append(outbox.outbox_relay(queue=""))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 60 and set(recorder.calls.values()) == {1}, "every row sent exactly once"
+    assert all(order == list(range(15)) for order in recorder.seen.values())
+    assert not recorder.overlap_in_lane
+    assert Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 60
+
+
+def test_the_relay_retries_and_kills_like_a_drain(session, relayed, scheduled, executor):
+    """Outcomes recorded in a batch keep their rules: Retry-After, dead rows, the lane behind."""
+    other = HitlSession.objects.create(
+        integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
+    )
+    waiting = _enqueue(session, n=1, fail="retry", retry_after=30)
+    _enqueue(session, n=2)
+    dead = _enqueue(other, n=3, fail="permanent")
+    after_dead = _enqueue(other, n=4)
+    outbox.outbox_relay(queue="")
+    assert sorted(executor) == [1, 3, 4]
+    waiting.refresh_from_db()
+    dead.refresh_from_db()
+    after_dead.refresh_from_db()
+    assert waiting.status == DeliveryStatus.PENDING and waiting.next_attempt_at >= timezone.now() + timedelta(
+        seconds=29
+    )
+    assert scheduled == [(waiting.pk, pytest.approx(scheduled[0][1]))] and scheduled[0][1] >= 30
+    assert dead.status == DeliveryStatus.DEAD and after_dead.status == DeliveryStatus.SUCCEEDED
+    other.refresh_from_db()
+    assert other.needs_attention
 
 
 def test_a_lane_drains_in_order(session, scheduled, executor):
@@ -189,6 +378,15 @@ def test_sweeper_resends_only_idle_due_lane_heads(session, scheduled, executor, 
     sent: list[int] = []
     assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 1
     assert sent == [head.pk] and behind.pk not in sent
+
+
+def test_sweeper_wakes_one_relay_per_queue(session, relayed, settings):
+    settings.HITL = settings.HITL | {"DELIVERY_STALE_SECONDS": 0}
+    _enqueue(session, n=1)
+    _enqueue(HitlSession.objects.create(integration=session.integration, end_user=session.end_user), n=2)
+    relayed.clear()
+    assert outbox.outbox_sweep() == 2
+    assert relayed == [("", None)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -158,6 +158,7 @@ def test_steady_state_costs_one_call_each_way(gateway):
 @pytest.fixture
 def no_broker(monkeypatch):
     monkeypatch.setattr(outbox, "delivery_schedule", lambda **kwargs: None)
+    monkeypatch.setattr(outbox, "_relay_send", lambda **kwargs: True)
 
 
 @pytest.fixture
@@ -259,13 +260,13 @@ def test_a_webhook_before_the_ticket_row_is_committed_finds_its_session(live_ses
     assert unrelated.session is None and "not a gateway ticket" in unrelated.detail
 
 
-def _accepted_webhook(session, comment_id: str, text: str):
+def _accepted_webhook(session, comment_id: str, text: str, ticket: str = "42"):
     from sessions_app.models import WebhookEvent, WebhookStatus
     from tests.test_zendesk_webhooks import AGENT, _render
 
     body = _render(
         "newMessage",
-        **AGENT,
+        **{**AGENT, "ticket.id": ticket, "ticket.external_id": session.botpress_conversation_id},
         **{"ticket.public_comments[0].id": comment_id, "ticket.latest_public_comment_html": f"<p>{text}</p>"},
     )
     return WebhookEvent.objects.create(
@@ -273,7 +274,7 @@ def _accepted_webhook(session, comment_id: str, text: str):
         provider="zendesk",
         dedup_key=f"k{comment_id}",
         event_type="newMessage",
-        ticket_external_id="42",
+        ticket_external_id=ticket,
         body=body.decode(),
         status=WebhookStatus.ACCEPTED,
     )
@@ -293,6 +294,35 @@ def test_webhooks_of_a_ticket_apply_in_arrival_order_whichever_task_runs(live_se
     assert texts == [f"reply {n}" for n in range(6)]
     lanes = Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).order_by("id")
     assert [d.message.payload["text"] for d in lanes] == texts
+
+
+def test_two_webhook_relays_apply_each_ticket_once_in_order(live_session, monkeypatch):
+    """Two relays (two worker processes) over the same tickets: each webhook applied once, each ticket in order."""
+    from sessions_app.models import WebhookEvent, WebhookStatus
+    from sessions_app.services import relay, webhooks
+
+    other = HitlSession.objects.create(
+        integration=live_session.integration, end_user=live_session.end_user, botpress_conversation_id="conv_2"
+    )
+    Ticket.objects.create(session=other, integration=live_session.integration, external_id="43")
+    events = [_accepted_webhook(live_session, str(900 + n), f"reply {n}") for n in range(6)]
+    events += [_accepted_webhook(other, str(950 + n), f"other {n}", ticket="43") for n in range(6)]
+    calls: list[int] = []
+    original = webhooks._webhook_event_apply
+    monkeypatch.setattr(webhooks, "_webhook_event_apply", lambda event: calls.append(event.pk) or original(event))
+    try:
+        _concurrently(webhooks.webhook_relay, webhooks.webhook_relay)
+    finally:
+        relay.relay_threads_stop()
+    assert sorted(calls) == sorted(WebhookEvent.objects.values_list("pk", flat=True)), "each applied exactly once"
+    for session, prefix in ((live_session, "reply"), (other, "other")):
+        texts = list(
+            Message.objects.filter(session=session, direction="to_user")
+            .order_by("id")
+            .values_list("payload__text", flat=True)
+        )
+        assert texts == [f"{prefix} {n}" for n in range(6)]
+    assert len(events) == 12 and not WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).exists()
 
 
 def test_a_webhook_that_fails_to_apply_does_not_block_its_ticket(live_session, monkeypatch):

@@ -14,24 +14,28 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
+from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
 
 log = structlog.get_logger(__name__)
 
-LANE_BUDGET = 50  # deliveries one task drains before handing the lane to a fresh task
+LANE_BUDGET = 50  # deliveries ``lane_drain`` runs before handing the lane to a relay task
+RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
 
 class DeliverySkipped(Exception):
@@ -53,10 +57,9 @@ def delivery_enqueue(
     lane_key: str = "",
     queue: str = "",
 ) -> Delivery:
-    """Write an outbox row in the caller's transaction; its task is sent only after COMMIT, and
-    only when the row is its lane's head (see ``_schedule_if_lane_head``).
+    """Write an outbox row in the caller's transaction; the relay is woken only after COMMIT.
 
-    ``queue``: the Celery queue its tasks go to ('' = the default), chosen by the calling service.
+    ``queue``: the Celery queue whose relay runs it ('' = the default), chosen by the calling service.
     """
     delivery = Delivery.objects.create(
         integration_id=integration_id,
@@ -70,120 +73,128 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    transaction.on_commit(lambda: _schedule_if_lane_head(delivery))
+    transaction.on_commit(lambda: outbox_ring(queue=queue))
     return delivery
-
-
-def _schedule_if_lane_head(delivery: Delivery) -> None:
-    """Send a task for a committed row only if no earlier row of its lane is pending.
-
-    Whoever holds an earlier pending row carries the lane on to this one: a drainer looks for
-    the next head only after committing the previous outcome, and this check runs after this
-    row's COMMIT, so a drainer that settled the earlier row after this check started sees this
-    row. An earlier row waiting for a retry has its task scheduled; one whose task was lost is
-    the sweeper's. One query here saves a broker message and a task that would find the lane
-    busy (most rows of a busy lane).
-    """
-    try:
-        earlier = Delivery.objects.filter(lane=delivery.lane, status=DeliveryStatus.PENDING, id__lt=delivery.pk)
-        if earlier.exists():
-            return
-    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
-        log.warning("delivery.head_check_failed", delivery_id=delivery.pk, error=type(exc).__name__)
-    delivery_schedule(delivery_id=delivery.pk)
 
 
 def _retry_deadline():
     return timezone.now() + timedelta(seconds=settings.HITL["DELIVERY_RETRY_BUDGET_SECONDS"])
 
 
-def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
-    """Send the task; if the broker is down the row stays pending and the sweeper sends it later."""
-    from sessions_app.tasks import delivery_run
+def outbox_ring(*, queue: str) -> None:
+    """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell)."""
+    relay_wake(name=relay_doorbell(queue), send=lambda: _relay_send(queue=queue))
 
+
+def _relay_send(*, queue: str, countdown: float | None = None) -> bool:
+    return relay_send(queue=queue, countdown=countdown)
+
+
+def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
+    """Wake the relay of this row's queue now or after ``countdown`` seconds (retries, sweeper,
+    an operator's retry). If the broker is down the row stays pending and the sweeper wakes it."""
     try:
         queue = Delivery.objects.filter(pk=delivery_id).values_list("queue", flat=True).first()
-        # A hair late rather than early: a task that arrives before its row is due does nothing.
-        delivery_run.apply_async((delivery_id,), countdown=countdown + 0.05 if countdown else None, queue=queue or None)
-    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
+    except Exception as exc:  # noqa: BLE001 - the sweeper finds the row again
         log.warning("delivery.enqueue_failed", delivery_id=delivery_id, error=type(exc).__name__)
+        return
+    # A hair late rather than early: a relay that arrives before its row is due does nothing.
+    _relay_send(queue=queue or "", countdown=countdown + 0.05 if countdown else None)
 
 
-def lane_drain(*, delivery_id: int) -> int:
-    """Execute the lane of this delivery from its head, in order; return how many went out."""
-    # The lane and its head in one statement (the lane is read from this row).
-    found = (
-        Delivery.objects.filter(
-            lane=Subquery(Delivery.objects.filter(pk=delivery_id).values("lane")[:1]), status=DeliveryStatus.PENDING
-        )
-        .order_by("id")
-        .values_list("id", "lane")
-        .first()
+# --- Claiming ---------------------------------------------------------------------------------
+# One statement claims up to ``limit`` lane heads: a head is the lowest pending id of its lane,
+# due and not leased by a live worker. The lock (SKIP LOCKED) keeps two claims from taking the
+# same row at once; the lease, set in the same statement, keeps it from later claims while the
+# call runs with no transaction open. A lease found expired means the worker holding it died or
+# stalled mid-call: the row is claimed again as ``maybe_delivered``. Plans: delivery_due (by
+# queue, oldest due first) or delivery_lane_head (one lane), each head checked by an index probe
+# of delivery_lane_head (bench/plans).
+_CLAIM_SQL = """
+WITH heads AS (
+    SELECT d.id, d.lease_until IS NOT NULL AS expired FROM {table} d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= %(now)s
+      AND (d.lease_until IS NULL OR d.lease_until <= %(now)s) AND {where}
+      AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.lane = d.lane AND e.status = 'pending' AND e.id < d.id)
+    ORDER BY d.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE {table} SET lease_until = %(lease)s, attempts = {table}.attempts + 1,
+    maybe_delivered = {table}.maybe_delivered OR heads.expired, updated_at = %(now)s
+FROM heads WHERE {table}.id = heads.id
+RETURNING {table}.id, heads.expired
+"""
+
+
+def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = None) -> list[Delivery]:
+    """Lease up to ``limit`` due lane heads of ``queue`` (or of one ``lane``), oldest due first.
+
+    Two statements whatever ``limit``: the claim, then one read of what the executors need
+    (the row, its message, its session and integration), by primary key.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.HITL["DELIVERY_LEASE_SECONDS"])
+    where, params = (
+        ("d.lane = %(lane)s", {"lane": lane}) if lane is not None else ("d.queue = %(queue)s", {"queue": queue})
     )
-    if found is None:
-        return 0
-    head_id, lane = found
-    done = 0
-    while done < LANE_BUDGET:
-        if head_id is None or not _lane_step(lane, head_id=head_id):
-            return done
-        done += 1
-        # Read only after the previous outcome committed (``_schedule_if_lane_head`` relies on it).
-        head_id = _lane_head_id(lane)
-    if head_id is not None:
-        delivery_schedule(delivery_id=head_id)
-    return done
-
-
-def _lane_head_id(lane: str) -> int | None:
-    return (
-        Delivery.objects.filter(lane=lane, status=DeliveryStatus.PENDING)
-        .order_by("id")
-        .values_list("id", flat=True)
-        .first()
+    if connection.vendor == "postgresql":
+        sql = _CLAIM_SQL.format(table=connection.ops.quote_name(Delivery._meta.db_table), where=where)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {**params, "now": now, "lease": lease, "limit": limit})
+            claimed = dict(cursor.fetchall())
+    else:  # the embedded SQLite default: one writer at a time, so a plain read then writes
+        claimed = _heads_claim_serial(limit=limit, lane=lane, queue=queue, now=now, lease=lease)
+    if not claimed:
+        return []
+    heads = list(
+        Delivery.objects.select_related("message", "session__integration").filter(pk__in=claimed).order_by("id")
     )
+    for head in heads:
+        if claimed[head.pk]:
+            log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
+    return heads
+
+
+def _heads_claim_serial(*, limit: int, lane: str | None, queue: str | None, now, lease) -> dict[int, bool]:
+    earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
+    rows = Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+    rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now)).exclude(Exists(earlier))
+    rows = rows.filter(lane=lane) if lane is not None else rows.filter(queue=queue)
+    claimed = {}
+    with transaction.atomic():
+        for pk, held in rows.order_by("next_attempt_at").values_list("id", "lease_until")[:limit]:
+            expired = held is not None
+            Delivery.objects.filter(pk=pk).update(
+                lease_until=lease,
+                attempts=F("attempts") + 1,
+                updated_at=now,
+                **({"maybe_delivered": True} if expired else {}),
+            )
+            claimed[pk] = expired
+    return claimed
 
 
 def _lane_claim(lane: str, *, head_id: int | None = None) -> Delivery | None:
-    """Lease the lane's head if it is due and free; the lease, not a held transaction, guards it.
-
-    No transaction stays open during the remote call, so a killed worker leaves its lease
-    behind: the next claim after it expires knows the call's outcome is unknown.
-    """
-    now = timezone.now()
-    if head_id is None:
-        head_id = _lane_head_id(lane)  # a plain read: the lock below checks the row again
-    if head_id is None:
-        return None
-    with transaction.atomic():
-        # What every executor reads comes with the lock (the row only is locked: ``of``).
-        head = (
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("message", "session__integration")
-            .filter(pk=head_id, status=DeliveryStatus.PENDING)
-            .first()
-        )
-        # Locked or leased: another worker runs the head and carries on with the lane after it.
-        if head is None or head.next_attempt_at > now or (head.lease_until and head.lease_until > now):
-            return None
-        if head.lease_until is not None:
-            head.maybe_delivered = True
-            log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
-        head.lease_until = now + timedelta(seconds=settings.HITL["DELIVERY_LEASE_SECONDS"])
-        head.attempts += 1
-        head.save(update_fields=["lease_until", "maybe_delivered", "attempts", "updated_at"])
-    return head
+    """Lease the lane's head if it is due and free (``head_id`` is accepted for callers of old)."""
+    heads = _heads_claim(limit=1, lane=lane)
+    return heads[0] if heads else None
 
 
-def _lane_step(lane: str, *, head_id: int | None = None) -> bool:
-    """Execute the lane's head once; True when it was settled (succeeded, skipped or dead)."""
-    head = _lane_claim(lane, head_id=head_id)
-    if head is None:
-        return False
-    settled, retry_in = _attempt(head)
-    if retry_in is not None:
-        delivery_schedule(delivery_id=head.pk, countdown=retry_in)
-    return settled
+# --- Running ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Ran:
+    """What one attempt returned, before it is recorded (built on a relay thread)."""
+
+    started_at: datetime
+    duration_ms: int
+    result: dict
+    error: OutboundError | None
+    skipped: bool
+
+
+def _run(delivery: Delivery) -> _Ran:
+    started_at, clock = timezone.now(), time.monotonic()
+    result, error, skipped = _execute(delivery)
+    return _Ran(started_at, int((time.monotonic() - clock) * 1000), result, error, skipped)
 
 
 def _execute(delivery: Delivery) -> tuple[dict, OutboundError | None, bool]:
@@ -201,67 +212,164 @@ def _execute(delivery: Delivery) -> tuple[dict, OutboundError | None, bool]:
         return {}, RetryableError(f"internal error: {type(exc).__name__}: {exc}"), False
 
 
-def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
-    """Run the leased delivery once and record the attempt; return (settled, seconds until retry)."""
-    hitl = settings.HITL
-    started_at, clock = timezone.now(), time.monotonic()
-    result, error, skipped = _execute(delivery)
-    now = timezone.now()
-    retry_in: float | None = None
+def _outcome_apply(delivery: Delivery, ran: _Ran, now: datetime) -> tuple[str, float | None]:
+    """Set the row's new state from its attempt; return (outcome, seconds until its retry)."""
+    hitl, error = settings.HITL, ran.error
     delivery.lease_until = None
     if error is None:
-        delivery.status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.SUCCEEDED
-        delivery.result, delivery.completed_at, delivery.last_status_code = result, now, None
-        delivery.maybe_delivered, delivery.last_error = False, result.get("skipped", "")
-        outcome = delivery.status
-    else:
-        delivery.last_error, delivery.last_status_code = str(error)[:2000], error.status_code
-        # No status code: the request may have been processed before the connection failed.
-        delivery.maybe_delivered = delivery.maybe_delivered or error.status_code is None
-        backoff = min(
-            hitl["DELIVERY_BACKOFF_MAX_SECONDS"],
-            hitl["DELIVERY_BACKOFF_BASE_SECONDS"] * 2 ** (delivery.attempts - 1),
-        ) * random.uniform(0.5, 1.0)
-        delay = max(backoff, error.retry_after or 0.0)
-        if isinstance(error, PermanentError) or now + timedelta(seconds=delay) > delivery.retry_deadline:
-            delivery.status, delivery.completed_at, outcome = DeliveryStatus.DEAD, now, "dead"
-        else:
-            delivery.next_attempt_at, outcome, retry_in = now + timedelta(seconds=delay), "retry", delay
+        delivery.status = DeliveryStatus.SKIPPED if ran.skipped else DeliveryStatus.SUCCEEDED
+        delivery.result, delivery.completed_at, delivery.last_status_code = ran.result, now, None
+        delivery.maybe_delivered, delivery.last_error = False, ran.result.get("skipped", "")
+        return delivery.status, None
+    delivery.last_error, delivery.last_status_code = str(error)[:2000], error.status_code
+    # No status code: the request may have been processed before the connection failed.
+    delivery.maybe_delivered = delivery.maybe_delivered or error.status_code is None
+    backoff = min(
+        hitl["DELIVERY_BACKOFF_MAX_SECONDS"],
+        hitl["DELIVERY_BACKOFF_BASE_SECONDS"] * 2 ** (delivery.attempts - 1),
+    ) * random.uniform(0.5, 1.0)
+    delay = max(backoff, error.retry_after or 0.0)
+    if isinstance(error, PermanentError) or now + timedelta(seconds=delay) > delivery.retry_deadline:
+        delivery.status, delivery.completed_at = DeliveryStatus.DEAD, now
+        return "dead", None
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
+    return "retry", delay
+
+
+_SETTLE_FIELDS = (
+    ("status", "varchar"),
+    ("result", "jsonb"),
+    ("completed_at", "timestamptz"),
+    ("last_status_code", "integer"),
+    ("last_error", "text"),
+    ("maybe_delivered", "boolean"),
+    ("next_attempt_at", "timestamptz"),
+)
+
+
+def _rows_settle(deliveries: list[Delivery], leases: dict[int, datetime], now: datetime) -> set[int]:
+    """Write the new state of every row still under the lease we took; return the ids written.
+
+    A row whose lease another worker took over (ours expired mid-call) is left to that worker,
+    which treats it as ``maybe_delivered``. One UPDATE for the batch on PostgreSQL.
+    """
+    if connection.vendor != "postgresql":
+        written = set()
+        for d in deliveries:
+            values = {name: getattr(d, name) for name, _ in _SETTLE_FIELDS}
+            if Delivery.objects.filter(pk=d.pk, lease_until=leases[d.pk]).update(
+                lease_until=None, updated_at=now, **values
+            ):
+                written.add(d.pk)
+        return written
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    casts = ", ".join(f"%s::{cast}" for _, cast in _SETTLE_FIELDS)
+    rows = ", ".join(f"(%s::bigint, %s::timestamptz, {casts})" for _ in deliveries)
+    params: list = []
+    for d in deliveries:
+        params += [d.pk, leases[d.pk], d.status, json.dumps(d.result), d.completed_at, d.last_status_code]
+        params += [d.last_error, d.maybe_delivered, d.next_attempt_at]
+    names = ", ".join(name for name, _ in _SETTLE_FIELDS)
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in _SETTLE_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s "  # noqa: S608 - names from the model; values bound
+            f"FROM (VALUES {rows}) AS v(id, lease, {names}) "
+            f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id",
+            [now, *params],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _attempts_record(ran: list[tuple[Delivery, _Ran]]) -> list[tuple[bool, float | None]]:
+    """Record a batch of attempts in one transaction: rows, attempt log, dead rows' consequences.
+
+    Returns (settled, seconds until retry) per attempt; retries are scheduled after COMMIT.
+    """
+    now = timezone.now()
+    leases = {delivery.pk: delivery.lease_until for delivery, _ in ran}
+    outcomes = [_outcome_apply(delivery, attempt, now) for delivery, attempt in ran]
     with transaction.atomic():
-        delivery.save(
-            update_fields=[
-                "status",
-                "result",
-                "completed_at",
-                "last_status_code",
-                "last_error",
-                "maybe_delivered",
-                "lease_until",
-                "next_attempt_at",
-                "updated_at",
-            ]
+        written = _rows_settle([delivery for delivery, _ in ran], leases, now)
+        DeliveryAttempt.objects.bulk_create(
+            DeliveryAttempt(
+                delivery=delivery,
+                number=delivery.attempts,
+                started_at=attempt.started_at,
+                duration_ms=attempt.duration_ms,
+                status_code=attempt.error.status_code if attempt.error else None,
+                outcome=outcome,
+                error=str(attempt.error)[:2000] if attempt.error else "",
+            )
+            for (delivery, attempt), (outcome, _) in zip(ran, outcomes, strict=True)
         )
-        DeliveryAttempt.objects.create(
-            delivery=delivery,
-            number=delivery.attempts,
-            started_at=started_at,
-            duration_ms=int((time.monotonic() - clock) * 1000),
-            status_code=error.status_code if error else None,
+        for (delivery, _), (outcome, _) in zip(ran, outcomes, strict=True):
+            if outcome == "dead" and delivery.pk in written:
+                _delivery_dead(delivery)
+    results = []
+    for (delivery, attempt), (outcome, retry_in) in zip(ran, outcomes, strict=True):
+        if delivery.pk not in written:
+            log.warning("delivery.lease_lost", delivery_id=delivery.pk, kind=delivery.kind)
+            results.append((False, None))
+            continue
+        metrics.delivery_attempt_observe(delivery=delivery, outcome=outcome, at=now)
+        log.info(
+            "delivery.attempt",
+            delivery_id=delivery.pk,
+            kind=delivery.kind,
             outcome=outcome,
-            error=str(error)[:2000] if error else "",
+            attempt=delivery.attempts,
+            status_code=attempt.error.status_code if attempt.error else None,
         )
-        if outcome == "dead":
-            _delivery_dead(delivery)
-    metrics.delivery_attempt_observe(delivery=delivery, outcome=outcome, at=now)
-    log.info(
-        "delivery.attempt",
-        delivery_id=delivery.pk,
-        kind=delivery.kind,
-        outcome=outcome,
-        attempt=delivery.attempts,
-        status_code=error.status_code if error else None,
+        if retry_in is not None:
+            delivery_schedule(delivery_id=delivery.pk, countdown=retry_in)
+        results.append((retry_in is None, retry_in))
+    return results
+
+
+def _attempt(delivery: Delivery) -> tuple[bool, float | None]:
+    """Run the leased delivery once and record the attempt; return (settled, seconds until retry)."""
+    return _attempts_record([(delivery, _run(delivery))])[0]
+
+
+def lane_drain(*, delivery_id: int) -> int:
+    """Execute the lane of this delivery from its head, in order, on this thread; return how many
+    were settled. (The relay, ``outbox_relay``, runs many lanes at once; this runs one.)"""
+    lane = Delivery.objects.filter(pk=delivery_id).values_list("lane", flat=True).first()
+    done = 0
+    while lane is not None and done < LANE_BUDGET:
+        head = _lane_claim(lane)
+        if head is None or not _attempt(head)[0]:
+            return done
+        done += 1
+    if done == LANE_BUDGET:
+        delivery_schedule(delivery_id=delivery_id)
+    return done
+
+
+def outbox_source(*, queue: str) -> Source:
+    """The outbox rows of ``queue`` as a source of the relay engine (``services.relay``).
+
+    Lanes run side by side on the relay's threads, each strictly in order: a lane's next row is
+    claimable only once its previous one was recorded (a leased head holds its lane, whoever
+    holds it), so the claim needs no knowledge of what this process runs.
+    """
+    return Source(
+        name=f"outbox:{queue}",
+        claim=lambda limit, _running: _heads_claim(limit=limit, queue=queue),
+        lane_of=lambda delivery: delivery.lane,
+        execute=_run,
+        settle=_attempts_record,
     )
-    return retry_in is None, retry_in
+
+
+def outbox_relay(*, queue: str = "") -> int:
+    """Run the due lane heads of ``queue`` until none is left; return how many attempts ran.
+
+    The outbox alone (tests, tools): workers run ``relays.relay_queue_serve``, which also
+    answers the doorbell.
+    """
+    return relay_run(sources=[outbox_source(queue=queue)], max_seconds=RELAY_MAX_SECONDS)[0]
 
 
 def _delivery_dead(delivery: Delivery) -> None:
@@ -296,19 +404,26 @@ def delivery_retry(*, delivery: Delivery) -> Delivery:
     return delivery
 
 
-def outbox_sweep(*, schedule: Callable[..., None] = delivery_schedule) -> int:
-    """Re-enqueue lane heads that are due but idle: the safety net under every enqueue."""
+def outbox_sweep(*, schedule: Callable[..., None] | None = None) -> int:
+    """Wake the relays of lane heads that are due but idle: the safety net under every doorbell.
+
+    Returns how many such heads there were. One relay task per queue that has any (whatever the
+    doorbells say: a message they promised may have been lost); ``schedule(delivery_id=...)``
+    instead is called per head when given.
+    """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
     earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
-    heads = (
+    heads = list(
         Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, updated_at__lte=stale)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
         .exclude(Exists(earlier))
-        .values_list("id", flat=True)[:1000]
+        .values_list("id", "queue")[:1000]
     )
-    count = 0
-    for delivery_id in heads:
-        schedule(delivery_id=delivery_id)
-        count += 1
-    return count
+    if schedule is not None:
+        for delivery_id, _ in heads:
+            schedule(delivery_id=delivery_id)
+    else:
+        for queue in {queue for _, queue in heads}:
+            _relay_send(queue=queue)
+    return len(heads)

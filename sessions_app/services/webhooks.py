@@ -8,6 +8,7 @@ and processed once.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q, Subquery
+from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
@@ -40,6 +41,7 @@ from sessions_app.models import (
     WebhookStatus,
 )
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
+from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
 log = structlog.get_logger(__name__)
@@ -235,36 +237,30 @@ def _verify(adapter, integration: Integration, *, headers: Mapping[str, str], bo
 
 
 def webhook_schedule(*, webhook_event_id: int, countdown: float | None = None) -> None:
-    from sessions_app.tasks import webhook_process
+    """Wake the relay now or after ``countdown`` seconds (retries, sweeper, operators).
 
-    try:
-        webhook_process.apply_async((webhook_event_id,), countdown=countdown)
-    except Exception as exc:  # noqa: BLE001 - the sweeper finds accepted events left behind
-        log.warning("webhook.enqueue_failed", webhook_event_id=webhook_event_id, error=type(exc).__name__)
+    The relay applies whatever is due, this webhook's ticket queue among it; a lost message is
+    the sweeper's.
+    """
+    relay_send(queue="", countdown=countdown)
 
 
 def _schedule_if_queue_head(event: WebhookEvent) -> None:
-    """Send a task for a committed webhook only if no earlier one of its ticket awaits applying.
+    """Tell the relay a committed webhook is ready: one message per burst (doorbell).
 
-    The task applying the earlier one looks for the next only after committing it, so it picks
-    this one up (the reasoning of ``outbox._schedule_if_lane_head``); a lost task is the
-    sweeper's. A burst of webhooks about one ticket then costs one broker message, not one each.
+    The relay turns the doorbell off before it claims, so it applies this webhook or a later
+    ring sends another message (``services.relay``); a lost message is the sweeper's.
     """
-    try:
-        earlier = WebhookEvent.objects.filter(
-            integration_id=event.integration_id,
-            ticket_external_id=event.ticket_external_id,
-            status=WebhookStatus.ACCEPTED,
-            id__lt=event.pk,
-        )
-        if earlier.exists():
-            return
-    except Exception as exc:  # noqa: BLE001 - when in doubt, send: a spare task only finds nothing
-        log.warning("webhook.head_check_failed", webhook_event_id=event.pk, error=type(exc).__name__)
-    webhook_schedule(webhook_event_id=event.pk)
+    relay_wake(name=relay_doorbell(""), send=lambda: _relay_send())
 
 
-QUEUE_BUDGET = 100  # webhooks one task applies before handing the ticket's queue to a fresh task
+def _relay_send() -> bool:
+    return relay_send(queue="")
+
+
+QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
+QUEUE_SLICE_SECONDS = 1.0  # the relay's drain of one ticket's queue stops after this much work
+RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
 
 def webhook_queue_drain(*, webhook_event_id: int) -> int:
@@ -284,15 +280,75 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     )
     if found is None:
         return 0
-    head_id, *key = found
-    done = 0
-    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
-        done += 1
-        # Read only after the previous one committed (``_schedule_if_queue_head`` relies on it).
-        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+    done = _queue_drain(found)
     if done == QUEUE_BUDGET:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return done
+
+
+def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
+    """Apply a ticket's queue from its head ``(id, integration_id, ticket_external_id)``, up to
+    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied."""
+    head_id, *key = head
+    done, until = 0, None if seconds is None else time.monotonic() + seconds
+    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
+        if until is not None and time.monotonic() >= until:
+            return done + 1  # a time slice: the relay claims the queue again, after the others
+        done += 1
+        # Read only after the previous one committed (lanes are strictly serial).
+        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+    return done
+
+
+def _queue_heads(limit: int, skip: set) -> list[tuple]:
+    """Up to ``limit`` due heads of ticket queues not in ``skip``: ``(id, integration_id, ticket)``.
+
+    A plain read: the apply locks the head (SKIP LOCKED), so a head another process is applying
+    is only looked at twice. Oldest first, by the (status, received_at) index.
+    """
+    now = timezone.now()
+    earlier = WebhookEvent.objects.filter(
+        integration_id=OuterRef("integration_id"),
+        ticket_external_id=OuterRef("ticket_external_id"),
+        status=WebhookStatus.ACCEPTED,
+        id__lt=OuterRef("id"),
+    )
+    heads = (
+        WebhookEvent.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now), status=WebhookStatus.ACCEPTED)
+        .exclude(Exists(earlier))
+        .order_by("received_at")
+        .values_list("id", "integration_id", "ticket_external_id")[: limit + len(skip)]
+    )
+    return [head for head in heads if (head[1], head[2]) not in skip][:limit]
+
+
+def webhook_source() -> Source:
+    """Accepted webhooks as a source of the relay engine (``services.relay``): a lane is a
+    ticket's queue, drained on one thread for a time slice (``QUEUE_SLICE_SECONDS``), so a run
+    keeps to its time and a busy ticket does not hold a thread; a queue that made no progress
+    (its head is held elsewhere or waits for a retry) rests for the run.
+    """
+    stalled: set = set()
+
+    def run(head: tuple) -> int:
+        done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS)
+        if done == 0:
+            stalled.add((head[1], head[2]))
+        return done
+
+    return Source(
+        name="webhooks",
+        claim=lambda limit, running: _queue_heads(limit, running | stalled),
+        lane_of=lambda head: (head[1], head[2]),
+        execute=run,
+        settle=lambda finished: None,  # each apply committed its own outcome
+    )
+
+
+def webhook_relay() -> int:
+    """Apply due webhooks until none is left (webhooks alone: tests, tools; workers run
+    ``relays.relay_queue_serve``). Returns how many ticket queues were run."""
+    return relay_run(sources=[webhook_source()], max_seconds=RELAY_MAX_SECONDS)[0]
 
 
 def _ticket_queue(integration_id, ticket_external_id):
@@ -537,7 +593,7 @@ def _agent_profiles_complete(
 
 
 def webhook_events_sweep(*, older_than_seconds: int) -> int:
-    """Re-enqueue accepted webhooks whose task was lost."""
+    """Wake the relay if accepted webhooks wait whose message was lost; return how many wait."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     # A webhook waiting for its retry (``retry_at``) has its task scheduled already.
     due = Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now())
@@ -546,8 +602,8 @@ def webhook_events_sweep(*, older_than_seconds: int) -> int:
             "pk", flat=True
         )[:1000]
     )
-    for webhook_event_id in ids:
-        webhook_schedule(webhook_event_id=webhook_event_id)
+    if ids:  # one relay applies them all
+        webhook_schedule(webhook_event_id=ids[0])
     return len(ids)
 
 
