@@ -117,7 +117,7 @@ def test_supervisor_finds_a_session_by_email_closes_it_and_sees_the_audit(gatewa
 
     # The session page: the conversation both ways, with delivery states.
     timeline = browser.find_element(By.ID, "timeline").text
-    for expected in ("My parcel never arrived", "receipt", "invoice", "Sorry about that, Ada", "Succeeded"):
+    for expected in ("My parcel never arrived", "receipt", "invoice", "Sorry about that, Ada", "delivered"):
         assert expected in timeline
     assert not browser.find_elements(By.CSS_SELECTOR, "#timeline img"), "no end user's image is loaded"
     assert "image: receipt" in [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#timeline a.msg-file")]
