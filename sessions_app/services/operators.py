@@ -270,7 +270,8 @@ def operator_groups_ensure(*, apps=global_apps) -> None:
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
     ours = permission_model.objects.filter(content_type__app_label="sessions_app")
-    view = list(ours.filter(codename__startswith="view_"))
+    # The relay's doorbells are engine state, not something an operator reads.
+    view = list(ours.filter(codename__startswith="view_").exclude(codename="view_relaydoorbell"))
     act = list(ours.filter(codename__in=SUPERVISOR_PERMISSIONS))
     operators, _ = group_model.objects.get_or_create(name=OPERATORS_GROUP)
     operators.permissions.add(*view)

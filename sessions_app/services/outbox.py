@@ -73,8 +73,13 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    transaction.on_commit(lambda: outbox_ring(queue=queue))
+    transaction.on_commit(lambda: _delivery_ready(delivery))
     return delivery
+
+
+def _delivery_ready(delivery: Delivery) -> None:
+    """A row committed: wake its queue's relay (coalesced by the doorbell)."""
+    outbox_ring(queue=delivery.queue)
 
 
 def _retry_deadline():
