@@ -99,3 +99,17 @@ def test_the_ready_task_applies_every_queue_but_one_waiting_for_its_retry(scene,
     texts = [m.payload["text"] for m in Message.objects.filter(session=scene, direction="to_user").order_by("id")]
     assert texts == ["n0", "n1", "n2"]
     assert WebhookEvent.objects.filter(ticket_external_id="43", status=WebhookStatus.ACCEPTED).count() == 2
+
+
+def test_applying_an_agent_reply_costs_at_most_16_statements(scene, client, monkeypatch, django_assert_max_num_queries):  # noqa: F811
+    """Was 21 (issue 16): the ticket's session in one locked join, one statement for "already
+    relayed?" and "first reply?", no savepoint around the events' own, secrets left unread."""
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>first</p>", comment_id="900"))
+    webhooks.webhook_queue_drain(webhook_event_id=None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>second</p>", comment_id="901"))
+    event = WebhookEvent.objects.get(status=WebhookStatus.ACCEPTED)
+    with django_assert_max_num_queries(16):
+        assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 1
+    texts = [m.payload["text"] for m in Message.objects.filter(session=scene, direction="to_user").order_by("id")]
+    assert texts == ["first", "second"]

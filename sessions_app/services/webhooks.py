@@ -31,6 +31,7 @@ from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, WebhookInvalid, WebhookRejected
 from providers.registry import provider_spec
 from providers.text import bytes_sanitize, text_sanitize, value_sanitize
+from sessions_app.fields import EncryptedField
 from sessions_app.models import HumanAgent, Integration, Message, Ticket, WebhookEvent, WebhookRejection, WebhookStatus
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
@@ -78,6 +79,13 @@ ACK_FIELDS = (
     "webhook_signing_secret_previous",
     "webhook_signing_secret_changed_at",
     "provider_installation",
+)
+
+
+# The integration's encrypted columns: left unread (undecrypted) when a webhook is applied,
+# loaded on first use by the paths that need them (a doorbell's read of the ticket).
+INTEGRATION_SECRETS = tuple(
+    field.name for field in Integration._meta.concrete_fields if isinstance(field, EncryptedField)
 )
 
 
@@ -420,6 +428,7 @@ def _queue_step(integration_id, ticket_external_id: str, *, head_id: int) -> boo
             event = (
                 queue.select_for_update(skip_locked=True, of=("self",))
                 .select_related("integration")
+                .defer(*(f"integration__{name}" for name in INTEGRATION_SECRETS))
                 .filter(pk=head_id)
                 .first()
             )
