@@ -423,7 +423,7 @@ def _columns(conn: psycopg.Connection, table: str) -> list[str]:
 def _clone(conn: psycopg.Connection, table: str, *, template: str, source: str, overrides: dict[str, str]) -> int:
     """INSERT one row per row of ``source``, each a copy of the ``template`` row (alias ``t``)
     with ``overrides`` (column -> SQL expression); ``id`` comes from its identity."""
-    columns = [c for c in _columns(conn, table) if c != "id"]
+    columns = [c for c in _columns(conn, table) if c != "id" or "id" in overrides]
     values = [sql.SQL(overrides[c]) if c in overrides else sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns]
     statement = sql.SQL("INSERT INTO {table} ({columns}) SELECT {values} FROM ({template}) t, {source}").format(
         table=sql.Identifier(table),
