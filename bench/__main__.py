@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             result["both_ways"] = relay_throughput(stack, sessions, options.rounds, "ua")
             log(f"both ways {result['both_ways']}")
             result["both_ways_over_separate"] = round(
-                result["both_ways"]["per_s"] / (1 / (1 / result["to_user"]["per_s"] + 1 / result["to_agent"]["per_s"])),
+                result["both_ways"]["per_s"] / (2 / (1 / result["to_user"]["per_s"] + 1 / result["to_agent"]["per_s"])),
                 2,
             )
             half_rounds = max(2, options.rounds // 2)

@@ -308,11 +308,14 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
     and must neither relay into, assign nor stop it.
     """
     # The ticket's session, locked, in one statement (the lock is taken on the session only).
-    session = (
-        locked_sessions().filter(ticket__integration=integration, ticket__external_id=event.ticket_external_id).first()
+    # (At most one row: the ticket's id is unique per integration, so no ORDER BY.)
+    found = list(
+        locked_sessions()
+        .filter(ticket__integration=integration, ticket__external_id=event.ticket_external_id)
+        .order_by()[:1]
     )
-    if session is not None:
-        return session
+    if found:
+        return found[0]
     if event.reference:
         return (
             locked_sessions()
