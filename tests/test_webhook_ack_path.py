@@ -66,7 +66,7 @@ def test_the_ready_signal_coalesces_a_burst_and_never_drops_the_last_ring():
     deadline = last_ring + 2
     while (not sends or sends[-1] < last_ring) and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert 2 <= len(sends) <= 10, f"about one send per interval, not one per ring: {len(sends)}"
+    assert 1 <= len(sends) <= 10, f"about one send per interval, not one per ring: {len(sends)}"
     assert sends[-1] >= last_ring, "a send started after the last ring"
     quiet = len(sends)
     time.sleep(0.15)
