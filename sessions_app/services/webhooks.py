@@ -356,35 +356,46 @@ def webhook_queue_drain(*, webhook_event_id: int | None) -> int:
     if found is None:
         return 0
     head_id, *key = found
-    done = 0
-    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
-        done += 1
-        # Read only after the previous one committed: a worker that found this queue held
-        # left it to this one.
-        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+    done = _queue_run(*key, head_id=head_id, budget=QUEUE_BUDGET)
     if done == QUEUE_BUDGET:
         webhook_schedule(webhook_event_id=webhook_event_id)
     return done
 
 
+def _queue_run(integration_id, ticket_external_id: str, *, head_id: int, budget: int) -> int:
+    """Apply one ticket's queue from ``head_id`` on, at most ``budget`` webhooks; return how many."""
+    done = 0
+    while done < budget and head_id is not None and _queue_step(integration_id, ticket_external_id, head_id=head_id):
+        done += 1
+        # Read only after the previous one committed: a worker that found this queue held
+        # left it to this one.
+        head_id = _ticket_queue(integration_id, ticket_external_id).order_by("id").values_list("id", flat=True).first()
+    return done
+
+
 READY_BUDGET = 1000  # webhooks one "ready" task applies before handing on to a fresh task
 HEADS_PER_PASS = 100
+TURN = 20  # webhooks of one ticket applied in a row before the next ticket's turn
 
 
 def webhook_queues_drain(*, budget: int = READY_BUDGET) -> int:
     """Apply the accepted webhooks of every ticket, each ticket's in order; return how many.
 
     Pass after pass: one statement reads the due heads of up to ``HEADS_PER_PASS`` ticket
-    queues, oldest first, and each is applied (``_queue_step``: its own transaction, a head
-    another worker holds is skipped). The next pass sees the heads those commits uncovered, so
-    busy tickets take turns and one statement finds the next webhook of a hundred tickets.
+    queues, oldest first, and each queue gets a turn of up to ``TURN`` webhooks (``_queue_run``:
+    each in its own transaction, the next read by the queue's index; a head another worker
+    holds is skipped). Busy tickets take turns, and a burst about one ticket costs one cheap
+    read per webhook rather than a pass over every queue.
     Stops when a pass applies nothing (the queues are empty, waiting for a retry, or held by
     another worker, which carries on), or after ``budget``, handing on to a fresh task.
     """
     done = 0
     while done < budget:
-        heads = list(_queue_heads()[: min(HEADS_PER_PASS, budget - done)])
-        applied = sum(_queue_step(integration_id, ticket, head_id=head) for head, integration_id, ticket in heads)
+        applied = 0
+        for head, integration_id, ticket in list(_queue_heads()[:HEADS_PER_PASS]):
+            if done + applied >= budget:
+                break
+            applied += _queue_run(integration_id, ticket, head_id=head, budget=min(TURN, budget - done - applied))
         done += applied
         if not applied:
             break
