@@ -392,7 +392,7 @@ def webhook_queues_drain(*, budget: int = READY_BUDGET) -> int:
     done = 0
     while done < budget:
         applied = 0
-        for head, integration_id, ticket in list(_queue_heads()[:HEADS_PER_PASS]):
+        for head, integration_id, ticket in _queue_heads()[:HEADS_PER_PASS]:
             if done + applied >= budget:
                 break
             applied += _queue_run(integration_id, ticket, head_id=head, budget=min(TURN, budget - done - applied))
@@ -404,22 +404,33 @@ def webhook_queues_drain(*, budget: int = READY_BUDGET) -> int:
     return done
 
 
-def _queue_heads():
+def _queue_heads() -> list[tuple[int, object, str]]:
     """(id, integration id, ticket) of each ticket queue's head that is due, oldest first.
 
-    The head is the accepted webhook with no earlier accepted one of its ticket (an index
-    probe of ``webhook_ticket_queue`` per candidate); a head waiting for its retry holds its
-    queue back, so nothing behind it is listed either.
+    The head is the accepted webhook with no earlier accepted one of its ticket; a head waiting
+    for its retry holds its queue back, so nothing behind it is listed either. On PostgreSQL
+    one ``DISTINCT ON`` walk of the ``webhook_ticket_queue`` partial index (no probe per
+    candidate: a burst of a thousand webhooks about one ticket costs a fraction of a
+    millisecond); elsewhere an anti-join.
     """
+    now = timezone.now()
+    accepted = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
+    if connection.vendor == "postgresql":
+        heads = (
+            accepted.order_by("integration_id", "ticket_external_id", "id")
+            .distinct("integration_id", "ticket_external_id")
+            .values_list("id", "integration_id", "ticket_external_id", "retry_at")
+        )
+        due = [row[:3] for row in heads if row[3] is None or row[3] <= now]
+        return sorted(due, key=lambda row: row[0])
     earlier = WebhookEvent.objects.filter(
         integration_id=OuterRef("integration_id"),
         ticket_external_id=OuterRef("ticket_external_id"),
         status=WebhookStatus.ACCEPTED,
         id__lt=OuterRef("id"),
     )
-    return (
-        WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
-        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()))
+    return list(
+        accepted.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
         .filter(~Exists(earlier))
         .order_by("id")
         .values_list("id", "integration_id", "ticket_external_id")
