@@ -47,8 +47,9 @@ lint: install
 chaos: install
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m chaos $(CHAOS_ARGS)
 
+# Issue 16's figures beside same-run references; BENCH_ARGS="--rounds 20 --seed-messages 100000" is shorter.
 bench: install
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m bench
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m bench $(BENCH_ARGS)
 
 # Known vulnerabilities in the pinned requirements and in the virtualenv as installed (transitive
 # dependencies included). Needs the advisory databases (PyPI's, OSV): run where they are reachable.

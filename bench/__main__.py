@@ -2,19 +2,26 @@
 
 The machine may be shared and noisy: read every figure against its same-run reference.
 
-1. References: the health check (one SELECT 1 through the same web process) at 8 clients, and
-   an INSERT loop (single-row INSERT commits, 8 clients, pgbench-like) straight at PostgreSQL.
-2. Webhook acknowledgement (verify + one insert + hand-off) at 8 clients: rate and latency.
-3. Relay throughput both ways: agent replies (Zendesk stand-in -> webhook -> Botpress) and bot
-   messages (Botpress API -> Zendesk comments), each offered as fast as 8 clients can, counted
-   from the first send to the last arrival at the receiving stand-in.
+1. References: a bare WSGI "hello" under gunicorn with the gateway's flags (the web tier's
+   ceiling), the health check (through Django, with its checks) and an INSERT loop
+   (single-row INSERT commits, 8 clients, pgbench-like) straight at PostgreSQL (the floor of
+   any durable hand-off).
+2. Webhook acknowledgement (verify + one insert) at 8 clients: rate and latency.
+3. Relay throughput: agent replies (Zendesk stand-in -> webhook -> Botpress) and bot messages
+   (Botpress API -> Zendesk comments), each offered as fast as 8 clients can, then both at
+   once, counted from the first send to the last arrival at the receiving stand-in.
 4. Relay delay (accepted -> arrived) at half those rates, both directions at once: p50/p99.
-5. Outbound calls per relay, counted at the stand-ins (Botpress's own Zendesk integration makes
-   six per agent reply).
-6. The query plans of the relay engine's queries, written to ``artifacts/perf/plans.txt``.
+5. Scale-out: the relay throughput again with 1, 2 and 4 worker processes.
+6. Flat cost: ``--seed-sessions`` open sessions and ``--seed-messages`` stored messages (with
+   their deliveries and webhooks) added by bulk SQL, then the ack and relay figures again,
+   as ratios to those measured before.
+7. Outbound calls per relay, counted at the stand-ins (Botpress's own Zendesk integration makes
+   six per agent reply), SQL statements per relay stage, and the plan of every statement,
+   written to ``artifacts/perf/plans.txt``.
 
-Run with ``make bench`` (PostgreSQL + RabbitMQ, separate web/worker processes, no faults).
-The last line is one JSON object with every figure.
+Run with ``make bench`` (PostgreSQL + RabbitMQ, separate web/worker processes, no faults;
+``BENCH_ARGS="--rounds 20 --seed-messages 100000"`` for a shorter run). The last line is one
+JSON object with every figure; ``goals`` checks them against issue 16's targets.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ from pathlib import Path
 
 import psycopg
 import requests
+from psycopg import sql
 
-from chaos.stack import ZD_EMAIL, ZD_TOKEN, Database, Session, Stack, log
+from chaos.processes import Process
+from chaos.stack import ZD_EMAIL, ZD_TOKEN, Database, Session, Stack, free_port, log
 from providers.zendesk.webhooks import signature_compute, trigger_body
 
 # Botpress's Zendesk integration per agent comment (botpress-api.md C.1): list messages by tag
@@ -66,12 +75,18 @@ def hammer(count: int, call: Callable[[int, requests.Session], None], clients: i
     """Run ``call(n, http)`` for n in range(count) from ``clients`` threads; rate and latency."""
     counter, latencies, lock = itertools.count(), [], threading.Lock()
 
+    errors: list[str] = []
+
     def client() -> None:
         http = requests.Session()
         mine = []
         while (n := next(counter)) < count:
             started = time.perf_counter()
-            call(n, http)
+            try:
+                call(n, http)
+            except requests.RequestException as exc:  # counted, not fatal: a shared machine hiccups
+                errors.append(type(exc).__name__)
+                continue
             mine.append((time.perf_counter() - started) * 1000)
         with lock:
             latencies.extend(mine)
@@ -81,27 +96,63 @@ def hammer(count: int, call: Callable[[int, requests.Session], None], clients: i
         for future in [pool.submit(client) for _ in range(clients)]:
             future.result()
     elapsed = time.perf_counter() - started
-    return {"per_s": round(count / elapsed, 1), "ms": percentiles(latencies)}
+    return {"per_s": round(len(latencies) / elapsed, 1), "ms": percentiles(latencies), "errors": len(errors)}
+
+
+def connect(database_url: str, attempts: int = 30) -> psycopg.Connection:
+    """A connection, waiting out "too many clients" (other runs on a shared server)."""
+    for attempt in range(attempts):
+        try:
+            return psycopg.connect(database_url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            if "too many clients" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
 
 
 def insert_loop(database_url: str, seconds: float = 3.0, clients: int = CLIENTS) -> dict:
     """pgbench-like floor: single-row INSERT commits from ``clients`` connections."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, v int, at timestamptz)")
     counts = [0] * clients
     stop = time.monotonic() + seconds
 
     def client(index: int) -> None:
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        with connect(database_url) as conn:
             while time.monotonic() < stop:
                 conn.execute("INSERT INTO bench_insert (v, at) VALUES (%s, now())", (index,))
                 counts[index] += 1
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url) as conn:
         conn.execute("DROP TABLE bench_insert")
     return {"per_s": round(sum(counts) / seconds, 1)}
+
+
+def bench_hello(stack: Stack, count: int) -> dict:
+    """The same gunicorn flags serving ``bench.hello``: the web tier's own ceiling."""
+    port = free_port()
+    hello = Process(
+        "hello", stack.gateway.web_argv("bench.hello:app", port), stack.gateway.env, stack.gateway.log_dir / "hello.log"
+    )
+    hello.start()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=2).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        body = b"x" * 600  # about a webhook's size
+        return hammer(count, lambda n, http: http.post(url, data=body, timeout=10).raise_for_status())
+    finally:
+        hello.stop()
 
 
 def bench_health(stack: Stack, count: int) -> dict:
@@ -138,7 +189,7 @@ def bench_ack(stack: Stack, secret: str, count: int) -> dict:
 def wait_idle(database_url: str, timeout: float = 300.0) -> float:
     """Wait until no webhook awaits applying and no delivery is pending; return the seconds waited."""
     started = time.monotonic()
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url) as conn:
         while time.monotonic() - started < timeout:
             busy = conn.execute(
                 "SELECT (SELECT count(*) FROM sessions_app_webhookevent WHERE status = 'accepted')"
@@ -219,24 +270,31 @@ def offer(
     return sent, started
 
 
-def relay_throughput(stack: Stack, sessions: list[Session], rounds: int, way: str) -> dict:
+def relay_throughput(stack: Stack, sessions: list[Session], rounds: int, ways: str, tag: str = "tp") -> dict:
+    """Offer ``rounds`` messages per session in each direction of ``ways`` ("u" to the end
+    user, "a" to the agent, "ua" both at once) from 8 clients, as fast as they go."""
     stack.botpress.clear_log()
     stack.zendesk.clear_log()
-    sent, started = offer(stack, sessions, tag=f"tp-{way}", rounds=rounds, directions=(way,), rate=None)
+    sent, started = offer(stack, sessions, tag=f"{tag}-{ways}", rounds=rounds, directions=tuple(ways), rate=None)
     arrivals = _wait_arrivals(stack, set(sent), timeout=300)
     last = max(arrivals.values(), default=started)
-    calls = (
-        len(stack.botpress.requests_log())
-        if way == "u"
-        else len(stack.zendesk.requests_log(method="POST") + stack.zendesk.requests_log(method="PUT"))
-    )
-    return {
+    calls = {
+        "u": len(stack.botpress.requests_log()),
+        "a": len(stack.zendesk.requests_log(method="POST") + stack.zendesk.requests_log(method="PUT")),
+    }
+    result = {
         "relayed": len(arrivals),
         "offered": len(sent),
         "per_s": round(len(arrivals) / max(last - started, 1e-3), 1),
-        "calls_per_relay": round(calls / max(len(arrivals), 1), 2),
         "delay_ms": percentiles([(arrivals[m] - t) * 1000 for m, t in sent.items() if m in arrivals]),
     }
+    if len(ways) == 1:
+        result["calls_per_relay"] = round(calls[ways] / max(len(arrivals), 1), 2)
+    else:
+        for way in ways:
+            mine = [m for m in arrivals if f" {way}" in m]
+            result[f"{way}_per_s"] = round(len(mine) / max(last - started, 1e-3), 1)
+    return result
 
 
 def relay_delay(stack: Stack, sessions: list[Session], rounds: int, rates: dict[str, float]) -> dict:
@@ -353,12 +411,152 @@ def relay_cost(stack: Stack, session: Session, secret: str) -> dict:
     return {"statements": {stage: len(statements) for stage, statements in stages.items()}, "plans": str(PLANS_PATH)}
 
 
+def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _clone(conn: psycopg.Connection, table: str, *, template: str, source: str, overrides: dict[str, str]) -> int:
+    """INSERT one row per row of ``source``, each a copy of the ``template`` row (alias ``t``)
+    with ``overrides`` (column -> SQL expression); ``id`` comes from its identity."""
+    columns = [c for c in _columns(conn, table) if c != "id" or "id" in overrides]
+    values = [sql.SQL(overrides[c]) if c in overrides else sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns]
+    statement = sql.SQL("INSERT INTO {table} ({columns}) SELECT {values} FROM ({template}) t, {source}").format(
+        table=sql.Identifier(table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(values),
+        template=sql.SQL(template),
+        source=sql.SQL(source),
+    )
+    return conn.execute(statement).rowcount
+
+
+def seed(database_url: str, *, sessions: int, messages: int) -> dict:
+    """Add ``sessions`` open sessions (user, ticket) and ``messages`` stored messages spread over
+    them, each message with its succeeded delivery and every other one with its processed
+    webhook: copies of rows this run made, by ``INSERT ... SELECT ... generate_series``."""
+    started = time.monotonic()
+    per = max(1, messages // max(sessions, 1))
+    seeded = "SELECT id AS sid FROM sessions_app_hitlsession WHERE botpress_conversation_id LIKE 'seed-c-%'"
+    with connect(database_url) as conn:
+        conn.execute("SET synchronous_commit = off")
+        _clone(
+            conn,
+            "sessions_app_enduser",
+            template="SELECT * FROM sessions_app_enduser ORDER BY id LIMIT 1",
+            source=f"generate_series(1, {int(sessions)}) g",
+            overrides={"botpress_user_id": "'seed-u-' || g", "email": "'seed' || g || '@bench.test'"},
+        )
+        _clone(
+            conn,
+            "sessions_app_hitlsession",
+            template="SELECT * FROM sessions_app_hitlsession WHERE status <> 'stopped' ORDER BY created_at LIMIT 1",
+            source="(SELECT id AS eu, botpress_user_id AS bu FROM sessions_app_enduser "
+            "WHERE botpress_user_id LIKE 'seed-u-%') u",
+            overrides={
+                "id": "gen_random_uuid()",
+                "botpress_conversation_id": "'seed-c-' || u.bu",
+                "end_user_id": "u.eu",
+            },
+        )
+        _clone(
+            conn,
+            "sessions_app_ticket",
+            template="SELECT * FROM sessions_app_ticket ORDER BY id LIMIT 1",
+            source=f"({seeded}) s",
+            overrides={"session_id": "s.sid", "external_id": "'seed-t-' || s.sid"},
+        )
+        _clone(
+            conn,
+            "sessions_app_message",
+            template="SELECT * FROM sessions_app_message WHERE direction = 'to_user' ORDER BY id LIMIT 1",
+            source=f"({seeded}) s, generate_series(1, {per}) g",
+            overrides={
+                "session_id": "s.sid",
+                "direction": "CASE WHEN g % 2 = 0 THEN 'to_user' ELSE 'to_agent' END",
+                "botpress_message_id": "''",
+                "external_message_id": "''",
+                "created_at": "now() - interval '1 day' + g * interval '1 second'",
+            },
+        )
+        seeded_messages = "SELECT m.id AS mid, m.session_id AS sid, m.direction AS dir FROM sessions_app_message m " + (
+            "JOIN sessions_app_hitlsession h ON h.id = m.session_id WHERE h.botpress_conversation_id LIKE 'seed-c-%'"
+        )
+        _clone(
+            conn,
+            "sessions_app_delivery",
+            template="SELECT * FROM sessions_app_delivery WHERE status = 'succeeded' AND message_id IS NOT NULL"
+            " ORDER BY id LIMIT 1",
+            source=f"({seeded_messages}) m",
+            overrides={
+                "message_id": "m.mid",
+                "session_id": "m.sid",
+                "direction": "m.dir",
+                "lane": "m.dir || ':' || m.sid",
+                "idempotency_key": "gen_random_uuid()",
+            },
+        )
+        _clone(
+            conn,
+            "sessions_app_webhookevent",
+            template="SELECT * FROM sessions_app_webhookevent WHERE status = 'processed' ORDER BY id LIMIT 1",
+            source=f"({seeded_messages}) m",
+            overrides={
+                "dedup_key": "'seed-' || m.mid",
+                "replay_key": "NULL",
+                "session_id": "m.sid",
+                "ticket_external_id": "'seed-t-' || m.sid",
+            },
+        )
+        conn.execute("ANALYZE")
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM sessions_app_hitlsession WHERE status NOT IN ('stopped')),"
+            " (SELECT count(*) FROM sessions_app_message), (SELECT count(*) FROM sessions_app_delivery),"
+            " (SELECT count(*) FROM sessions_app_webhookevent)"
+        ).fetchone()
+    return {
+        "open_sessions": counts[0],
+        "messages": counts[1],
+        "deliveries": counts[2],
+        "webhooks": counts[3],
+        "seed_s": round(time.monotonic() - started, 1),
+    }
+
+
+def goals(result: dict) -> dict:
+    """Issue 16's targets, each true or false in this run (meaningful on a quiet machine)."""
+    half = result.get("half_rate_both_ways", {})
+    flat = result.get("flat_cost", {}).get("ratios", {})
+    checks = {
+        "ack_per_s>=700": result["ack"]["per_s"] >= 700,
+        "ack_p99_ms<=20": (result["ack"]["ms"]["p99"] or 1e9) <= 20,
+        "to_user_per_s>=400": result["to_user"]["per_s"] >= 400,
+        "to_agent_per_s>=400": result["to_agent"]["per_s"] >= 400,
+        "half_rate_to_user_p99_ms<=250": (half.get("to_user", {}).get("delay_ms", {}).get("p99") or 1e9) <= 250,
+        "half_rate_to_agent_p99_ms<=250": (half.get("to_agent", {}).get("delay_ms", {}).get("p99") or 1e9) <= 250,
+    }
+    if flat:
+        checks["flat_cost_within_10%"] = all(ratio >= 0.9 for ratio in flat.values())
+    if scale := result.get("scale_out"):
+        rates = [scale[k]["per_s"] for k in sorted(scale, key=int)]
+        checks["scale_out_rises"] = all(b >= a * 0.95 for a, b in itertools.pairwise(rates))
+    return checks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--acks", type=int, default=2000, help="signed webhooks sent at the ack path")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=100, help="messages per session and direction")
-    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (concurrency 2 each)")
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes for the main figures")
+    parser.add_argument("--scale", default="1,2,4", help="worker process counts of the scale-out runs ('' skips)")
+    parser.add_argument("--scale-rounds", type=int, default=25, help="rounds per scale-out run (both ways at once)")
+    parser.add_argument("--seed-sessions", type=int, default=10_000, help="open sessions added for the flat-cost run")
+    parser.add_argument("--seed-messages", type=int, default=1_000_000, help="stored messages added (0 skips)")
     parser.add_argument(
         "--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
@@ -367,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="hitl-bench-"))
-    result: dict = {}
+    began = time.monotonic()
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(os.getloadavg()[0], 1)}}
     with Database(options.database_url) as database:
         stack = Stack(
             database_url=database.url,
@@ -385,14 +584,16 @@ def main(argv: list[str] | None = None) -> int:
                 auth=(f"{ZD_EMAIL}/token", ZD_TOKEN),
                 timeout=10,
             ).json()["signing_secret"]["secret"]
-            log("references: INSERT loop and health check, 8 clients")
+            log("references: INSERT loop, hello and health, 8 clients")
             result["ref_insert"] = insert_loop(database.url)
+            result["ref_hello"] = bench_hello(stack, options.acks)
             result["ref_health"] = bench_health(stack, options.acks)
-            log(f"INSERT loop {result['ref_insert']}, health {result['ref_health']}")
+            log(f"INSERT loop {result['ref_insert']}, hello {result['ref_hello']}, health {result['ref_health']}")
             log(f"ack path: {options.acks} signed webhooks, 8 clients")
             result["ack"] = bench_ack(stack, secret, options.acks)
+            result["ack_over_hello_rate"] = round(result["ack"]["per_s"] / result["ref_hello"]["per_s"], 2)
             result["ack_over_health_rate"] = round(result["ack"]["per_s"] / result["ref_health"]["per_s"], 2)
-            log(f"ack {result['ack']} vs health {result['ref_health']}")
+            log(f"ack {result['ack']} vs hello {result['ref_hello']}")
             result["ack_backlog_applied_s"] = wait_idle(database.url)  # the worker's share of the acks
             log(f"acknowledged webhooks applied {result['ack_backlog_applied_s']} s after the last ack")
             sessions = [Session(index=i) for i in range(options.sessions)]
@@ -403,11 +604,17 @@ def main(argv: list[str] | None = None) -> int:
                 stack.zendesk.agent_reply(session.ticket_id, session.agent_id, f"warm-up {session.index}")
             stack.botpress.wait_for(lambda: len(stack.botpress.messages()) >= len(sessions), timeout=120)
             total = options.sessions * options.rounds
-            log(f"relay throughput: {total} agent replies, then {total} bot messages, 8 clients")
+            log(f"relay throughput: {total} agent replies, {total} bot messages, then {2 * total} both ways")
             result["to_user"] = relay_throughput(stack, sessions, options.rounds, "u")
             log(f"to user {result['to_user']}")
             result["to_agent"] = relay_throughput(stack, sessions, options.rounds, "a")
             log(f"to agent {result['to_agent']}")
+            result["both_ways"] = relay_throughput(stack, sessions, options.rounds, "ua")
+            log(f"both ways {result['both_ways']}")
+            result["both_ways_over_separate"] = round(
+                result["both_ways"]["per_s"] / (2 / (1 / result["to_user"]["per_s"] + 1 / result["to_agent"]["per_s"])),
+                2,
+            )
             half_rounds = max(2, options.rounds // 2)
             result["half_rate_both_ways"] = relay_delay(
                 stack,
@@ -416,13 +623,60 @@ def main(argv: list[str] | None = None) -> int:
                 {"u": result["to_user"]["per_s"], "a": result["to_agent"]["per_s"]},
             )
             log(f"half rate {result['half_rate_both_ways']}")
+            result["to_user_over_hello_rate"] = round(result["to_user"]["per_s"] / result["ref_hello"]["per_s"], 3)
+            result["to_agent_over_hello_rate"] = round(result["to_agent"]["per_s"] / result["ref_hello"]["per_s"], 3)
+            scale_counts = [int(n) for n in options.scale.split(",") if n.strip()]
+            if scale_counts:
+                result["scale_out"] = {}
+                for count in scale_counts:
+                    stack.gateway.workers_scale(count)
+                    wait_workers(stack, count)
+                    figure = relay_throughput(stack, sessions, options.scale_rounds, "ua", tag=f"scale{count}")
+                    result["scale_out"][str(count)] = {"per_s": figure["per_s"], "relayed": figure["relayed"]}
+                    log(f"scale-out {count} worker processes: {figure}")
+                stack.gateway.workers_scale(options.workers)
+                wait_workers(stack, options.workers)
+            if options.seed_messages:
+                log(f"flat cost: seeding {options.seed_sessions} sessions and {options.seed_messages} messages")
+                flat: dict = {
+                    "seeded": seed(database.url, sessions=options.seed_sessions, messages=options.seed_messages)
+                }
+                log(f"seeded {flat['seeded']}")
+                flat["ack"] = bench_ack(stack, secret, options.acks)
+                wait_idle(database.url)
+                flat["to_user"] = relay_throughput(stack, sessions, options.rounds, "u", tag="flat")
+                flat["to_agent"] = relay_throughput(stack, sessions, options.rounds, "a", tag="flat")
+                flat["ratios"] = {
+                    name: round(flat[name]["per_s"] / result[name]["per_s"], 2)
+                    for name in ("ack", "to_user", "to_agent")
+                }
+                flat["ratios"]["ack_p99"] = round(result["ack"]["ms"]["p99"] / max(flat["ack"]["ms"]["p99"], 1e-3), 2)
+                result["flat_cost"] = flat
+                log(f"flat cost {flat}")
             result["botpress_zendesk_integration_calls_per_reply"] = BOTPRESS_ZENDESK_CALLS_PER_REPLY
             result["relay_cost"] = relay_cost(stack, sessions[0], secret)
             log(f"SQL statements per relay stage {result['relay_cost']['statements']}; plans: {PLANS_PATH}")
         finally:
             stack.stop()
+    result["goals"] = goals(result)
+    result["machine"]["load_1m_at_end"] = round(os.getloadavg()[0], 1)
+    result["elapsed_s"] = round(time.monotonic() - began, 1)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def wait_workers(stack: Stack, count: int, timeout: float = 120.0) -> None:
+    """Wait until ``count`` workers answer a ping on the run's broker."""
+    from celery import Celery  # a bare client: the project's app would load Django settings here
+
+    with Celery(broker=stack.gateway.env["CELERY_BROKER_URL"]) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = client.control.ping(timeout=1.0) or []
+            mine = [r for r in replies if any(name.startswith("chaos") and f"-{os.getpid()}@" in name for name in r)]
+            if len(mine) >= count:
+                return
+    log(f"only some of {count} workers answered within {timeout:.0f} s; measuring anyway")
 
 
 if __name__ == "__main__":

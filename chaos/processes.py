@@ -78,13 +78,17 @@ class Gateway:
         return result.stdout
 
     def _web(self) -> Process:
-        argv = [
+        return Process("web", self.web_argv(), self.env, self.log_dir / "web.log")
+
+    def web_argv(self, app: str = "hitl_gateway.wsgi", port: int | None = None) -> list[str]:
+        """gunicorn as the gateway runs it; ``app`` and ``port`` for a same-flags reference (bench)."""
+        return [
             sys.executable,
             "-m",
             "gunicorn",
-            "hitl_gateway.wsgi",
+            app,
             "--bind",
-            f"127.0.0.1:{self.port}",
+            f"127.0.0.1:{port or self.port}",
             "--workers",
             "2",
             "--threads",
@@ -94,7 +98,6 @@ class Gateway:
             "--graceful-timeout",
             "10",
         ]
-        return Process("web", argv, self.env, self.log_dir / "web.log")
 
     def _worker(self, index: int) -> Process:
         argv = [
@@ -155,6 +158,13 @@ class Gateway:
 
     def start_worker(self, index: int = 0) -> None:
         self.worker_procs[index] = self._worker(index).start()
+
+    def workers_scale(self, count: int) -> None:
+        """Stop every worker process, then start ``count`` (the bench's scale-out runs)."""
+        for process in self.worker_procs:
+            process.stop()
+        self.worker_procs = [self._worker(i).start() for i in range(count)]
+        self.workers = count
 
     def restart_web(self) -> None:
         self.web.stop()

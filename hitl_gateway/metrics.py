@@ -102,14 +102,18 @@ def session_assignment_observe(*, session, at: datetime) -> None:
         ASSIGNMENT_SECONDS.observe(max(0.0, (at - session.created_at).total_seconds()))
 
 
-def agent_reply_observe(*, session, message) -> None:
-    """Observe the time to the first agent reply if ``message`` is the session's first one."""
+def agent_reply_observe(*, session, message, first: bool | None = None) -> None:
+    """Observe the time to the first agent reply if ``message`` is the session's first one.
+
+    ``first``: whether it is, when the caller knows already (no query); else it is looked up.
+    """
     from sessions_app.models import Direction, Message
 
-    earlier = Message.objects.filter(
-        session_id=session.pk, direction=Direction.TO_USER, author_agent__isnull=False, pk__lt=message.pk
-    )
-    if not earlier.exists():
+    if first is None:
+        first = not Message.objects.filter(
+            session_id=session.pk, direction=Direction.TO_USER, author_agent__isnull=False, pk__lt=message.pk
+        ).exists()
+    if first:
         FIRST_REPLY_SECONDS.observe(max(0.0, (message.created_at - session.created_at).total_seconds()))
 
 

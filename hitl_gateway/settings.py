@@ -83,6 +83,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the help-desk webhooks take a short chain of their own (body limit, security), not
+    # this whole stack (hitl_gateway/lean.py).
+    "hitl_gateway.lean.LeanPathMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # Before anything reads a body: 413 over HITL["MAX_REQUEST_BODY_BYTES"].
     "hitl_gateway.limits.RequestBodyLimitMiddleware",
@@ -313,6 +316,9 @@ HITL = {
     "DOORBELL_IDLE_REREAD_SECONDS": env.float("HITL_DOORBELL_IDLE_REREAD_SECONDS", 600.0),
     # Any request body larger than this gets 413 before it is read (every endpoint, admin too).
     "MAX_REQUEST_BODY_BYTES": env.int("HITL_MAX_REQUEST_BODY_BYTES", 4 * 1024 * 1024),
+    # A web process tells the workers "webhooks are ready" at most once per this many seconds
+    # (the stored row is the hand-off; services.webhooks.ReadySignal). 0: once per webhook.
+    "WEBHOOK_SIGNAL_SECONDS": env.float("HITL_WEBHOOK_SIGNAL_SECONDS", 0.02),
 }
 # Django's own form-data limit agrees with ours, so a body under ours is never its 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = HITL["MAX_REQUEST_BODY_BYTES"]

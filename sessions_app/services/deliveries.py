@@ -141,7 +141,12 @@ def execute_ticket_create(delivery: Delivery) -> dict:
 
 
 def _ticket_of(delivery: Delivery) -> Ticket:
-    ticket = Ticket.objects.filter(session_id=delivery.session_id).select_related("integration", "session").first()
+    """The session's ticket with its integration, session and end user: one statement."""
+    ticket = (
+        Ticket.objects.filter(session_id=delivery.session_id)
+        .select_related("integration", "session", "session__end_user")
+        .first()
+    )
     if ticket is None:
         raise DeliverySkipped("the session has no ticket (its creation failed)")
     return ticket
@@ -153,7 +158,10 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
     if message.external_message_id:  # posted by an earlier attempt: only the acknowledgement is left
         return _message_acknowledge(delivery, message, ticket.integration)
     if message.author_end_user_id:
-        end_user = EndUser.objects.select_related("integration").get(pk=message.author_end_user_id)
+        end_user = ticket.session.end_user  # the author, read with the ticket
+        if end_user.pk != message.author_end_user_id:  # (never seen: a session has one end user)
+            end_user = EndUser.objects.get(pk=message.author_end_user_id)
+        end_user.integration = ticket.integration  # the same row, decrypted once
         author, author_name = _external_user_ensure(end_user), end_user.name
         author_picture_url = end_user.picture_url
     else:
@@ -255,7 +263,8 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     if media and not media.get("done"):
         _media_rehost(delivery, message, session, sink)
     if message.author_agent_id:
-        agent = HumanAgent.objects.select_related("integration").get(pk=message.author_agent_id)
+        # Not its integration (the session's is at hand): no second decryption of its secrets.
+        agent = HumanAgent.objects.get(pk=message.author_agent_id)
         author = _agent_ref(sink, agent)
     else:  # the gateway speaking as the bot (a lifecycle policy's message)
         author = sink.bot_author(bot_user_id=session.integration.botpress_bot_user_id, name=DEFAULT_BOT_NAME)

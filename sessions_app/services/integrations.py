@@ -324,7 +324,8 @@ def integration_signing_secrets(*, integration: Integration) -> list[str]:
     secrets = [integration.webhook_signing_secret]
     changed_at = integration.webhook_signing_secret_changed_at
     grace = timedelta(seconds=settings.HITL["WEBHOOK_SECRET_GRACE_SECONDS"])
-    if integration.webhook_signing_secret_previous and changed_at and timezone.now() - changed_at <= grace:
+    # The dates first: the previous secret is decrypted only during its grace period.
+    if changed_at and timezone.now() - changed_at <= grace and integration.webhook_signing_secret_previous:
         secrets.append(integration.webhook_signing_secret_previous)
     return secrets
 

@@ -311,9 +311,15 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
     ticket, another ticket naming its conversation (any provider, any event kind) is foreign,
     and must neither relay into, assign nor stop it.
     """
-    ticket = Ticket.objects.filter(integration=integration, external_id=event.ticket_external_id).first()
-    if ticket:
-        return locked_sessions().get(pk=ticket.session_id)
+    # The ticket's session, locked, in one statement (the lock is taken on the session only).
+    # (At most one row: the ticket's id is unique per integration, so no ORDER BY.)
+    found = list(
+        locked_sessions()
+        .filter(ticket__integration=integration, ticket__external_id=event.ticket_external_id)
+        .order_by()[:1]
+    )
+    if found:
+        return found[0]
     if event.reference:
         return (
             locked_sessions()
@@ -421,10 +427,20 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         return None
     # A "solved" webhook may carry the ticket's latest public message whoever wrote it: it may be
     # one we posted (an end-user or bot message, or the transcript), or one already relayed.
-    if (
-        Message.objects.filter(session=session, external_message_id=event.message_external_id).exists()
-        or Ticket.objects.filter(session=session, initial_message_id=event.message_external_id).exists()
-    ):
+    # One statement answers that and whether an agent replied before (the first-reply metric).
+    known, replied_before = (
+        HitlSession.objects.filter(pk=session.pk)
+        .annotate(
+            known=Exists(Message.objects.filter(session=OuterRef("pk"), external_message_id=event.message_external_id))
+            | Exists(Ticket.objects.filter(session=OuterRef("pk"), initial_message_id=event.message_external_id)),
+            replied=Exists(
+                Message.objects.filter(session=OuterRef("pk"), direction=Direction.TO_USER, author_agent__isnull=False)
+            ),
+        )
+        .values_list("known", "replied")
+        .get()
+    )
+    if known:
         return None
     parts = event.parts or ((MessagePart(kind="text", text=event.text),) if event.text else ())
     if not parts:
@@ -459,7 +475,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
             payload={"media": media} if media else None,
         )
     HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
-    metrics.agent_reply_observe(session=session, message=messages[0][0])
+    metrics.agent_reply_observe(session=session, message=messages[0][0], first=not replied_before)
     return messages[0][0]
 
 
@@ -531,7 +547,9 @@ def _event_apply(*, integration: Integration, session: HitlSession, event: Inbou
     raise ValueError(f"unknown event kind {event.kind!r}")
 
 
-@transaction.atomic
+# No savepoint of its own inside a caller's transaction (the webhook's): an exception leaving
+# here leaves that transaction too, and each event has its savepoint below.
+@transaction.atomic(savepoint=False)
 def session_events_apply(
     *, integration: Integration, events: list[InboundEvent], only: Collection[int] | None = None
 ) -> EventsApplied:

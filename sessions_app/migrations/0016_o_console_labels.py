@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sessions_app', '0014_i_lifecycle'),
+        ('sessions_app', '0015_p_relay_doorbell'),
     ]
 
     operations = [

@@ -1,0 +1,117 @@
+"""The webhook acknowledgement's hot path (issue 16): verify + one insert, and nothing else.
+
+No broker round trip per webhook (the stored row is the hand-off, announced by a coalesced
+"ready" signal off the request thread), no session/CSRF/auth/messages/axes middleware, and a
+ready task that applies every ticket's queue in order, respecting a head waiting for its retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from django.utils import timezone
+
+from sessions_app.models import Message, WebhookEvent, WebhookStatus
+from sessions_app.services import webhooks
+from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the fixture
+
+
+def test_the_ack_is_two_statements_and_no_task(scene, client, monkeypatch, django_assert_max_num_queries):  # noqa: F811
+    """The integration's row, then one INSERT (no savepoint, no queue-head check, no broker call)."""
+    sent = []
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: sent.append(kw))
+    with django_assert_max_num_queries(2) as captured:
+        response = send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
+    assert response.status_code == 200 and response.json() == {"status": "accepted"}
+    assert captured.captured_queries[-1]["sql"].startswith("INSERT INTO")
+    assert "ON CONFLICT DO NOTHING" in captured.captured_queries[-1]["sql"]
+    assert sent == [], "no task is sent inside the request (the signal follows the commit)"
+
+
+def test_a_duplicate_is_answered_without_an_error_path(scene, client, django_assert_max_num_queries):  # noqa: F811
+    payload = trigger("newMessage", comment="<p>hi</p>")
+    assert send(client, scene.integration, payload, invocation="inv-1").json() == {"status": "accepted"}
+    with django_assert_max_num_queries(2):  # no savepoint and rollback around a failed INSERT
+        assert send(client, scene.integration, payload, invocation="inv-1").json() == {"status": "duplicate"}
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_the_webhook_skips_the_session_csrf_and_csp_middleware(scene, client):  # noqa: F811
+    response = send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
+    assert response.status_code == 200
+    assert "Content-Security-Policy" not in response.headers, "the CSP middleware did not run"
+    assert not response.cookies, "no session or CSRF cookie"
+    assert response.headers["X-Content-Type-Options"] == "nosniff", "the security middleware did run"
+    other = client.get("/admin/login/")
+    assert "Content-Security-Policy" in other.headers, "every other path keeps the whole stack"
+
+
+def test_an_oversized_webhook_is_still_refused_before_it_is_read(scene, client, settings):  # noqa: F811
+    settings.HITL = settings.HITL | {"MAX_REQUEST_BODY_BYTES": 100}
+    response = send(client, scene.integration, trigger("newMessage", comment="<p>" + "x" * 500 + "</p>"))
+    assert response.status_code == 413
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_the_ready_signal_coalesces_a_burst_and_never_drops_the_last_ring():
+    sends: list[float] = []
+    signal = webhooks.ReadySignal(send=lambda: sends.append(time.monotonic()), interval=lambda: 0.05)
+    started = time.monotonic()
+    while time.monotonic() - started < 0.3:  # a ring every millisecond for 0.3 s
+        signal.ring()
+        time.sleep(0.001)
+    last_ring = time.monotonic()
+    deadline = last_ring + 2
+    while (not sends or sends[-1] < last_ring) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert 1 <= len(sends) <= 10, f"about one send per interval, not one per ring: {len(sends)}"
+    assert sends[-1] >= last_ring, "a send started after the last ring"
+    quiet = len(sends)
+    time.sleep(0.15)
+    assert len(sends) == quiet, "no ring, no send"
+    signal.ring()
+    deadline = time.monotonic() + 2
+    while len(sends) == quiet and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert len(sends) == quiet + 1, "a ring after a quiet spell is sent at once"
+
+
+def test_the_ready_signal_with_no_interval_sends_in_the_callers_thread():
+    threads = []
+    signal = webhooks.ReadySignal(send=lambda: threads.append(threading.current_thread()), interval=lambda: 0)
+    signal.ring()
+    assert threads == [threading.current_thread()]
+
+
+def test_the_relay_sees_every_queue_head_but_one_waiting_for_its_retry(scene, client, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    for n in range(3):
+        send(client, scene.integration, trigger("newMessage", comment=f"<p>n{n}</p>", comment_id=str(900 + n)))
+    held = send(client, scene.integration, trigger("newMessage", comment="<p>x</p>", comment_id="950", ticket="43"))
+    assert held.status_code == 200
+    first_43 = WebhookEvent.objects.get(ticket_external_id="43")
+    send(client, scene.integration, trigger("newMessage", comment="<p>y</p>", comment_id="951", ticket="43"))
+    WebhookEvent.objects.filter(pk=first_43.pk).update(retry_at=timezone.now() + timedelta(minutes=5))
+
+    heads = webhooks._queue_heads(10, set())
+    assert [ticket for _, _, ticket in heads] == ["42"], "ticket 43 waits behind its head's retry"
+    assert webhooks.webhook_queue_drain(webhook_event_id=heads[0][0]) == 3
+    texts = [m.payload["text"] for m in Message.objects.filter(session=scene, direction="to_user").order_by("id")]
+    assert texts == ["n0", "n1", "n2"]
+    assert WebhookEvent.objects.filter(ticket_external_id="43", status=WebhookStatus.ACCEPTED).count() == 2
+
+
+def test_applying_an_agent_reply_costs_at_most_16_statements(scene, client, monkeypatch, django_assert_max_num_queries):  # noqa: F811
+    """Was 21 (issue 16): the ticket's session in one locked join, one statement for "already
+    relayed?" and "first reply?", no savepoint around the events' own, secrets left unread."""
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>first</p>", comment_id="900"))
+    webhooks.webhook_queue_drain(webhook_event_id=WebhookEvent.objects.get().pk)
+    send(client, scene.integration, trigger("newMessage", comment="<p>second</p>", comment_id="901"))
+    event = WebhookEvent.objects.get(status=WebhookStatus.ACCEPTED)
+    with django_assert_max_num_queries(16):
+        assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 1
+    texts = [m.payload["text"] for m in Message.objects.filter(session=scene, direction="to_user").order_by("id")]
+    assert texts == ["first", "second"]
