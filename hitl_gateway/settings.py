@@ -273,6 +273,8 @@ HITL = {
     "DELIVERY_RETRY_BUDGET_SECONDS": env.int("HITL_DELIVERY_RETRY_BUDGET_SECONDS", 86400),
     "DELIVERY_BACKOFF_BASE_SECONDS": env.float("HITL_DELIVERY_BACKOFF_BASE_SECONDS", 2.0),
     "DELIVERY_BACKOFF_MAX_SECONDS": env.float("HITL_DELIVERY_BACKOFF_MAX_SECONDS", 600.0),
+    # Rate-limited rows (429 with Retry-After, channel pacing) back off at most this long.
+    "DELIVERY_RATE_LIMIT_BACKOFF_MAX_SECONDS": env.float("HITL_DELIVERY_RATE_LIMIT_BACKOFF_MAX_SECONDS", 30.0),
     # How long a worker holds a delivery it executes: longer than a task can live (its hard time
     # limit), so only a dead worker's lease expires; then the delivery is retried with care.
     "DELIVERY_LEASE_SECONDS": env.int("HITL_DELIVERY_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30),

@@ -375,6 +375,10 @@ class JsmE2E(E2EDesk):
 
         return {SIGNATURE_HEADER: signature_compute(secret=secret, body=body), IDENTIFIER_HEADER: "accepted"}
 
+    def invalid_webhooks(self):
+        issue_updated = {"webhookEvent": "jira:issue_updated", "issue": {}}
+        return [(b"not json", "body"), (json.dumps(issue_updated).encode(), "issue.id")]
+
 
 DESKS = {"zendesk": ZendeskE2E, "freshdesk": FreshdeskE2E, "jsm": JsmE2E}
 
@@ -488,6 +492,10 @@ class SlackE2E(E2EDesk):
 
         now = str(int(time.time()))
         return {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": sign(secret, now, body)}
+
+    def invalid_webhooks(self):
+        no_id = {"type": "event_callback", "team_id": "T0", "event": {"type": "message", "channel": SLACK_CHANNEL}}
+        return [(b"not json", "body"), (json.dumps(no_id).encode(), "event_id")]
 
 
 def _event_type(message: dict) -> str:

@@ -185,6 +185,9 @@ def _relayed(session) -> list[str]:
     )
 
 
+# Not committed: a session's real worker (its beat sweeps every integration it sees) must not
+# sweep this test's integration too.
+@pytest.mark.django_db
 def test_an_agent_reply_whose_doorbell_never_came_is_relayed_by_the_sweep(
     desk, integration, sweep_settings, quiet_queues
 ):
@@ -207,6 +210,7 @@ def test_an_agent_reply_whose_doorbell_never_came_is_relayed_by_the_sweep(
     assert _relayed(session) == [str(reply["id"])]
 
 
+@pytest.mark.django_db
 def test_a_ticket_whose_doorbell_arrived_is_not_read_again(desk, integration, sweep_settings, quiet_queues):
     ticket_id, _ = _session(integration, desk)
     agent = desk.add_agent("Grace", "grace@acme.test")
@@ -220,6 +224,7 @@ def test_a_ticket_whose_doorbell_arrived_is_not_read_again(desk, integration, sw
     assert not desk.requests_log("GET", r"/conversations$")
 
 
+@pytest.mark.django_db
 def test_no_open_active_session_costs_no_call(desk, integration, sweep_settings, quiet_queues):
     ticket_id, session = _session(integration, desk)
     HitlSession.objects.filter(pk=session.pk).update(status=SessionStatus.STOPPED)
@@ -229,6 +234,7 @@ def test_no_open_active_session_costs_no_call(desk, integration, sweep_settings,
     assert not desk.requests_log(), "the desk was not called"
 
 
+@pytest.mark.django_db
 def test_a_run_rereads_at_most_the_cap_and_the_next_run_takes_the_rest(desk, integration, sweep_settings, quiet_queues):
     sweep_settings.HITL = {**sweep_settings.HITL, "DOORBELL_REREAD_CAP": 2, "DOORBELL_SWEEP_SECONDS": 0.0}
     agent = desk.add_agent("Grace", "grace@acme.test")
@@ -244,6 +250,7 @@ def test_a_run_rereads_at_most_the_cap_and_the_next_run_takes_the_rest(desk, int
     assert all(len(_relayed(s)) == 1 for s in sessions)
 
 
+@pytest.mark.django_db
 def test_a_desk_that_cannot_list_changes_gets_quiet_tickets_reread_on_the_slow_timer(
     desk, integration, sweep_settings, quiet_queues, monkeypatch
 ):

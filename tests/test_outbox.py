@@ -390,7 +390,7 @@ def test_sweeper_wakes_one_relay_per_queue(session, relayed, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_workers_never_overtake_each_other(scheduled, monkeypatch):
+def test_concurrent_workers_never_overtake_each_other(scheduled, relayed, monkeypatch):
     """Four threads drain one lane at once; the executor must see strict order and no overlap."""
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
@@ -468,3 +468,19 @@ def test_sweeper_resends_a_head_whose_lease_expired(session, scheduled, executor
     assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 0
     Delivery.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert outbox.outbox_sweep(schedule=lambda *, delivery_id: sent.append(delivery_id)) == 1
+
+
+def test_rate_limit_waits_do_not_grow_the_backoff(session, scheduled, executor, settings):
+    """A row paced or rate limited many times (Slack's channel pacing) comes back within the
+    rate-limit cap, not after the exponential backoff its earlier waits grew; a failure still
+    backs off in full."""
+    settings.HITL = settings.HITL | {"DELIVERY_BACKOFF_BASE_SECONDS": 2.0, "DELIVERY_BACKOFF_MAX_SECONDS": 600.0}
+    paced = _enqueue(session, n=1, fail="retry", retry_after=1)
+    Delivery.objects.filter(pk=paced.pk).update(attempts=12)  # eleven waits so far
+    outbox.lane_drain(delivery_id=paced.pk)
+    paced.refresh_from_db()
+    assert paced.status == DeliveryStatus.PENDING
+    assert 1.0 <= scheduled[-1][1] <= 30.0, "at most the rate-limit cap, not 2 s x 2^12"
+    Delivery.objects.filter(pk=paced.pk).update(payload={"n": 1, "fail": "retry"}, next_attempt_at=timezone.now())
+    outbox.lane_drain(delivery_id=paced.pk)
+    assert scheduled[-1][1] >= 300, "without Retry-After the backoff applies"

@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from providers.zendesk.provider import ZendeskProvider
-from sessions_app.models import Delivery, DeliveryKind, HumanAgent, Message
+from sessions_app.models import Delivery, DeliveryKind, HumanAgent, Message, WebhookEvent
 from sessions_app.services import deliveries, webhooks
 from sessions_app.services.sessions import message_relay_to_agent
 from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the fixture
@@ -45,7 +45,7 @@ class _Sink:
 def test_an_agent_reply_reads_the_agent_without_its_integration(scene, client, monkeypatch):  # noqa: F811
     monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
     send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
-    webhooks.webhook_queue_drain(webhook_event_id=None)
+    webhooks.webhook_queue_drain(webhook_event_id=WebhookEvent.objects.get().pk)
     monkeypatch.setattr(deliveries, "integration_botpress_sink", lambda **kw: _Sink())
     delivery = Delivery.objects.select_related("message", "session__integration").get(kind=DeliveryKind.MESSAGE_TO_USER)
     with CaptureQueriesContext(connection) as captured:

@@ -233,6 +233,11 @@ def _outcome_apply(delivery: Delivery, ran: _Ran, now: datetime) -> tuple[str, f
         hitl["DELIVERY_BACKOFF_MAX_SECONDS"],
         hitl["DELIVERY_BACKOFF_BASE_SECONDS"] * 2 ** (delivery.attempts - 1),
     ) * random.uniform(0.5, 1.0)
+    if error.status_code == 429 and error.retry_after is not None:
+        # A rate limit (the desk's 429, or our own pacing of a Slack channel) is not a failure:
+        # its waits still spread the lanes out (processes pace on their own), but however many
+        # there were, a row comes back within this cap rather than after minutes of backoff.
+        backoff = min(backoff, hitl["DELIVERY_RATE_LIMIT_BACKOFF_MAX_SECONDS"])
     delay = max(backoff, error.retry_after or 0.0)
     if isinstance(error, PermanentError) or now + timedelta(seconds=delay) > delivery.retry_deadline:
         delivery.status, delivery.completed_at = DeliveryStatus.DEAD, now
