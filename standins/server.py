@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import socketserver
+import sys
 import threading
 import time
 import traceback
@@ -213,6 +214,13 @@ class StandinServer(ThreadingHTTPServer):
         """Bind without HTTPServer's reverse-DNS lookup of the host name, which can stall."""
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up before its answer was written (a worker killed mid-call, a
+        timeout, a lost answer) is normal here: no traceback. Anything else is printed."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Disable Nagle on every accepted socket: small keep-alive answers must not wait 40 ms."""
