@@ -18,6 +18,34 @@ import requests
 
 pytest_plugins = ["tests.browser"]
 
+
+def _flush_retrying_deadlocks() -> None:
+    """Retry pytest-django's per-test flush when PostgreSQL picks it as a deadlock victim.
+
+    The session-scoped worker (beat sweeper, relay threads, heartbeats) keeps writing between
+    tests; ``TRUNCATE`` takes every table's lock in turn, so it can deadlock with a worker
+    transaction that holds one table and waits for another. PostgreSQL aborts one of the two
+    (``deadlock detected``, or ``lock_timeout``); the flush is idempotent, so trying again is safe.
+    """
+    from django.core.management.base import CommandError
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self) -> None:
+        for attempt in range(8):
+            try:
+                return original(self)
+            except CommandError:
+                if attempt == 7:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = teardown
+
+
+_flush_retrying_deadlocks()
+
 ROOT = Path(__file__).resolve().parent.parent
 BOT_ID, BP_TOKEN, BP_INTEGRATION_ID = "bot_01HITLGATEWAYTESTBOT000001", "bp_test_token", "intg_01HITLTESTINTEGRATION01"
 ZD_EMAIL, ZD_TOKEN = "gateway@acme.test", "zd_test_api_token"

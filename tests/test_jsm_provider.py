@@ -433,6 +433,31 @@ def test_the_read_relays_agent_comments_with_files_then_assignment_and_stop(stan
     assert [e.kind for e in again] == ["assigned", "stopped"]
 
 
+def test_a_file_attached_between_the_two_reads_is_still_relayed_as_media(standin, monkeypatch):
+    """The agent replies with a file after the issue was read and before its comments are: the
+    comment names a file the first read did not list, so the files are read again."""
+    adapter = _adapter(standin)
+    installed = adapter.webhook_install(url="http://127.0.0.1:9/x", previous_state={})
+    ref = _request(adapter)
+    agent = standin.add_agent("Grace", "grace@acme.test")
+    png = {"filename": "late.png", "content_type": "image/png", "content": b"\x89PNG"}
+    comments = JsmProvider._comments
+
+    def reply_then_read(self, issue_id):
+        standin.agent_reply(ref.external_id, agent, "Here", attachments=[png])
+        return comments(self, issue_id)
+
+    monkeypatch.setattr(JsmProvider, "_comments", reply_then_read)
+    parsed = ParsedWebhook(
+        dedup_key="k", event_type="comment_created", ticket_external_id=ref.external_id, events=[], doorbell=True
+    )
+    before = len(standin.requests_log())
+    [reply] = adapter.webhook_events_fetch(parsed=parsed, installation=installed.state, known_message_ids=set())
+    assert [(p.kind, p.filename) for p in reply.parts] == [("text", ""), ("media", "late.png")]
+    issue_reads = [e for e in standin.requests_log()[before:] if e["path"].endswith(f"/issue/{ref.external_id}")]
+    assert len(issue_reads) == 2
+
+
 def test_reference_marker_is_fixed_length_and_distinct():
     assert len(reference_marker("a")) == len(reference_marker("b" * 500)) == 29
     assert reference_marker("a") != reference_marker("b")

@@ -43,7 +43,7 @@ from providers.html_parts import filename_from_url
 from providers.jsm import webhooks
 from providers.jsm.entity import PRIORITIES, JsmHitlSessionSerializer
 from providers.jsm.errors import describe_jsm_error
-from providers.jsm.wiki import wiki_to_parts
+from providers.jsm.wiki import wiki_file_names, wiki_to_parts
 from providers.rendering import render_payload
 
 SDAPI, PLATFORM = "/rest/servicedeskapi", "/rest/api/2"
@@ -414,7 +414,8 @@ class JsmProvider(HelpDeskProvider):
         """Read the request: its public agent comments not yet relayed, its assignee, its status.
 
         Two calls and a page of comments per 100: ``GET /issue/{id}?fields=status,assignee,
-        attachment`` and ``GET /issue/{id}/comment`` (platform API: its comments say
+        attachment`` and ``GET /issue/{id}/comment``, plus one more read of the files when a
+        comment names one the first read did not list (platform API: its comments say
         ``jsdPublic`` and the author's ``accountType``, ``customer`` for JSM customers). In
         order: ``agent_message`` for each public comment by an Atlassian account other than
         ours, with the attachments its wiki text names (``!name!``, ``[^name]``); ``assigned``
@@ -426,21 +427,25 @@ class JsmProvider(HelpDeskProvider):
         issue_id = parsed.ticket_external_id
         issue = self._json("GET", f"{PLATFORM}/issue/{issue_id}", params={"fields": "status,assignee,attachment"})
         fields = issue.get("fields") or {}
-        attachments = {
-            str(a.get("filename")): a
-            for a in fields.get("attachment") or []
-            if isinstance(a, dict) and a.get("content")
-        }
+        attachments = _attachments_by_name(fields)
         ours = str(installation.get("account_id") or "")
         known, events = set(known_message_ids), []
+        comments = []
         for comment in self._comments(issue_id):
-            comment_id = str(comment.get("id"))
             author = comment.get("author") or {}
             author_id = str(author.get("accountId") or "")
-            if comment_id in known or comment.get("jsdPublic") is False or not author_id or author_id == ours:
+            if str(comment.get("id")) in known or comment.get("jsdPublic") is False or not author_id:
                 continue
-            if author.get("accountType", "atlassian") != "atlassian":
-                continue  # a customer (portal, e-mail) or an app
+            if author_id != ours and author.get("accountType", "atlassian") == "atlassian":
+                comments.append(comment)  # not ours, not a customer's (portal, e-mail) nor an app's
+        named = set().union(*(wiki_file_names(str(c.get("body") or "")) for c in comments))
+        if named - attachments.keys():
+            # A comment posted between the two reads may name a file the first read did not
+            # list yet (files are attached before the comment naming them): read them again.
+            again = self._json("GET", f"{PLATFORM}/issue/{issue_id}", params={"fields": "attachment"})
+            attachments = _attachments_by_name(again.get("fields") or {})
+        for comment in comments:
+            comment_id, author_id = str(comment.get("id")), str(comment["author"]["accountId"])
             parts = wiki_to_parts(str(comment.get("body") or ""), attachments)
             if not parts:
                 continue
@@ -653,3 +658,10 @@ def _filename(response: requests.Response, url: str) -> str:
     if "filename=" in disposition:
         return disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or "attachment"
     return filename_from_url(url)
+
+
+def _attachments_by_name(fields: Mapping) -> dict[str, Mapping]:
+    """An issue's ``fields.attachment`` by file name, those with a content URL."""
+    return {
+        str(a.get("filename")): a for a in fields.get("attachment") or [] if isinstance(a, dict) and a.get("content")
+    }

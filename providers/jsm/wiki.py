@@ -19,6 +19,11 @@ from providers.base import MessagePart
 _REFERENCE = re.compile(r"!(?P<image>[^!\s|][^!|\n]*?)(?:\|[^!\n]*)?!|\[\^(?P<file>[^\]\n]+)\]")
 
 
+def wiki_file_names(body: str) -> set[str]:
+    """The file names a comment refers to (``!name!``, ``[^name]``), whether or not they exist."""
+    return {(m.group("image") or m.group("file") or "").strip() for m in _REFERENCE.finditer(body)} - {""}
+
+
 def wiki_to_parts(body: str, attachments: Mapping[str, Mapping]) -> list[MessagePart]:
     """Text and media in the order the agent wrote them; blank text pieces are dropped."""
     parts: list[MessagePart] = []
