@@ -150,7 +150,10 @@ def bench_hello(stack: Stack, count: int) -> dict:
                     raise
                 time.sleep(0.1)
         body = b"x" * 600  # about a webhook's size
-        return hammer(count, lambda n, http: http.post(url, data=body, timeout=10).raise_for_status())
+        groups = {"web": {hello.popen.pid}}
+        before = cpu_seconds(groups)
+        result = hammer(count, lambda n, http: http.post(url, data=body, timeout=10).raise_for_status())
+        return result | {"cpu_ms_per_request": cpu_per_relay(before, cpu_seconds(groups), count)}
     finally:
         hello.stop()
 
@@ -183,7 +186,10 @@ def bench_ack(stack: Stack, secret: str, count: int) -> dict:
 
     hammer(min(100, count), send)  # warm-up
     offset[0] += count
-    return hammer(count, send)
+    before = cpu_seconds(gateway_groups(stack))
+    result = hammer(count, send)
+    # The workers apply the acknowledged webhooks meanwhile: their share is not the ack's.
+    return result | {"cpu_ms_per_request": cpu_per_relay(before, cpu_seconds(gateway_groups(stack)), count)}
 
 
 def wait_idle(database_url: str, timeout: float = 300.0) -> float:
@@ -270,13 +276,71 @@ def offer(
     return sent, started
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> list[tuple[int, str, int, float, float]]:
+    """Every process as ``(pid, comm, pgrp, own CPU s, reaped children's CPU s)`` from /proc."""
+    rows = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                stat = file.read()
+        except OSError:  # it ended meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state) of proc(5)
+        own = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        reaped = (int(fields[13]) + int(fields[14])) / TICKS  # cutime + cstime
+        rows.append((int(entry), comm, int(fields[2]), own, reaped))
+    return rows
+
+
+def gateway_groups(stack: Stack) -> dict[str, set[int]]:
+    """The gateway's process groups by part: web (gunicorn) and workers (with beat)."""
+    gateway = stack.gateway
+    return {"web": {gateway.web.popen.pid}, "workers": {p.popen.pid for p in [*gateway.worker_procs, gateway.beat]}}
+
+
+def cpu_seconds(groups: dict[str, set[int]]) -> dict[str, float]:
+    """CPU seconds used so far, by part of the run: this process (the driver and the stand-ins,
+    all in one interpreter), each named set of process groups, and PostgreSQL (every server
+    process: the machine's other databases count too, so read it on a quiet machine). A
+    process group's children that ended count through their parent."""
+    own = os.times()
+    totals = {"driver_and_standins": own.user + own.system, **dict.fromkeys(groups, 0.0), "postgres": 0.0}
+    for pid, comm, pgrp, mine, reaped in _proc_stats():
+        if pid == os.getpid():
+            continue
+        if comm.startswith("postgres"):
+            totals["postgres"] += mine + reaped
+        for name, pgrps in groups.items():
+            if pgrp in pgrps:
+                totals[name] += mine + reaped
+    return totals
+
+
+def cpu_per_relay(before: dict[str, float], after: dict[str, float], relays: int) -> dict:
+    """CPU milliseconds per relay (or request) by part, their total, and the rate the machine's
+    cores could carry at that cost (``ceiling_per_s``: cores / total CPU per relay), the bound
+    any engine on this machine with these stand-ins meets."""
+    per = {name: round(1000 * (after[name] - before[name]) / max(relays, 1), 2) for name in after}
+    per["total"] = round(sum(per.values()), 2)
+    per["ceiling_per_s"] = round((os.cpu_count() or 1) * 1000 / max(per["total"], 1e-3), 1)
+    return per
+
+
 def relay_throughput(stack: Stack, sessions: list[Session], rounds: int, ways: str, tag: str = "tp") -> dict:
     """Offer ``rounds`` messages per session in each direction of ``ways`` ("u" to the end
     user, "a" to the agent, "ua" both at once) from 8 clients, as fast as they go."""
     stack.botpress.clear_log()
     stack.zendesk.clear_log()
+    cpu_before = cpu_seconds(gateway_groups(stack))
     sent, started = offer(stack, sessions, tag=f"{tag}-{ways}", rounds=rounds, directions=tuple(ways), rate=None)
     arrivals = _wait_arrivals(stack, set(sent), timeout=300)
+    cpu_after = cpu_seconds(gateway_groups(stack))  # includes up to 0.5 s of polling after the last arrival
     last = max(arrivals.values(), default=started)
     calls = {
         "u": len(stack.botpress.requests_log()),
@@ -287,6 +351,7 @@ def relay_throughput(stack: Stack, sessions: list[Session], rounds: int, ways: s
         "offered": len(sent),
         "per_s": round(len(arrivals) / max(last - started, 1e-3), 1),
         "delay_ms": percentiles([(arrivals[m] - t) * 1000 for m, t in sent.items() if m in arrivals]),
+        "cpu_ms_per_relay": cpu_per_relay(cpu_before, cpu_after, len(arrivals)),
     }
     if len(ways) == 1:
         result["calls_per_relay"] = round(calls[ways] / max(len(arrivals), 1), 2)

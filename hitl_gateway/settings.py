@@ -321,6 +321,9 @@ HITL = {
     # A web process tells the workers "webhooks are ready" at most once per this many seconds
     # (the stored row is the hand-off; services.webhooks.ReadySignal). 0: once per webhook.
     "WEBHOOK_SIGNAL_SECONDS": env.float("HITL_WEBHOOK_SIGNAL_SECONDS", 0.02),
+    # The ack path keeps each integration it verified against in memory this many seconds
+    # (services.webhooks.AckIntegrations): a deactivation reaches it that late. 0: read each time.
+    "ACK_INTEGRATION_SECONDS": env.float("HITL_ACK_INTEGRATION_SECONDS", 2.0),
 }
 # Django's own form-data limit agrees with ours, so a body under ours is never its 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = HITL["MAX_REQUEST_BODY_BYTES"]

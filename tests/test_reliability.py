@@ -242,9 +242,29 @@ def test_two_assignment_webhooks_at_once_assign_once(live_session, round_):
 @pytest.mark.parametrize("round_", range(3))
 def test_the_same_comment_from_concurrent_webhooks_is_relayed_once(live_session, round_):
     integration = live_session.integration
-    _concurrently(*[lambda: session_events_apply(integration=integration, events=[_reply("901")])] * 3)
+    applied = []
+    _concurrently(*[lambda: applied.append(session_events_apply(integration=integration, events=[_reply("901")]))] * 3)
+    assert [a.failures for a in applied] == [[], [], []], "a copy that lost the race is no failure"
+    assert sorted(a.detail for a in applied).count("agent_message: relayed") == 1
     assert Message.objects.filter(session=live_session, direction="to_user").count() == 1
     assert Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).count() == 1
+
+
+def test_a_copy_stored_between_the_check_and_the_insert_reads_as_already_relayed(live_session, monkeypatch):
+    """The unique index, not the read before it, is what keeps a message single: a copy that
+    wins between the two (another process's re-apply) makes this event "already relayed"."""
+    from django.db.models import BooleanField, Value
+
+    from sessions_app.services import sessions as session_services
+
+    integration = live_session.integration
+    first = session_events_apply(integration=integration, events=[_reply("905")])
+    assert first.failures == [] and first.detail == "agent_message: relayed"
+    monkeypatch.setattr(session_services, "Exists", lambda query: Value(False, output_field=BooleanField()))
+    again = session_events_apply(integration=integration, events=[_reply("905"), _reply("906")])
+    assert again.failures == [] and again.detail == "agent_message: already relayed; agent_message: relayed"
+    assert Message.objects.filter(session=live_session, direction="to_user").count() == 2
+    assert Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_USER).count() == 2
 
 
 def test_a_webhook_before_the_ticket_row_is_committed_finds_its_session(live_session):
@@ -401,6 +421,8 @@ def test_the_previous_signing_secret_is_accepted_only_during_its_grace(settings,
     from sessions_app.services.integrations import integration_signing_secret_replace
 
     monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    # The grace's end as the database has it at once (the ack keeps a row up to 2 s otherwise).
+    settings.HITL = settings.HITL | {"ACK_INTEGRATION_SECONDS": 0}
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     integration.save(update_fields=integration_signing_secret_replace(integration=integration, secret="old-secret"))
     integration.save(update_fields=integration_signing_secret_replace(integration=integration, secret="new-secret"))

@@ -263,9 +263,7 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     if media and not media.get("done"):
         _media_rehost(delivery, message, session, sink)
     if message.author_agent_id:
-        # Not its integration (the session's is at hand): no second decryption of its secrets.
-        agent = HumanAgent.objects.get(pk=message.author_agent_id)
-        author = _agent_ref(sink, agent)
+        author = _agent_ref(sink, message.author_agent)  # read with the lease, without its integration
     else:  # the gateway speaking as the bot (a lifecycle policy's message)
         author = sink.bot_author(bot_user_id=session.integration.botpress_bot_user_id, name=DEFAULT_BOT_NAME)
     botpress_message_id = sink.message_send(

@@ -151,7 +151,11 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
     if not claimed:
         return []
     heads = list(
-        Delivery.objects.select_related("message", "session__integration").filter(pk__in=claimed).order_by("id")
+        # The message with its author (an agent reply names them to Botpress), without the
+        # author's integration: the session's is at hand (its secrets decrypted once).
+        Delivery.objects.select_related("message__author_agent", "session__integration")
+        .filter(pk__in=claimed)
+        .order_by("id")
     )
     for head in heads:
         if claimed[head.pk]:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -447,24 +447,23 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         return None
     if session.status == SessionStatus.PENDING:
         session_assign(session=session, agent=agent)
-    try:
-        with transaction.atomic():
-            messages = [
-                (
-                    Message.objects.create(
-                        session=session,
-                        direction=Direction.TO_USER,
-                        type=message_type,
-                        payload=payload,
-                        author_agent=agent,
-                        external_message_id=event.message_external_id + (f":{index}" if index else ""),
-                    ),
-                    media,
-                )
-                for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
-            ]
-    except IntegrityError:  # the same message committed by a concurrent webhook
-        return None
+    # No savepoint of its own: the same message committed meanwhile by a concurrent webhook
+    # (an operator's re-apply) breaks the unique index, which rolls back the caller's savepoint
+    # for this event (``session_events_apply``), and that event reads as already relayed.
+    messages = [
+        (
+            Message.objects.create(
+                session=session,
+                direction=Direction.TO_USER,
+                type=message_type,
+                payload=payload,
+                author_agent=agent,
+                external_message_id=event.message_external_id + (f":{index}" if index else ""),
+            ),
+            media,
+        )
+        for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
+    ]
     for message, media in messages:
         delivery_enqueue(
             integration_id=session.integration_id,
@@ -519,6 +518,16 @@ def _stopped_reply_tell(*, integration: Integration, event: InboundEvent) -> Non
             log.warning("webhook.stopped_reply_note_failed", ticket=event.ticket_external_id, error=str(exc)[:200])
 
     transaction.on_commit(tell)
+
+
+def _agent_message_committed_meanwhile(exc: Exception) -> bool:
+    """Whether ``exc`` is the unique index on an agent's message id: the same message was
+    stored by a concurrent apply of another webhook carrying it (nothing failed)."""
+    cause = exc.__cause__ if isinstance(exc, IntegrityError) else None
+    diag = getattr(cause, "diag", None)
+    return getattr(diag, "constraint_name", None) == "message_unique_external_to_user" or (
+        isinstance(exc, IntegrityError) and connection.vendor != "postgresql" and "external_message_id" in str(exc)
+    )
 
 
 def _event_apply(*, integration: Integration, session: HitlSession, event: InboundEvent) -> str:
@@ -577,6 +586,10 @@ def session_events_apply(
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded with its reason, re-appliable from the admin
+            if _agent_message_committed_meanwhile(exc):
+                outcomes.append(f"{event.kind}: already relayed")
+                session = found or session
+                continue
             reason = text_sanitize(f"{type(exc).__name__}: {exc}")[:500]
             log.warning("webhook.event_failed", kind=event.kind, index=index, reason=reason)
             failures.append({"index": index, "kind": event.kind, "reason": reason})

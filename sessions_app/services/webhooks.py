@@ -114,6 +114,53 @@ def _integration(integration_id: str, provider: str) -> Integration | None:
     return found[0] if found else None
 
 
+class AckIntegrations:
+    """What the ack path verifies against, kept per process for ``HITL_ACK_INTEGRATION_SECONDS``.
+
+    Reading the integration (and decrypting its signing secret) was one of the ack's two
+    statements and a third of its database time; at hundreds of webhooks a second the row
+    hardly ever changes. Kept: found integrations only (an unknown id is read each time, so
+    random ids cannot fill the memory), at most ``MAX_KEPT``. A signature that fails against a
+    kept row is checked again against a fresh read, so a new secret (``register``, an operator's
+    re-install) works at once; a deactivated integration stops being accepted, and a previous
+    secret's grace ends, up to the TTL late. 0 turns it off. The instances are only read, so the web threads can share them.
+    """
+
+    MAX_KEPT = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, str], tuple[float, Integration]] = {}
+
+    def get(self, integration_id: str, provider: str) -> tuple[Integration | None, bool]:
+        """The integration, and whether it came from memory (so may be up to the TTL old)."""
+        ttl = settings.HITL["ACK_INTEGRATION_SECONDS"]
+        key, now = (integration_id, provider), time.monotonic()
+        kept = self._kept.get(key) if ttl > 0 else None
+        if kept is not None and now - kept[0] < ttl:
+            return kept[1], True
+        return self.read(integration_id, provider), False
+
+    def read(self, integration_id: str, provider: str) -> Integration | None:
+        """Read from the database, and keep what was found."""
+        found = _integration(integration_id, provider)
+        with self._lock:
+            if found is None or settings.HITL["ACK_INTEGRATION_SECONDS"] <= 0:
+                self._kept.pop((integration_id, provider), None)
+            else:
+                if len(self._kept) >= self.MAX_KEPT:
+                    self._kept.clear()
+                self._kept[(integration_id, provider)] = (time.monotonic(), found)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+ACK_INTEGRATIONS = AckIntegrations()
+
+
 def webhook_receive(
     *, integration_id: str, provider: str, headers: Mapping[str, str], body: bytes, remote_addr: str | None
 ) -> WebhookOutcome:
@@ -125,7 +172,7 @@ def webhook_receive(
     A webhook the adapter answers synchronously (``ParsedWebhook.reply``, such as Slack's
     ``url_verification``) gets that answer with 200 and stores nothing.
     """
-    integration = _integration(integration_id, provider)
+    integration, kept = ACK_INTEGRATIONS.get(integration_id, provider)
     if integration is None:
         log.warning("webhook.unknown_integration", provider=provider, remote_addr=remote_addr)
         metrics.webhook_counted(provider=provider, result="rejected", reason="unknown integration")
@@ -136,7 +183,17 @@ def webhook_receive(
         key: text_sanitize(str(lowered[key]))[:MAX_HEADER_VALUE] for key in kept_headers(provider) if key in lowered
     }
     try:
-        _verify(adapter, integration, headers=lowered, body=body)
+        try:
+            _verify(adapter, integration, headers=lowered, body=body)
+        except WebhookRejected:
+            if not kept:
+                raise
+            # Perhaps signed with a secret newer than the row kept in memory: read it again.
+            integration = ACK_INTEGRATIONS.read(integration_id, provider)
+            if integration is None:
+                metrics.webhook_counted(provider=provider, result="rejected", reason="unknown integration")
+                return UNAUTHORIZED
+            _verify(adapter, integration, headers=lowered, body=body)
     except WebhookRejected as exc:
         webhook_rejection_count(
             integration=integration, reason=str(exc), headers=kept, body=body, remote_addr=remote_addr
