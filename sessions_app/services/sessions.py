@@ -147,8 +147,15 @@ def locked_sessions():
     return HitlSession.objects.select_for_update(no_key=True, of=("self",))
 
 
-def session_for_conversation(*, integration: Integration, conversation_id: str, lock: bool = False) -> HitlSession:
+def session_for_conversation(
+    *, integration: Integration, conversation_id: str, lock: bool = False, with_end_user: bool = False
+) -> HitlSession:
+    """The session of one of our conversation ids (``NotFound`` naming ``conversationId``);
+    ``lock``: locked for a state change (the session's row only); ``with_end_user``: its end
+    user read in the same statement."""
     sessions = locked_sessions() if lock else HitlSession.objects
+    if with_end_user:
+        sessions = sessions.select_related("end_user")
     session = sessions.filter(integration=integration, botpress_conversation_id=conversation_id).first()
     if session is None:
         raise NotFound("No HITL session has this conversation id.", field="conversationId")
@@ -264,7 +271,9 @@ def message_relay_to_agent(
     Botpress's integrations acknowledge the messages Botpress hands them (the wire protocol).
     Returns the message and whether it was new.
     """
-    session = session_for_conversation(integration=integration, conversation_id=conversation_id, lock=True)
+    session = session_for_conversation(
+        integration=integration, conversation_id=conversation_id, lock=True, with_end_user=True
+    )
     if botpress_message_id:
         existing = Message.objects.filter(
             session=session, direction=Direction.TO_AGENT, botpress_message_id=botpress_message_id
@@ -273,13 +282,13 @@ def message_relay_to_agent(
             return existing, False
     if session.status == SessionStatus.STOPPED:
         raise Conflict("The HITL session is stopped.", field="conversationId")
-    author = None
-    if payload.get("userId"):
-        author = EndUser.objects.filter(integration=integration, botpress_user_id=payload["userId"]).first()
-        if author is None:
-            raise InvalidInput("Unknown user.", field="payload.userId")
-    elif sender_user_id:
-        author = EndUser.objects.filter(integration=integration, botpress_user_id=sender_user_id).first()
+    author, author_id = None, payload.get("userId") or sender_user_id
+    if author_id and author_id == session.end_user.botpress_user_id:
+        author = session.end_user  # the usual author: the session's own end user, already read
+    elif author_id:
+        author = EndUser.objects.filter(integration=integration, botpress_user_id=author_id).first()
+    if author is None and payload.get("userId"):
+        raise InvalidInput("Unknown user.", field="payload.userId")
     message = Message.objects.create(
         session=session,
         direction=Direction.TO_AGENT,

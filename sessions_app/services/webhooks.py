@@ -123,7 +123,8 @@ class AckIntegrations:
     random ids cannot fill the memory), at most ``MAX_KEPT``. A signature that fails against a
     kept row is checked again against a fresh read, so a new secret (``register``, an operator's
     re-install) works at once; a deactivated integration stops being accepted, and a previous
-    secret's grace ends, up to the TTL late. 0 turns it off. The instances are only read, so the web threads can share them.
+    secret's grace ends, up to the TTL late. 0 turns it off. The instances are only read, so
+    the web threads can share them.
     """
 
     MAX_KEPT = 1024
