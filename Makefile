@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 
-.PHONY: run demo test install browser lint bench audit clean
+.PHONY: run demo test install browser prometheus dashboard-shot lint bench audit clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ demo: install
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+# Debian's Prometheus for `make dashboard-shot`; installed once, from Debian's packages (needs root).
+prometheus:
+	@command -v prometheus >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+
+# docs/screenshots/metrics-dashboard.png: a gateway under four minutes of traffic with faults,
+# scraped by a real Prometheus, every query of docs/grafana-dashboard.json run and drawn (about 5 min).
+# DASHBOARD_ARGS="--seconds 90 --sessions 12" for a shorter one.
+dashboard-shot: install browser prometheus
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m dashboard_shot $(DASHBOARD_ARGS)
 
 test: install browser
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -152,10 +152,18 @@ class _ProcessRegistry:
 
 
 def metrics_registry() -> CollectorRegistry:
-    """All processes' event metrics (or this process's, without multiprocess mode) and the states."""
+    """All processes' event metrics (or this process's, without multiprocess mode) and the states.
+
+    The per-process files hold only the metric objects' values, not what a collector computes at
+    scrape time: the sessions ended by policy (``sessions_app`` registers their collector in this
+    process's registry, which multiprocess mode does not read) are asked for here.
+    """
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from sessions_app.services.lifecycle import PolicyEndsCollector
+
         MultiProcessCollector(registry)
+        registry.register(PolicyEndsCollector())
     else:
         registry.register(_ProcessRegistry())
     registry.register(DatabaseCollector())

@@ -16,13 +16,15 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-@pytest.fixture
-def browser():
+def chromium_start(*, window: str = "1400,1000"):
+    """Debian's Chromium, headless, under Selenium, with a profile of its own: ``(driver, profile dir)``.
+
+    Also used outside the tests (``python -m dashboard_shot``); the caller quits the driver and
+    removes the profile.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("Debian's chromium and chromium-driver are required: `make test` installs them")
     profile = tempfile.mkdtemp(prefix="hitl-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -37,13 +39,21 @@ def browser():
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
+        f"--window-size={window}",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see Content-Security-Policy refusals
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
+    return driver, profile
+
+
+@pytest.fixture
+def browser():
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("Debian's chromium and chromium-driver are required: `make test` installs them")
+    driver, profile = chromium_start()
     yield driver
     refused = [entry["message"] for entry in driver.get_log("browser") if "Content Security Policy" in entry["message"]]
     driver.quit()

@@ -1,0 +1,5 @@
+import sys
+
+from dashboard_shot.run import main
+
+sys.exit(main())
