@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "health_check",
     "rangefilter",
     "axes",
+    "outbound",
     "sessions_app",
 ]
 

@@ -51,6 +51,16 @@ BOT_ID, BP_TOKEN, BP_INTEGRATION_ID = "bot_01HITLGATEWAYTESTBOT000001", "bp_test
 ZD_EMAIL, ZD_TOKEN = "gateway@acme.test", "zd_test_api_token"
 
 
+@pytest.fixture(autouse=True)
+def _pacing_connections_closed():
+    """Reservations made inside a test's transaction go through a connection of their own
+    (``outbound.pacing``): closed after each test, as the test database is dropped at the end."""
+    yield
+    from outbound.pacing import pace_connections_close
+
+    pace_connections_close()
+
+
 @pytest.fixture(scope="session")
 def botpress_standin():
     from standins.botpress import BotpressStandin

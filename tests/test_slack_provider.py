@@ -33,7 +33,7 @@ WINDOW = timedelta(minutes=5)
 
 
 @pytest.fixture
-def standin():
+def standin(db):  # the channel's pace is kept in the database
     server = SlackStandin(bot_token=TOKEN, signing_secret=SECRET, channel_id=CHANNEL)
     server.retry_time_scale = 0
     slack_provider.PACER.reset()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import html
 import mimetypes
-import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from slack_sdk import WebClient
 from outbound.http import PermanentError, RetryableError
 from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
+from outbound.pacing import PaceRefused, pace_clear, pace_defer, pace_reserve
 from providers.base import (
     AgentProfile,
     AttachmentUnavailable,
@@ -75,45 +75,47 @@ def mrkdwn_escape(text: str) -> str:
 
 
 class _ChannelPacer:
-    """About one message per second per channel [doc docs.slack.dev/apis/web-api/rate-limits:
-    chat.postMessage "1 message per second per channel, with short bursts"], per process.
+    """About one message per second per channel [doc docs.slack.dev/apis/web-api/rate-limits
+    (= api.slack.com/docs/rate-limits), "Special Tier": "chat.postMessage generally allows
+    posting one message per second per channel, while also maintaining a workspace-wide limit";
+    "Posting messages: 1 per second; short bursts >1 allowed"], shared by every worker process
+    and machine: the pace of key ``slack:<base url>|<channel>`` in the database
+    (``outbound.pacing``), one statement per post. Per-process pacers let two processes post in
+    the same second, which Slack answered 429 (the delivery then waited its Retry-After).
 
     ``reserve`` hands out send slots ``INTERVAL`` apart. A slot within ``MAX_SLEEP`` seconds is
-    waited for here; a later one raises ``RetryableError`` with ``retry_after`` without sending,
-    so the outbox reschedules that session's lane head (its order kept, nothing dropped) and the
-    worker thread serves other lanes. A 429 from Slack pushes the channel's next slot to its
-    ``Retry-After``. Several worker processes each pace on their own; Slack's 429 evens it out.
+    waited for here; a later one raises ``RetryableError`` with ``retry_after`` without sending
+    and without taking the slot, so the outbox reschedules that session's lane head (its order
+    kept, nothing dropped) and the worker thread serves other lanes. A 429 from Slack pushes the
+    channel's next slot to its ``Retry-After``, for every process.
     """
 
+    KEY_PREFIX = "slack:"
     INTERVAL = 1.05  # a little over a second: arrival times jitter by a few milliseconds
     MAX_SLEEP = 1.5
     FOLLOW_UP_MAX_SLEEP = 60.0  # the rest of one delivery (transcript parts, a message's files)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next: dict[str, float] = {}
 
     def reserve(self, key: str, *, follow_up: bool = False) -> None:
         """Wait for the channel's next slot; ``follow_up``: a later post of a delivery that already
         posted (a transcript part, a message's files), which waits its turn however long rather
         than leave the delivery half done."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next.get(key, 0.0))
-            wait = slot - now
-            if wait > (self.FOLLOW_UP_MAX_SLEEP if follow_up else self.MAX_SLEEP):
-                raise RetryableError("Slack channel message pacing (about 1 per second)", 429, wait, "paced")
-            self._next[key] = slot + self.INTERVAL
-        if wait > 0:
-            time.sleep(wait)
+        try:
+            slot = pace_reserve(
+                key=self.KEY_PREFIX + key,
+                interval=self.INTERVAL,
+                max_wait=self.FOLLOW_UP_MAX_SLEEP if follow_up else self.MAX_SLEEP,
+            )
+        except PaceRefused as refused:
+            raise RetryableError("Slack channel message pacing (about 1 per second)", 429, refused.wait, "paced")
+        if slot.wait > 0:
+            time.sleep(slot.wait)
 
     def penalise(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self._next[key] = max(self._next.get(key, 0.0), time.monotonic() + seconds)
+        pace_defer(key=self.KEY_PREFIX + key, seconds=seconds)
 
     def reset(self) -> None:
-        with self._lock:
-            self._next.clear()
+        """Every Slack channel's pace forgotten (tests)."""
+        pace_clear(prefix=self.KEY_PREFIX)
 
 
 PACER = _ChannelPacer()

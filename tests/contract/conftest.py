@@ -11,7 +11,7 @@ FIXTURE_MODULES = sorted(path.stem for path in Path(__file__).parent.glob("*_fix
 
 
 @pytest.fixture(params=FIXTURE_MODULES, ids=[name.removesuffix("_fixture") for name in FIXTURE_MODULES])
-def desk(request):
+def desk(request, db):  # adapters may keep state there (Slack: the channel's pace)
     module = importlib.import_module(f"tests.contract.{request.param}")
     with module.desk() as ready:
         yield ready
