@@ -77,33 +77,19 @@ class DeskPage:
         return Response(200, page.encode(), {"Cache-Control": "no-store"}, content_type=HTML)
 
 
+# (theme, product, view, ticket path, solve action, solve label, webhooks summary)
 ZENDESK_PAGE = DeskPage(
-    desk_class="zendesk",
-    product="Zendesk",
-    view="agent desk",
-    ticket_path="/agent/tickets/",
-    solve_action="solve",
-    solve_label="Solve",
-    webhooks_summary="Signed webhooks this ticket sent to the gateway",
-)
+    "zendesk", "Zendesk", "agent desk", "/agent/tickets/", "solve", "Solve",
+    "Signed webhooks this ticket sent to the gateway",
+)  # fmt: skip
 FRESHDESK_PAGE = DeskPage(
-    desk_class="freshdesk",
-    product="Freshdesk",
-    view="agent desk",
-    ticket_path="/a/tickets/",
-    solve_action="resolve",
-    solve_label="Resolve",
-    webhooks_summary="Automation-rule webhooks (doorbells) this ticket sent to the gateway",
-)
+    "freshdesk", "Freshdesk", "agent desk", "/a/tickets/", "resolve", "Resolve",
+    "Automation-rule webhooks (doorbells) this ticket sent to the gateway",
+)  # fmt: skip
 JSM_PAGE = DeskPage(
-    desk_class="jsm",
-    product="Jira Service Management",
-    view="agent view",
-    ticket_path="/jira/tickets/",
-    solve_action="resolve",
-    solve_label="Resolve this issue",
-    webhooks_summary="Signed admin webhooks (X-Hub-Signature) this request sent to the gateway",
-)
+    "jsm", "Jira Service Management", "agent view", "/jira/tickets/", "resolve", "Resolve this issue",
+    "Signed admin webhooks (X-Hub-Signature) this request sent to the gateway",
+)  # fmt: skip
 
 
 def _static(req: Request) -> Response:

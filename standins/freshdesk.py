@@ -195,11 +195,6 @@ class FreshdeskStandin(WebhookStandin):
         with self.lock:
             return copy.deepcopy(list(self._rules.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def failure_emails(self) -> list[dict[str, Any]]:
         """The "webhook failed" e-mails Freshdesk sends admins once every retry has failed."""
         with self.lock:

@@ -246,11 +246,6 @@ class JsmStandin(WebhookStandin):
         with self.lock:
             return copy.deepcopy(list(self._webhooks.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             state = {

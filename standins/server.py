@@ -765,6 +765,7 @@ class WebhookStandin(StandinServer):
     """
 
     _sender: WebhookSender
+    _deliveries: list[dict[str, Any]]  # every attempt, as the desk's ``record`` keeps it
     webhook_fault_delay = 0.0
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1"):
@@ -783,6 +784,11 @@ class WebhookStandin(StandinServer):
     def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
         """Block until every queued delivery is done (or given up); fail after ``timeout``."""
         self._sender.wait_idle(timeout)
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery attempt, oldest first, with its headers, body and outcome."""
+        with self.lock:
+            return copy.deepcopy(self._deliveries)
 
     def _control_add_webhook_fault(self, req: Request) -> Response:
         body = control_body(req)

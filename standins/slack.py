@@ -184,10 +184,6 @@ class SlackStandin(WebhookStandin):
         with self.lock:
             return dict(self._users[user_id])
 
-    def webhook_deliveries(self) -> list[dict]:
-        with self.lock:
-            return [dict(d) for d in self._deliveries]
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"channels": self._channels, "messages": self._messages, "ephemeral": self._ephemeral}

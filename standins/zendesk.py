@@ -255,11 +255,6 @@ class ZendeskStandin(WebhookStandin):
         with self.lock:
             return copy.deepcopy(list(self._uploads.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             state = copy.deepcopy(
