@@ -35,7 +35,6 @@ from .server import (
     Response,
     WebhookAnswer,
     WebhookCall,
-    WebhookSender,
     WebhookStandin,
     control_body,
     html_text,
@@ -116,13 +115,6 @@ class FreshdeskStandin(WebhookStandin):
         super().__init__(port, host)
         self.api_key = api_key
         self._link_secret = secrets.token_bytes(16)
-        self._sender = WebhookSender(
-            self,
-            prepare=self._webhook_call,
-            record=self._webhook_record,
-            retry_wait=self._webhook_retry_wait,
-            name="freshdesk-webhooks",
-        )
         self._rate_lock = threading.Lock()
         self.reset_state()
         api = [

@@ -40,7 +40,6 @@ from .server import (
     Response,
     WebhookAnswer,
     WebhookCall,
-    WebhookSender,
     WebhookStandin,
     control_body,
     iso_time,
@@ -130,13 +129,6 @@ class JsmStandin(WebhookStandin):
         super().__init__(port, host)
         self.email, self.api_token = email, api_token
         self._local = threading.local()
-        self._sender = WebhookSender(
-            self,
-            prepare=self._webhook_call,
-            record=self._webhook_record,
-            retry_wait=self._webhook_retry_wait,
-            name="jsm-webhooks",
-        )
         self.reset_state()
         api = [
             ("GET", rf"{SDAPI}/servicedesk", self._list_desks),

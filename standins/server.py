@@ -758,18 +758,34 @@ class WebhookSender:
 
 
 class WebhookStandin(StandinServer):
-    """A stand-in whose webhooks go out through one ``WebhookSender`` (``self._sender``, made in
-    the desk's ``__init__``): the knobs tests and the chaos driver use, the same on every desk.
+    """A stand-in whose webhooks go out through one ``WebhookSender`` (``self._sender``): the
+    knobs tests and the chaos driver use, the same on every desk.
 
-    ``webhook_fault_delay``: seconds a "delay" fault holds a call back when none is given.
+    The desk defines the sender's callbacks as ``_webhook_call`` (``prepare``),
+    ``_webhook_record`` (``record``, appending to ``_deliveries``) and ``_webhook_retry_wait``
+    (``retry_wait``), and ``_webhook_redeliver`` where its duplicate is a retry. Its queued
+    calls go through ``self._sender.enqueue``. ``webhook_fault_delay``: seconds a "delay"
+    fault holds a call back when none is given.
     """
 
-    _sender: WebhookSender
-    _deliveries: list[dict[str, Any]]  # every attempt, as the desk's ``record`` keeps it
+    _deliveries: list[dict[str, Any]]  # every attempt, as the desk's ``_webhook_record`` keeps it
     webhook_fault_delay = 0.0
+    #: ``WebhookSender``'s ``redeliver``, for a desk whose duplicate is a retry (Slack's).
+    _webhook_redeliver: Callable[[Any, int, WebhookCall, WebhookAnswer], WebhookCall | None] | None = None
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, webhook_senders: int = 1):
+        """``webhook_senders``: how many calls are delivered at once (calls sharing a key, such
+        as a ticket's, still go out one after another, in order)."""
         super().__init__(port, host)
+        self._sender = WebhookSender(
+            self,
+            prepare=self._webhook_call,
+            record=self._webhook_record,
+            retry_wait=self._webhook_retry_wait,
+            redeliver=self._webhook_redeliver,
+            senders=webhook_senders,
+            name=f"{type(self).__name__}-webhooks",
+        )
         self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
 
     def stop(self) -> None:

@@ -36,7 +36,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from .server import HttpError, Request, Response, WebhookAnswer, WebhookCall, WebhookSender, WebhookStandin
+from .server import HttpError, Request, Response, WebhookAnswer, WebhookCall, WebhookStandin
 
 MAX_TEXT = 40000
 MAX_BLOCKS = 50
@@ -80,14 +80,6 @@ class SlackStandin(WebhookStandin):
         self.channel_id = channel_id
         self.team_id, self.bot_user_id, self.bot_id, self.app_id = "T0STANDIN", "U0BOT", "B0BOT", "A0APP"
         self.request_url = self.interactivity_url = ""
-        self._sender = WebhookSender(
-            self,
-            prepare=self._event_call,
-            record=self._event_record,
-            retry_wait=self._event_retry_wait,
-            redeliver=self._event_redeliver,
-            name="slack-events",
-        )
         self.reset_state()
         methods = {
             "auth.test": self._auth_test,
@@ -566,7 +558,7 @@ class SlackStandin(WebhookStandin):
 
     # Queueing, in order from one sender, faults and the retry loop are ``server.WebhookSender``'s;
     # what is Slack's: the request signed per attempt, the retry headers and schedule, the record.
-    def _event_call(self, delivery: dict, attempt: int) -> WebhookCall:
+    def _webhook_call(self, delivery: dict, attempt: int) -> WebhookCall:
         """The attempt's request, signed with a fresh timestamp; a retry says its number and why."""
         timestamp = str(int(time.time()))
         headers = {
@@ -579,7 +571,7 @@ class SlackStandin(WebhookStandin):
             headers |= {"X-Slack-Retry-Num": str(attempt - 1), "X-Slack-Retry-Reason": delivery["reason"]}
         return WebhookCall("POST", delivery["url"], headers, delivery["body"], self.event_timeout)
 
-    def _event_record(self, delivery: dict, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
+    def _webhook_record(self, delivery: dict, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
         error = None
         if answer.status is None:
             error = "http_timeout" if answer.timed_out else f"connection_failed: {answer.error.partition(':')[0]}"
@@ -594,7 +586,7 @@ class SlackStandin(WebhookStandin):
             }
         )
 
-    def _event_retry_wait(self, delivery: dict, attempt: int, answer: WebhookAnswer) -> float | None:
+    def _webhook_retry_wait(self, delivery: dict, attempt: int, answer: WebhookAnswer) -> float | None:
         """Events: up to ``len(RETRY_DELAYS)`` retries after an answer other than 2xx, or none in
         ``event_timeout``; ``X-Slack-No-Retry: 1`` on the answer stops them. Button presses: none."""
         if _answered(answer) or not delivery["retries"] or attempt > len(RETRY_DELAYS):
@@ -608,7 +600,7 @@ class SlackStandin(WebhookStandin):
         )
         return RETRY_DELAYS[attempt - 1] * self.retry_time_scale
 
-    def _event_redeliver(
+    def _webhook_redeliver(
         self, delivery: dict, attempt: int, call: WebhookCall, answer: WebhookAnswer
     ) -> WebhookCall | None:
         """A "duplicate" fault: Slack thought the answer late and sends the same event again, as its next retry."""

@@ -28,7 +28,6 @@ from .server import (
     Response,
     WebhookAnswer,
     WebhookCall,
-    WebhookSender,
     WebhookStandin,
     control_body,
     html_text,
@@ -155,19 +154,11 @@ class ZendeskStandin(WebhookStandin):
     ):
         """``webhook_senders``: how many invocations are delivered at once (Zendesk sends many
         concurrently); invocations about one ticket still go out one after another, in order."""
-        super().__init__(port, host)
+        super().__init__(port, host, webhook_senders=webhook_senders)
         self.email = email
         self.api_token = api_token
         self.account_id = account_id
         self._invocation_ids = itertools.count(8_000_000_001)
-        self._sender = WebhookSender(
-            self,
-            prepare=self._webhook_call,
-            record=self._webhook_record,
-            retry_wait=self._webhook_retry_wait,
-            senders=webhook_senders,
-            name="zendesk-webhooks",
-        )
         self.reset_state()
         for method, pattern, handler in [
             ("GET", r"users/me", self._get_me),
