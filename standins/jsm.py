@@ -34,16 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .server import (
-    HttpError,
-    Request,
-    Response,
-    WebhookAnswer,
-    WebhookCall,
-    WebhookStandin,
-    control_body,
-    iso_time,
-)
+from .server import HttpError, Request, Response, WebhookAnswer, WebhookCall, WebhookStandin, control_body, iso_time
 
 SDAPI, PLATFORM, WEBHOOKS = "/rest/servicedeskapi", "/rest/api/2", "/rest/webhooks/1.0"
 PRIORITIES = ("Highest", "High", "Medium", "Low", "Lowest")
