@@ -203,12 +203,10 @@ class FreshdeskStandin(WebhookStandin):
                         str(k): [self._conversation_json(c) for c in v] for k, v in self._conversations.items()
                     },
                     "rules": list(self._rules.values()),
-                    "webhook_deliveries": self._deliveries,
+                    "webhook_deliveries": self._deliveries_json(),
                     "failure_emails": self._failure_emails,
                 }
             )
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing

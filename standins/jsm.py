@@ -236,10 +236,8 @@ class JsmStandin(WebhookStandin):
                 "issues": [self._issue_json(i) for i in self._issues.values()],
                 "comments": {k: [self._comment_json(c) for c in v["comments"]] for k, v in self._issues.items()},
                 "webhooks": copy.deepcopy(list(self._webhooks.values())),
-                "webhook_deliveries": copy.deepcopy(self._deliveries),
+                "webhook_deliveries": self._deliveries_json(),
             }
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing

@@ -806,6 +806,12 @@ class WebhookStandin(StandinServer):
         with self.lock:
             return copy.deepcopy(self._deliveries)
 
+    def _deliveries_json(self) -> list[dict[str, Any]]:
+        """The attempts for a JSON snapshot, bodies as text (the caller holds the lock)."""
+        return [
+            {**d, "headers": dict(d["headers"]), "body": d["body"].decode("utf-8", "replace")} for d in self._deliveries
+        ]
+
     def _control_add_webhook_fault(self, req: Request) -> Response:
         body = control_body(req)
         delay = body.get("delay")

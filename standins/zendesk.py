@@ -256,11 +256,9 @@ class ZendeskStandin(WebhookStandin):
                     "webhooks": list(self._webhooks.values()),
                     "triggers": list(self._triggers.values()),
                     "uploads": list(self._uploads.values()),
-                    "webhook_deliveries": self._deliveries,
+                    "webhook_deliveries": self._deliveries_json(),
                 }
             )
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing
