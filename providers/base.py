@@ -9,16 +9,20 @@ return plain data, never Django models, and raise ``outbound.http`` errors.
 from __future__ import annotations
 
 import abc
+import mimetypes
+import posixpath
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
-from outbound.http import RetryableError
+from outbound.http import PermanentError, RetryableError
+from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 
 
@@ -270,6 +274,70 @@ class HelpDeskProvider(abc.ABC):
             raise RetryableError(f"attachment download failed: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
+    def _attachment_download_own(
+        self,
+        *,
+        url: str,
+        authorization: str,
+        describe_error: Callable[[requests.Response], tuple[str, str]],
+        desk: str,
+        redirects: int | None,
+        refused: str = "too many redirects",
+    ) -> MediaFile:
+        """An agent's file for a desk that serves files behind authentication: ``authorization``
+        (the ``Authorization`` header) goes only to the account's own host (``_own_host``); a file
+        elsewhere is fetched through the guarded media fetcher without it.
+
+        ``redirects``: how many redirects on the own host are followed; a redirect to another host
+        is fetched there without credentials, and a refusal then is not a public link (the
+        original URL needs our credentials). ``None``: no redirect is followed, one is refused
+        with ``refused``, as is a redirect past the count. ``desk`` names the service in the
+        refusal of an error answer. The name comes from ``Content-Disposition``, else the URL;
+        the type from ``Content-Type``, else the name. Size and time are limited as in
+        ``_read_limited``. Raises ``AttachmentUnavailable`` (final), ``RetryableError``.
+        """
+        if not self._own_host(url):
+            return self._attachment_download_public(url=url, link_ok=True)
+        deadline = time.monotonic() + self.media_timeout
+        for _ in range((redirects or 0) + 1):
+            try:
+                response = http_request(
+                    self.session,
+                    "GET",
+                    url,
+                    timeout=(self.media_timeout, self.media_timeout),
+                    describe_error=describe_error,
+                    headers={"Authorization": authorization},
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except PermanentError as exc:
+                raise AttachmentUnavailable(f"{desk} answered {exc}", link_ok=False) from exc
+            with response:
+                if response.is_redirect:
+                    if redirects is None:
+                        raise AttachmentUnavailable(refused, link_ok=False)
+                    url = urljoin(url, response.headers["Location"])
+                    if not self._own_host(url):
+                        return self._attachment_download_public(url=url, link_ok=False)
+                    continue
+                content = self._read_limited(response, deadline)
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                filename = _attachment_filename(response, url)
+            content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            return MediaFile(filename=filename, content_type=content_type, content=content)
+        raise AttachmentUnavailable(refused, link_ok=False)
+
+    def _attachment_download_public(self, *, url: str, link_ok: bool) -> MediaFile:
+        """``url`` through the guarded media fetcher, without credentials; a refusal says whether
+        the link the agent gave opens without them (``link_ok``)."""
+        try:
+            return HelpDeskProvider.attachment_download(self, url=url)
+        except AttachmentUnavailable as exc:
+            if exc.link_ok == link_ok:
+                raise
+            raise AttachmentUnavailable(str(exc), link_ok=link_ok) from exc
+
     def attachment_download(self, *, url: str) -> MediaFile:
         """The bytes of a file an agent sent (inline image or attachment), to re-host for the end user.
 
@@ -380,3 +448,19 @@ class HelpDeskProvider(abc.ABC):
     def webhook_secret_rotate(self, *, state: Mapping) -> str:
         """Have the help desk issue a new signing secret for our webhook; return it."""
         raise NotImplementedError(f"{self.kind} cannot rotate its webhook secret")
+
+
+def _attachment_filename(response: requests.Response, url: str) -> str:
+    """A downloaded file's name: ``Content-Disposition``'s ``filename``, else the URL's."""
+    disposition = response.headers.get("Content-Disposition", "")
+    if "filename=" in disposition:
+        return disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or "attachment"
+    return filename_from_url(url)
+
+
+def filename_from_url(url: str) -> str:
+    """A file name for a URL: its ``name=`` query value (Zendesk attachment URLs), else its path's last part."""
+    parts = urlsplit(url)
+    named = re.search(r"(?:^|&)name=([^&]+)", parts.query)
+    name = unquote(named.group(1)) if named else posixpath.basename(unquote(parts.path))
+    return name.strip() or "attachment"

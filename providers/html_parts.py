@@ -16,12 +16,11 @@ offer, and it adds no dependency to a service others ship.
 from __future__ import annotations
 
 import mimetypes
-import posixpath
 import re
 from html.parser import HTMLParser
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from providers.base import MessagePart
+from providers.base import MessagePart, filename_from_url
 
 _SKIPPED = frozenset({"style", "script", "head", "title", "template", "noscript", "svg", "math"})
 _PARAGRAPH = frozenset(
@@ -45,14 +44,6 @@ def media_kind(content_type: str, filename: str = "") -> str:
         content_type = mimetypes.guess_type(filename or "")[0] or ""
     major = content_type.split("/")[0]
     return major if major in ("image", "audio", "video") else "file"
-
-
-def filename_from_url(url: str) -> str:
-    """A file name for a URL: its ``name=`` query value (Zendesk attachment URLs), else its path's last part."""
-    parts = urlsplit(url)
-    named = re.search(r"(?:^|&)name=([^&]+)", parts.query)
-    name = unquote(named.group(1)) if named else posixpath.basename(unquote(parts.path))
-    return name.strip() or "attachment"
 
 
 class _Converter(HTMLParser):

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import itertools
 import json
 import re
+import string
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,42 @@ ATTACHMENT_MAX_BYTES = 5 * 1024 * 1024
 
 def _page(name: str) -> Response:
     return Response(200, (PAGES / name).read_bytes(), {"Cache-Control": "no-store"}, content_type=HTML)
+
+
+@dataclass(frozen=True)
+class DeskPage:
+    """One desk's agent page: ``pages/desk.html`` (shared by every desk, driven by ``desk.js``)
+    in that desk's words. ``ticket_path``: where a ticket's page is; ``solve_action``: the
+    control action the solve button calls."""
+
+    desk_class: str  # the page's CSS theme
+    product: str
+    view: str  # what the desk calls its agents' interface
+    ticket_path: str
+    solve_action: str
+    solve_label: str
+    webhooks_summary: str
+
+    def response(self, req: Request) -> Response:
+        values = {name: html.escape(value) for name, value in asdict(self).items()}
+        values["title"] = html.escape(f"{self.view.capitalize()} · {self.product} stand-in")
+        page = string.Template((PAGES / "desk.html").read_text()).substitute(values)
+        return Response(200, page.encode(), {"Cache-Control": "no-store"}, content_type=HTML)
+
+
+# (theme, product, view, ticket path, solve action, solve label, webhooks summary)
+ZENDESK_PAGE = DeskPage(
+    "zendesk", "Zendesk", "agent desk", "/agent/tickets/", "solve", "Solve",
+    "Signed webhooks this ticket sent to the gateway",
+)  # fmt: skip
+FRESHDESK_PAGE = DeskPage(
+    "freshdesk", "Freshdesk", "agent desk", "/a/tickets/", "resolve", "Resolve",
+    "Automation-rule webhooks (doorbells) this ticket sent to the gateway",
+)  # fmt: skip
+JSM_PAGE = DeskPage(
+    "jsm", "Jira Service Management", "agent view", "/jira/tickets/", "resolve", "Resolve this issue",
+    "Signed admin webhooks (X-Hub-Signature) this request sent to the gateway",
+)  # fmt: skip
 
 
 def _static(req: Request) -> Response:
@@ -437,7 +475,7 @@ class DeskZendesk(DemoPages, ZendeskStandin):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.demo_route("GET", "/", _redirect("/agent/"))
-        self.demo_route("GET", r"/agent/?(?:tickets/\d+/?)?", lambda req: _page("desk.html"))
+        self.demo_route("GET", r"/agent/?(?:tickets/\d+/?)?", ZENDESK_PAGE.response)
         self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
         self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())
 
@@ -511,7 +549,7 @@ class DeskFreshdesk(DemoPages, FreshdeskStandin):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.demo_route("GET", "/", _redirect("/a/"))
-        self.demo_route("GET", r"/a/?(?:tickets/\d+/?)?", lambda req: _page("desk-freshdesk.html"))
+        self.demo_route("GET", r"/a/?(?:tickets/\d+/?)?", FRESHDESK_PAGE.response)
         self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
         self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())
 
@@ -596,7 +634,7 @@ class DeskJsm(DemoPages, JsmStandin):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.demo_route("GET", "/", _redirect("/jira/"))
-        self.demo_route("GET", r"/jira/?(?:tickets/\d+/?)?", lambda req: _page("desk-jsm.html"))
+        self.demo_route("GET", r"/jira/?(?:tickets/\d+/?)?", JSM_PAGE.response)
         self.demo_route("GET", r"/browse/(?P<key>[A-Z][A-Z0-9_]*-\d+)", self._browse)
         self.demo_route("GET", r"/__demo__/static/(?P<name>[\w-]+\.(?:css|js))", _static)
         self.demo_route("GET", "/__demo__/desk", lambda req: self.desk())

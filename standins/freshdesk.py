@@ -26,11 +26,20 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .server import HttpError, Request, Response, StandinServer, WebhookAnswer, WebhookCall, WebhookSender, iso_time
+from .server import (
+    HttpError,
+    Request,
+    Response,
+    WebhookAnswer,
+    WebhookCall,
+    WebhookStandin,
+    control_body,
+    html_text,
+    iso_time,
+)
 
 STATUSES = {2: "Open", 3: "Pending", 4: "Resolved", 5: "Closed"}
 PRIORITIES = {1: "Low", 2: "Medium", 3: "High", 4: "Urgent"}
@@ -79,32 +88,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Text(HTMLParser):
-    """HTML to the plain text Freshdesk returns as ``body_text`` / ``description_text``."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("p", "div", "li"):
-            self.parts.append("\n")
-
-
-def html_text(markup: str) -> str:
-    parser = _Text()
-    parser.feed(markup)
-    parser.close()
-    return re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
-
-
 @dataclass
 class _Invocation:
     rule_id: int
@@ -114,7 +97,7 @@ class _Invocation:
     body: bytes
 
 
-class FreshdeskStandin(StandinServer):
+class FreshdeskStandin(WebhookStandin):
     """Freshdesk for one API agent (an admin, identified by ``api_key``), plus simulated agents."""
 
     webhook_timeout = 10.0  # seconds before a delivery attempt counts as failed
@@ -132,13 +115,6 @@ class FreshdeskStandin(StandinServer):
         super().__init__(port, host)
         self.api_key = api_key
         self._link_secret = secrets.token_bytes(16)
-        self._sender = WebhookSender(
-            self,
-            prepare=self._webhook_call,
-            record=self._webhook_record,
-            retry_wait=self._webhook_retry_wait,
-            name="freshdesk-webhooks",
-        )
         self._rate_lock = threading.Lock()
         self.reset_state()
         api = [
@@ -169,11 +145,6 @@ class FreshdeskStandin(StandinServer):
         self.control_route("POST", "agents", self._control_add_agent)
         for action in ("reply", "assign", "resolve", "close", "customer_reply"):
             self.control_route("POST", rf"tickets/(?P<id>\d+)/{action}", self._control_agent_action)
-        self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-
-    def stop(self) -> None:
-        super().stop()
-        self._sender.stop()
 
     def reset_state(self) -> None:
         """Forget everything but the API agent (the key's owner), who is recreated."""
@@ -216,11 +187,6 @@ class FreshdeskStandin(StandinServer):
         with self.lock:
             return copy.deepcopy(list(self._rules.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def failure_emails(self) -> list[dict[str, Any]]:
         """The "webhook failed" e-mails Freshdesk sends admins once every retry has failed."""
         with self.lock:
@@ -237,12 +203,10 @@ class FreshdeskStandin(StandinServer):
                         str(k): [self._conversation_json(c) for c in v] for k, v in self._conversations.items()
                     },
                     "rules": list(self._rules.values()),
-                    "webhook_deliveries": self._deliveries,
+                    "webhook_deliveries": self._deliveries_json(),
                     "failure_emails": self._failure_emails,
                 }
             )
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing
@@ -929,15 +893,6 @@ class FreshdeskStandin(StandinServer):
     # ----------------------------------------------------------------- webhook delivery
     # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
     # is Freshdesk's: the rendered request, the record, the retry schedule and the failure e-mail.
-    def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
-        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice,
-        "delay" holds it back, "drop" never sends it."""
-        self._sender.add_fault(kind, times, delay)
-
-    def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
-        """Block until every queued delivery is done (or given up); fail after `timeout`."""
-        self._sender.wait_idle(timeout)
-
     def _webhook_call(self, invocation: _Invocation, attempt: int) -> WebhookCall:
         return WebhookCall(invocation.method, invocation.url, invocation.headers, invocation.body, self.webhook_timeout)
 
@@ -1036,11 +991,11 @@ class FreshdeskStandin(StandinServer):
         return agent_id
 
     def _control_add_agent(self, req: Request) -> Response:
-        return Response(201, {"id": self.add_agent(**_control_body(req))})
+        return Response(201, {"id": self.add_agent(**control_body(req))})
 
     def _control_agent_action(self, req: Request) -> dict[str, Any]:
         ticket_id, action = int(req.params["id"]), req.path.rsplit("/", 1)[1]
-        body = _control_body(req)
+        body = control_body(req)
         if action == "reply":
             return {"conversation": self.agent_reply(ticket_id, **body)}
         if action == "customer_reply":
@@ -1050,10 +1005,6 @@ class FreshdeskStandin(StandinServer):
         if action == "close":
             body["status"] = 5
         return {"ticket": self.resolve(ticket_id, **body)}
-
-    def _control_add_webhook_fault(self, req: Request) -> Response:
-        self.add_webhook_fault(**_control_body(req))
-        return Response(201, {})
 
 
 def _code(status: int) -> str:
@@ -1174,10 +1125,3 @@ def _to_html(text: str) -> str:
 
 def _bytes(content: Any) -> bytes:
     return base64.b64decode(content) if isinstance(content, str) else content
-
-
-def _control_body(req: Request) -> dict[str, Any]:
-    body = req.json() if req.body else {}
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    return body

@@ -19,7 +19,6 @@ the webhooks, as a person in Jira's agent view would.
 from __future__ import annotations
 
 import base64
-import collections
 import copy
 import email.parser
 import email.policy
@@ -35,9 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
-
-from .server import HttpError, Request, Response, StandinServer, iso_time
+from .server import HttpError, Request, Response, WebhookAnswer, WebhookCall, WebhookStandin, control_body, iso_time
 
 SDAPI, PLATFORM, WEBHOOKS = "/rest/servicedeskapi", "/rest/api/2", "/rest/webhooks/1.0"
 PRIORITIES = ("Highest", "High", "Medium", "Low", "Lowest")
@@ -69,7 +66,6 @@ class _Delivery:
     identifier: str
     body: bytes
     secret: str
-    generation: int
 
 
 def _hex_id() -> str:
@@ -105,7 +101,7 @@ def _multipart(content_type: str, body: bytes) -> list[tuple[str, str, str, byte
     ]
 
 
-class JsmStandin(StandinServer):
+class JsmStandin(WebhookStandin):
     """One Jira site with one service desk (project HELP) and the API account as a Jira admin."""
 
     webhook_timeout = 10.0
@@ -124,10 +120,6 @@ class JsmStandin(StandinServer):
         super().__init__(port, host)
         self.email, self.api_token = email, api_token
         self._local = threading.local()
-        self._outbox: collections.deque[_Delivery] = collections.deque()
-        self._outbox_cond = threading.Condition()
-        self._delivering = False
-        self._generation = 0
         self.reset_state()
         api = [
             ("GET", rf"{SDAPI}/servicedesk", self._list_desks),
@@ -166,19 +158,10 @@ class JsmStandin(StandinServer):
         self.control_route("POST", "agents", self._control_add_agent)
         for action in ("reply", "note", "assign", "resolve", "customer_reply"):
             self.control_route("POST", rf"issues/(?P<id>\d+)/{action}", self._control_agent_action)
-        self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-        self._worker = threading.Thread(target=self._deliver_forever, name="jsm-webhooks", daemon=True)
-        self._worker.start()
-
-    def stop(self) -> None:
-        super().stop()
-        with self._outbox_cond:
-            self._outbox_cond.notify_all()
-        self._worker.join(timeout=5)
 
     def reset_state(self) -> None:
         """Forget everything but the API account (a Jira admin) and the service desk's set-up."""
-        self._generation += 1
+        self._sender.reset()
         self._ids = itertools.count(10_000)  # comments, attachments, webhooks, temporary files
         self._issue_numbers = itertools.count(1)
         self._issue_ids = itertools.count(10_001)
@@ -190,9 +173,6 @@ class JsmStandin(StandinServer):
         self._attachments: dict[str, dict[str, Any]] = {}
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._deliveries: list[dict[str, Any]] = []
-        self._webhook_faults: list[dict[str, Any]] = []
-        with self._outbox_cond:
-            self._outbox.clear()
         self.desks = {"1": {"id": "1", "projectId": "10000", "projectKey": "HELP", "projectName": "Help Center"}}
         self.request_types = {
             "10": {"name": "Get help", "fields": self._standard_fields()},
@@ -249,11 +229,6 @@ class JsmStandin(StandinServer):
         with self.lock:
             return copy.deepcopy(list(self._webhooks.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             state = {
@@ -261,10 +236,8 @@ class JsmStandin(StandinServer):
                 "issues": [self._issue_json(i) for i in self._issues.values()],
                 "comments": {k: [self._comment_json(c) for c in v["comments"]] for k, v in self._issues.items()},
                 "webhooks": copy.deepcopy(list(self._webhooks.values())),
-                "webhook_deliveries": copy.deepcopy(self._deliveries),
+                "webhook_deliveries": self._deliveries_json(),
             }
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing
@@ -1031,101 +1004,47 @@ class JsmStandin(StandinServer):
                 identifier=str(uuid.uuid4()),
                 body=json.dumps(payload).encode(),
                 secret=webhook["secret"],
-                generation=self._generation,
             )
-            with self._outbox_cond:
-                self._outbox.append(delivery)
-                self._outbox_cond.notify_all()
+            self._sender.enqueue(delivery)
 
-    def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
-        """Misbehave on the next `times` deliveries: "duplicate" delivers each twice, "delay" holds it back."""
-        if kind not in ("duplicate", "delay"):
-            raise ValueError("kind must be 'duplicate' or 'delay'")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self.lock:
-            self._webhook_faults.append({"kind": kind, "times": times, "delay": float(delay)})
+    # ----------------------------------------------------------------- webhook delivery
+    # Queueing, in order from one sender, faults and the retry loop are ``server.WebhookSender``'s;
+    # what is Jira's: the signed request, the record and the retry schedule.
+    def _webhook_call(self, delivery: _Delivery, attempt: int) -> WebhookCall:
+        """The attempt's request: the identifier stays across retries, which are numbered."""
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Atlassian Webhook HTTP Client",
+            "X-Atlassian-Webhook-Identifier": delivery.identifier,
+            "X-Atlassian-Webhook-Flow": "Primary",
+        }
+        if attempt > 1:
+            headers["X-Atlassian-Webhook-Retry"] = str(attempt - 1)
+        if delivery.secret:
+            digest = hmac.new(delivery.secret.encode(), delivery.body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature"] = f"sha256={digest}"
+        return WebhookCall("POST", delivery.url, headers, delivery.body, self.webhook_timeout)
 
-    def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
-        """Block until every queued delivery is done (or given up); fail after `timeout`."""
-        with self._outbox_cond:
-            idle = self._outbox_cond.wait_for(lambda: not self._outbox and not self._delivering, timeout)
-        if not idle:
-            raise AssertionError(f"webhook deliveries still pending after {timeout:.2f}s")
-
-    def _deliver_forever(self) -> None:
-        session = requests.Session()
-        while True:
-            with self._outbox_cond:
-                self._outbox_cond.wait_for(lambda: self._outbox or self._stopping.is_set())
-                if self._stopping.is_set():
-                    return
-                delivery = self._outbox.popleft()
-                self._delivering = True
-            try:
-                faults = self._take_webhook_faults()
-                if "delay" in faults and self._stopping.wait(faults["delay"]):
-                    return
-                for _ in range(2 if "duplicate" in faults else 1):
-                    self._deliver(session, delivery)
-            finally:
-                with self._outbox_cond:
-                    self._delivering = False
-                    self._outbox_cond.notify_all()
-
-    def _take_webhook_faults(self) -> dict[str, float]:
-        taken: dict[str, float] = {}
-        with self.lock:
-            for fault in list(self._webhook_faults):
-                if fault["kind"] not in taken:
-                    taken[fault["kind"]] = fault["delay"]
-                    fault["times"] -= 1
-                    if fault["times"] == 0:
-                        self._webhook_faults.remove(fault)
-        return taken
-
-    def _deliver(self, session: requests.Session, delivery: _Delivery) -> None:
-        """The first attempt, then retries on 408/409/425/429/5xx or no answer; the identifier stays."""
-        delays = list(self.webhook_retry_delays)
-        for attempt in itertools.count(1):
-            with self.lock:
-                if delivery.generation != self._generation:
-                    return
-            headers = {
-                "Content-Type": "application/json; charset=utf-8",
-                "User-Agent": "Atlassian Webhook HTTP Client",
-                "X-Atlassian-Webhook-Identifier": delivery.identifier,
-                "X-Atlassian-Webhook-Flow": "Primary",
-            }
-            if attempt > 1:
-                headers["X-Atlassian-Webhook-Retry"] = str(attempt - 1)
-            if delivery.secret:
-                digest = hmac.new(delivery.secret.encode(), delivery.body, hashlib.sha256).hexdigest()
-                headers["X-Hub-Signature"] = f"sha256={digest}"
-            record: dict[str, Any] = {
+    def _webhook_record(self, delivery: _Delivery, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
+        self._deliveries.append(
+            {
                 "webhook_id": delivery.webhook_id,
                 "attempt": attempt,
-                "url": delivery.url,
-                "headers": headers,
-                "body": delivery.body,
-                "status": None,
-                "error": None,
+                "url": call.url,
+                "headers": dict(call.headers),
+                "body": call.body,
+                "status": answer.status,
+                "error": answer.error,
                 "timestamp": iso_time(),
             }
-            try:
-                resp = session.post(delivery.url, data=delivery.body, headers=headers, timeout=self.webhook_timeout)
-                record["status"] = resp.status_code
-                ok = 200 <= resp.status_code < 300
-                retry = resp.status_code in RETRYABLE or resp.status_code >= 500
-            except requests.RequestException as exc:
-                record["error"] = f"{type(exc).__name__}: {exc}"
-                ok, retry = False, True
-            with self.lock:
-                if delivery.generation != self._generation:
-                    return
-                self._deliveries.append(record)
-            if ok or not retry or attempt > len(delays) or self._stopping.wait(delays[attempt - 1]):
-                return
+        )
+
+    def _webhook_retry_wait(self, delivery: _Delivery, attempt: int, answer: WebhookAnswer) -> float | None:
+        """The first attempt, then retries on 408/409/425/429/5xx or no answer, ``webhook_retry_delays`` apart."""
+        delays, status = self.webhook_retry_delays, answer.status
+        if status is not None and (200 <= status < 300 or (status not in RETRYABLE and status < 500)):
+            return None
+        return delays[attempt - 1] if attempt <= len(delays) else None
 
     # ----------------------------------------------------------------- agent view
     def add_agent(self, name: str, email: str) -> str:
@@ -1196,11 +1115,11 @@ class JsmStandin(StandinServer):
         return agent_id
 
     def _control_add_agent(self, req: Request) -> Response:
-        return Response(201, {"accountId": self.add_agent(**_control_body(req))})
+        return Response(201, {"accountId": self.add_agent(**control_body(req))})
 
     def _control_agent_action(self, req: Request) -> dict[str, Any]:
         issue_id, action = req.params["id"], req.path.rsplit("/", 1)[1]
-        body = _control_body(req)
+        body = control_body(req)
         if action in ("reply", "note"):
             return {"comment": self.agent_reply(issue_id, internal=action == "note", **body)}
         if action == "customer_reply":
@@ -1209,10 +1128,6 @@ class JsmStandin(StandinServer):
             return {"issue": self.assign(issue_id, **body)}
         return {"issue": self.resolve(issue_id, **body)}
 
-    def _control_add_webhook_fault(self, req: Request) -> Response:
-        self.add_webhook_fault(**_control_body(req))
-        return Response(201, {})
-
 
 def _property_matches(value: Any, path: str, wanted: str) -> bool:
     for part in [p for p in path.split(".") if p]:
@@ -1220,10 +1135,3 @@ def _property_matches(value: Any, path: str, wanted: str) -> bool:
             return False
         value = value[part]
     return json.dumps(value) == wanted or str(value) == wanted
-
-
-def _control_body(req: Request) -> dict[str, Any]:
-    body = req.json() if req.body else {}
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    return body

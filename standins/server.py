@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +46,42 @@ def iso_time(at: float | None = None, milliseconds: bool = True) -> str:
     """UTC time (now by default) as ISO 8601 with a `Z` suffix; Botpress shows milliseconds, Zendesk not."""
     moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
     return moment.isoformat(timespec="milliseconds" if milliseconds else "seconds").replace("+00:00", "Z")
+
+
+class _Text(HTMLParser):
+    def __init__(self, block_end: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.block_end = block_end
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("p", "div", "li"):
+            self.parts.append(self.block_end)
+
+
+def html_text(markup: str, *, block_end: str = "\n") -> str:
+    """A desk's plain text of its HTML body: ``<br>`` a line break, the end of a paragraph, block
+    or list item ``block_end`` (Zendesk's ``plain_body`` puts a blank line there, Freshdesk's
+    ``body_text`` one line break); at most one blank line in a row, trimmed."""
+    parser = _Text(block_end)
+    parser.feed(markup)
+    parser.close()
+    return re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
+
+
+def control_body(req: Request) -> dict[str, Any]:
+    """A control call's JSON object (empty without a body); ``ValueError`` for anything else."""
+    body = req.json() if req.body else {}
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
 
 
 def status_phrase(status: int) -> str:
@@ -529,11 +566,13 @@ class WebhookCall:
 
 @dataclass(frozen=True)
 class WebhookAnswer:
-    """What one attempt got: the status and headers, or ``error`` when no answer came."""
+    """What one attempt got: the status and headers, or ``error`` when no answer came
+    (``timed_out``: none came within the call's timeout)."""
 
     status: int | None
     headers: dict[str, str]
     error: str | None
+    timed_out: bool = False
 
 
 @dataclass
@@ -556,7 +595,12 @@ class WebhookSender:
     - ``record(payload, attempt, call, answer)``: keep the attempt for the tests (called under
       the stand-in's lock, only if no ``reset`` happened since the call was queued);
     - ``retry_wait(payload, attempt, answer) -> float | None``: seconds before the next attempt
-      (the desk's retry schedule), ``None`` to stop (success, or given up).
+      (the desk's retry schedule), ``None`` to stop (success, or given up);
+    - ``redeliver(payload, attempt, call, answer) -> WebhookCall | None`` (optional): how a
+      "duplicate" fault repeats a call, for a desk whose second copy is a retry of an answered
+      attempt (Slack's, when it thought the answer late): asked after each attempt until it
+      gives a call, which is sent once and recorded as attempt ``attempt + 1``. Without it, a
+      duplicated call is delivered again from its first attempt.
 
     Calls sharing a ``key`` are delivered one at a time, in the order they were queued, whatever
     the number of senders. ``add_fault("duplicate")`` delivers the next call twice (each with its
@@ -572,12 +616,13 @@ class WebhookSender:
         prepare: Callable[[Any, int], WebhookCall | None],
         record: Callable[[Any, int, WebhookCall, WebhookAnswer], None],
         retry_wait: Callable[[Any, int, WebhookAnswer], float | None],
+        redeliver: Callable[[Any, int, WebhookCall, WebhookAnswer], WebhookCall | None] | None = None,
         senders: int = 1,
         timeout: float = 10.0,
         name: str = "webhooks",
     ) -> None:
         self.server = server
-        self.prepare, self.record, self.retry_wait = prepare, record, retry_wait
+        self.prepare, self.record, self.retry_wait, self.redeliver = prepare, record, retry_wait, redeliver
         self.timeout = timeout
         self._queue: collections.deque[_Queued] = collections.deque()
         self._cond = threading.Condition()
@@ -649,9 +694,10 @@ class WebhookSender:
                 faults = self._take_faults()
                 if "delay" in faults and stopping.wait(faults["delay"]):
                     return
-                copies = 0 if "drop" in faults else 2 if "duplicate" in faults else 1
+                echo = "duplicate" in faults and self.redeliver is not None
+                copies = 0 if "drop" in faults else 2 if "duplicate" in faults and not echo else 1
                 for _ in range(copies):
-                    self._send_with_retries(session, queued)
+                    self._send_with_retries(session, queued, echo=echo)
             finally:
                 with self._cond:
                     self._delivering.discard(queued.key)
@@ -669,28 +715,107 @@ class WebhookSender:
                         self._faults.remove(fault)
         return taken
 
-    def _send_with_retries(self, session: requests.Session, queued: _Queued) -> None:
+    def _send_with_retries(self, session: requests.Session, queued: _Queued, *, echo: bool) -> None:
+        """One call's attempts; ``echo``: a "duplicate" fault for ``redeliver`` to repeat."""
         for attempt in itertools.count(1):
             if not self.current(queued.generation):
                 return
             call = self.prepare(queued.payload, attempt)
             if call is None:
                 return
-            try:
-                resp = session.request(
-                    call.method,
-                    call.url,
-                    data=call.body or None,
-                    headers=call.headers,
-                    timeout=call.timeout or self.timeout,
-                )
-                answer = WebhookAnswer(resp.status_code, dict(resp.headers), None)
-            except requests.RequestException as exc:
-                answer = WebhookAnswer(None, {}, f"{type(exc).__name__}: {exc}")
-            with self.server.lock:
-                if not self.current(queued.generation):
+            answer = self._attempt(session, queued, attempt, call)
+            if answer is None:
+                return
+            again = self.redeliver(queued.payload, attempt, call, answer) if echo and self.redeliver else None
+            if again is not None:
+                echo = False
+                if self._attempt(session, queued, attempt + 1, again) is None:
                     return
-                self.record(queued.payload, attempt, call, answer)
             wait = self.retry_wait(queued.payload, attempt, answer)
             if wait is None or self.server._stopping.wait(wait):
                 return
+
+    def _attempt(
+        self, session: requests.Session, queued: _Queued, attempt: int, call: WebhookCall
+    ) -> WebhookAnswer | None:
+        """Send ``call`` and record it; ``None`` when a ``reset`` came meanwhile (nothing recorded)."""
+        try:
+            resp = session.request(
+                call.method,
+                call.url,
+                data=call.body or None,
+                headers=call.headers,
+                timeout=call.timeout or self.timeout,
+            )
+            answer = WebhookAnswer(resp.status_code, dict(resp.headers), None)
+        except requests.RequestException as exc:
+            answer = WebhookAnswer(None, {}, f"{type(exc).__name__}: {exc}", isinstance(exc, requests.Timeout))
+        with self.server.lock:
+            if not self.current(queued.generation):
+                return None
+            self.record(queued.payload, attempt, call, answer)
+        return answer
+
+
+class WebhookStandin(StandinServer):
+    """A stand-in whose webhooks go out through one ``WebhookSender`` (``self._sender``): the
+    knobs tests and the chaos driver use, the same on every desk.
+
+    The desk defines the sender's callbacks as ``_webhook_call`` (``prepare``),
+    ``_webhook_record`` (``record``, appending to ``_deliveries``) and ``_webhook_retry_wait``
+    (``retry_wait``), and ``_webhook_redeliver`` where its duplicate is a retry. Its queued
+    calls go through ``self._sender.enqueue``. ``webhook_fault_delay``: seconds a "delay"
+    fault holds a call back when none is given.
+    """
+
+    _deliveries: list[dict[str, Any]]  # every attempt, as the desk's ``_webhook_record`` keeps it
+    webhook_fault_delay = 0.0
+    #: ``WebhookSender``'s ``redeliver``, for a desk whose duplicate is a retry (Slack's).
+    _webhook_redeliver: Callable[[Any, int, WebhookCall, WebhookAnswer], WebhookCall | None] | None = None
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, webhook_senders: int = 1):
+        """``webhook_senders``: how many calls are delivered at once (calls sharing a key, such
+        as a ticket's, still go out one after another, in order)."""
+        super().__init__(port, host)
+        self._sender = WebhookSender(
+            self,
+            prepare=self._webhook_call,
+            record=self._webhook_record,
+            retry_wait=self._webhook_retry_wait,
+            redeliver=self._webhook_redeliver,
+            senders=webhook_senders,
+            name=f"{type(self).__name__}-webhooks",
+        )
+        self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
+
+    def stop(self) -> None:
+        super().stop()
+        self._sender.stop()
+
+    def add_webhook_fault(self, kind: str, times: int = 1, delay: float | None = None) -> None:
+        """Disturb the next ``times`` deliveries: "duplicate" delivers each twice (as the desk's
+        sender repeats a call), "delay" holds it back ``delay`` seconds, "drop" never sends it."""
+        self._sender.add_fault(kind, times, self.webhook_fault_delay if delay is None else delay)
+
+    def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
+        """Block until every queued delivery is done (or given up); fail after ``timeout``."""
+        self._sender.wait_idle(timeout)
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery attempt, oldest first, with its headers, body and outcome."""
+        with self.lock:
+            return copy.deepcopy(self._deliveries)
+
+    def _deliveries_json(self) -> list[dict[str, Any]]:
+        """The attempts for a JSON snapshot, bodies as text (the caller holds the lock)."""
+        return [
+            {**d, "headers": dict(d["headers"]), "body": d["body"].decode("utf-8", "replace")} for d in self._deliveries
+        ]
+
+    def _control_add_webhook_fault(self, req: Request) -> Response:
+        body = control_body(req)
+        delay = body.get("delay")
+        self.add_webhook_fault(
+            str(body.get("kind")), int(body.get("times", 1)), None if delay is None else float(delay)
+        )
+        return Response(201, {})

@@ -25,7 +25,6 @@ agent, reply in a thread (with files), press Take/Close, react ✅.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import html
@@ -33,14 +32,11 @@ import itertools
 import json
 import re
 import secrets
-import threading
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import requests
-
-from .server import HttpError, Request, Response, StandinServer
+from .server import HttpError, Request, Response, WebhookAnswer, WebhookCall, WebhookStandin
 
 MAX_TEXT = 40000
 MAX_BLOCKS = 50
@@ -62,7 +58,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
-class SlackStandin(StandinServer):
+class SlackStandin(WebhookStandin):
     """Slack for one app (bot token, signing secret) in one workspace with an agents' channel."""
 
     event_timeout = 3.0  # seconds Slack waits for a 2xx
@@ -84,10 +80,6 @@ class SlackStandin(StandinServer):
         self.channel_id = channel_id
         self.team_id, self.bot_user_id, self.bot_id, self.app_id = "T0STANDIN", "U0BOT", "B0BOT", "A0APP"
         self.request_url = self.interactivity_url = ""
-        self._outbox: collections.deque[dict] = collections.deque()
-        self._cond = threading.Condition()
-        self._delivering = False
-        self._generation = 0
         self.reset_state()
         methods = {
             "auth.test": self._auth_test,
@@ -112,15 +104,10 @@ class SlackStandin(StandinServer):
         self.control_route("POST", "agents", self._control_add_agent)
         self.control_route("POST", "app", self._control_app)
         self.control_route("POST", "actions", self._control_action)
-        self.control_route("POST", "webhook_faults", self._control_webhook_fault)
-        self._sender = threading.Thread(target=self._deliver_forever, name="slack-events", daemon=True)
-        self._sender.start()
 
     # ----------------------------------------------------------------- state
     def reset_state(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._outbox.clear()
+        self._sender.reset()
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._users: dict[str, dict] = {}
@@ -131,7 +118,6 @@ class SlackStandin(StandinServer):
         self._files: dict[str, dict] = {}
         self._ephemeral: list[dict] = []
         self._deliveries: list[dict] = []
-        self._webhook_faults: list[dict] = []
         self._post_times: dict[str, tuple[float, float]] = {}
         self._users[self.bot_user_id] = {
             "id": self.bot_user_id,
@@ -145,12 +131,6 @@ class SlackStandin(StandinServer):
     def _add_channel(self, channel_id: str, name: str, *, member: bool) -> None:
         self._channels[channel_id] = {"id": channel_id, "name": name, "is_member": member}
         self._messages[channel_id] = []
-
-    def stop(self) -> None:
-        super().stop()
-        with self._cond:
-            self._cond.notify_all()
-        self._sender.join(timeout=5)
 
     def app_configure(self, *, request_url: str, interactivity_url: str = "") -> None:
         """What pasting the manifest does: where events and button presses go."""
@@ -195,10 +175,6 @@ class SlackStandin(StandinServer):
     def user(self, user_id: str) -> dict:
         with self.lock:
             return dict(self._users[user_id])
-
-    def webhook_deliveries(self) -> list[dict]:
-        with self.lock:
-            return [dict(d) for d in self._deliveries]
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -578,109 +554,60 @@ class SlackStandin(StandinServer):
         )
 
     def _enqueue(self, delivery: dict) -> None:
-        with self._cond:
-            self._outbox.append({**delivery, "generation": self._generation})
-            self._cond.notify_all()
+        self._sender.enqueue({**delivery, "reason": ""})
 
-    def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 0.0) -> None:
-        """Misbehave on the next ``times`` deliveries: "duplicate" sends each twice (the second as a
-        retry, X-Slack-Retry-Num 1), "delay" holds it back ``delay`` seconds."""
-        if kind not in ("duplicate", "delay"):
-            raise ValueError("kind must be 'duplicate' or 'delay'")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self.lock:
-            self._webhook_faults.append({"kind": kind, "times": times, "delay": float(delay)})
-
-    def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            idle = self._cond.wait_for(lambda: not self._outbox and not self._delivering, timeout)
-        if not idle:
-            raise AssertionError(f"Slack deliveries still pending after {timeout:.2f}s")
-
-    def _deliver_forever(self) -> None:
-        session = requests.Session()
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._outbox or self._stopping.is_set())
-                if self._stopping.is_set():
-                    return
-                delivery = self._outbox.popleft()
-                self._delivering = True
-            try:
-                faults = self._take_webhook_faults()
-                if "delay" in faults and self._stopping.wait(faults["delay"]):
-                    return
-                self._deliver(session, delivery, duplicate="duplicate" in faults)
-            finally:
-                with self._cond:
-                    self._delivering = False
-                    self._cond.notify_all()
-
-    def _take_webhook_faults(self) -> dict[str, float]:
-        taken: dict[str, float] = {}
-        with self.lock:
-            for fault in list(self._webhook_faults):
-                if fault["kind"] not in taken:
-                    taken[fault["kind"]] = fault["delay"]
-                    fault["times"] -= 1
-                    if fault["times"] == 0:
-                        self._webhook_faults.remove(fault)
-        return taken
-
-    def _deliver(self, session: requests.Session, delivery: dict, *, duplicate: bool) -> None:
-        attempts = len(RETRY_DELAYS) + 1 if delivery["retries"] else 1
-        reason = ""
-        for attempt in range(attempts):
-            if attempt and self._stopping.wait(RETRY_DELAYS[attempt - 1] * self.retry_time_scale):
-                return
-            with self.lock:
-                if delivery["generation"] != self._generation:
-                    return
-            timestamp = str(int(time.time()))
-            headers = {
-                "Content-Type": delivery["type"],
-                "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
-                "X-Slack-Request-Timestamp": timestamp,
-                "X-Slack-Signature": sign(self.signing_secret, timestamp, delivery["body"]),
-            }
-            if attempt:
-                headers |= {"X-Slack-Retry-Num": str(attempt), "X-Slack-Retry-Reason": reason}
-            ok, reason, no_retry = self._attempt_delivery(session, delivery, headers, attempt + 1)
-            if ok and duplicate and delivery["retries"]:
-                duplicate = False  # Slack thought the first answer late: the same event again, as retry 1
-                self._attempt_delivery(
-                    session, delivery, headers | {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}, 2
-                )
-            if ok or no_retry:
-                return
-
-    def _attempt_delivery(
-        self, session: requests.Session, delivery: dict, headers: dict, attempt: int
-    ) -> tuple[bool, str, bool]:
-        record: dict[str, Any] = {
-            "attempt": attempt,
-            "url": delivery["url"],
-            "headers": dict(headers),
-            "body": delivery["body"],
-            "status": None,
-            "error": None,
+    # Queueing, in order from one sender, faults and the retry loop are ``server.WebhookSender``'s;
+    # what is Slack's: the request signed per attempt, the retry headers and schedule, the record.
+    def _webhook_call(self, delivery: dict, attempt: int) -> WebhookCall:
+        """The attempt's request, signed with a fresh timestamp; a retry says its number and why."""
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": delivery["type"],
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": sign(self.signing_secret, timestamp, delivery["body"]),
         }
-        try:
-            resp = session.post(delivery["url"], data=delivery["body"], headers=headers, timeout=self.event_timeout)
-            record["status"] = resp.status_code
-            ok = 200 <= resp.status_code < 300
-            reason, no_retry = ("", False) if ok else ("http_error", resp.headers.get("X-Slack-No-Retry") == "1")
-        except requests.Timeout:
-            ok, reason, no_retry = False, "http_timeout", False
-            record["error"] = "http_timeout"
-        except requests.RequestException as exc:
-            ok, reason, no_retry = False, "connection_failed", False
-            record["error"] = f"connection_failed: {type(exc).__name__}"
-        with self.lock:
-            if delivery["generation"] == self._generation:
-                self._deliveries.append(record)
-        return ok, reason, no_retry
+        if attempt > 1:
+            headers |= {"X-Slack-Retry-Num": str(attempt - 1), "X-Slack-Retry-Reason": delivery["reason"]}
+        return WebhookCall("POST", delivery["url"], headers, delivery["body"], self.event_timeout)
+
+    def _webhook_record(self, delivery: dict, attempt: int, call: WebhookCall, answer: WebhookAnswer) -> None:
+        error = None
+        if answer.status is None:
+            error = "http_timeout" if answer.timed_out else f"connection_failed: {answer.error.partition(':')[0]}"
+        self._deliveries.append(
+            {
+                "attempt": attempt,
+                "url": call.url,
+                "headers": dict(call.headers),
+                "body": call.body,
+                "status": answer.status,
+                "error": error,
+            }
+        )
+
+    def _webhook_retry_wait(self, delivery: dict, attempt: int, answer: WebhookAnswer) -> float | None:
+        """Events: up to ``len(RETRY_DELAYS)`` retries after an answer other than 2xx, or none in
+        ``event_timeout``; ``X-Slack-No-Retry: 1`` on the answer stops them. Button presses: none."""
+        if _answered(answer) or not delivery["retries"] or attempt > len(RETRY_DELAYS):
+            return None
+        if answer.status is not None:
+            no_retry = {k.lower(): v for k, v in answer.headers.items()}.get("x-slack-no-retry") == "1"
+            if no_retry:
+                return None
+        delivery["reason"] = (
+            "http_error" if answer.status is not None else "http_timeout" if answer.timed_out else "connection_failed"
+        )
+        return RETRY_DELAYS[attempt - 1] * self.retry_time_scale
+
+    def _webhook_redeliver(
+        self, delivery: dict, attempt: int, call: WebhookCall, answer: WebhookAnswer
+    ) -> WebhookCall | None:
+        """A "duplicate" fault: Slack thought the answer late and sends the same event again, as its next retry."""
+        if not _answered(answer) or not delivery["retries"]:
+            return None
+        headers = call.headers | {"X-Slack-Retry-Num": str(attempt), "X-Slack-Retry-Reason": "http_timeout"}
+        return WebhookCall(call.method, call.url, headers, call.body, call.timeout)
 
     # ----------------------------------------------------------------- the agents
     def add_agent(self, name: str, email: str = "") -> str:
@@ -851,11 +778,6 @@ class SlackStandin(StandinServer):
             raise ValueError("action must be reply, take, close or react")
         return {}
 
-    def _control_webhook_fault(self, req: Request) -> Response:
-        data = req.json() or {}
-        self.add_webhook_fault(str(data.get("kind")), int(data.get("times", 1)), float(data.get("delay", 0.0)))
-        return Response(201, {})
-
     # ----------------------------------------------------------------- the channel page (demo)
     def _page(self, req: Request) -> Response:
         """The agents' channel as an agent sees it: each thread with its replies and buttons."""
@@ -937,3 +859,7 @@ def _mimetype(name: str) -> str:
     import mimetypes
 
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _answered(answer: WebhookAnswer) -> bool:
+    return answer.status is not None and 200 <= answer.status < 300

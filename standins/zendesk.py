@@ -19,7 +19,6 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote
 
@@ -27,10 +26,11 @@ from .server import (
     HttpError,
     Request,
     Response,
-    StandinServer,
     WebhookAnswer,
     WebhookCall,
-    WebhookSender,
+    WebhookStandin,
+    control_body,
+    html_text,
     iso_time,
     status_phrase,
     ulid,
@@ -97,30 +97,6 @@ def _to_html(text: str) -> str:
     return "".join(f"<p>{html.escape(p, quote=False).replace(chr(10), '<br>')}</p>" for p in paragraphs)
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("p", "div", "li"):
-            self.parts.append("\n\n")
-
-
-def _to_text(markup: str) -> str:
-    extractor = _TextExtractor()
-    extractor.feed(markup)
-    extractor.close()
-    return re.sub(r"\n{3,}", "\n\n", "".join(extractor.parts)).strip()
-
-
 def _audit_value(value: Any) -> Any:
     """Audit events carry ids as strings, like Zendesk's."""
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -154,8 +130,10 @@ class _Invocation:
     body: bytes
 
 
-class ZendeskStandin(StandinServer):
+class ZendeskStandin(WebhookStandin):
     """Zendesk Support for one API agent (`email` + `api_token`), plus simulated human agents."""
+
+    webhook_fault_delay = 1.0  # seconds a "delay" fault holds an invocation back by default
 
     max_comments = 5000  # per ticket; instances may lower it for tests
     webhook_timeout = 10.0  # seconds before a delivery attempt counts as timed out
@@ -176,19 +154,11 @@ class ZendeskStandin(StandinServer):
     ):
         """``webhook_senders``: how many invocations are delivered at once (Zendesk sends many
         concurrently); invocations about one ticket still go out one after another, in order."""
-        super().__init__(port, host)
+        super().__init__(port, host, webhook_senders=webhook_senders)
         self.email = email
         self.api_token = api_token
         self.account_id = account_id
         self._invocation_ids = itertools.count(8_000_000_001)
-        self._sender = WebhookSender(
-            self,
-            prepare=self._webhook_call,
-            record=self._webhook_record,
-            retry_wait=self._webhook_retry_wait,
-            senders=webhook_senders,
-            name="zendesk-webhooks",
-        )
         self.reset_state()
         for method, pattern, handler in [
             ("GET", r"users/me", self._get_me),
@@ -222,11 +192,6 @@ class ZendeskStandin(StandinServer):
         self.control_route("POST", r"tickets/(?P<id>\d+)/assign", self._control_agent_action)
         self.control_route("POST", r"tickets/(?P<id>\d+)/solve", self._control_agent_action)
         self.control_route("POST", r"tickets/(?P<id>\d+)/end_user_reply", self._control_agent_action)
-        self.control_route("POST", "webhook_faults", self._control_add_webhook_fault)
-
-    def stop(self) -> None:
-        super().stop()
-        self._sender.stop()
 
     def reset_state(self) -> None:
         """Forget everything but the API agent, who is recreated (the token's own user)."""
@@ -281,11 +246,6 @@ class ZendeskStandin(StandinServer):
         with self.lock:
             return copy.deepcopy(list(self._uploads.values()))
 
-    def webhook_deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery attempt, oldest first, with its headers, body and outcome."""
-        with self.lock:
-            return copy.deepcopy(self._deliveries)
-
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             state = copy.deepcopy(
@@ -296,11 +256,9 @@ class ZendeskStandin(StandinServer):
                     "webhooks": list(self._webhooks.values()),
                     "triggers": list(self._triggers.values()),
                     "uploads": list(self._uploads.values()),
-                    "webhook_deliveries": self._deliveries,
+                    "webhook_deliveries": self._deliveries_json(),
                 }
             )
-        for delivery in state["webhook_deliveries"]:
-            delivery["body"] = delivery["body"].decode("utf-8", "replace")
         return state
 
     # ----------------------------------------------------------------- HTTP plumbing
@@ -501,7 +459,7 @@ class ZendeskStandin(StandinServer):
         if ticket is not None and len(self._comments[ticket["id"]]) >= self.max_comments:
             raise _invalid("comment", f"Comment: a ticket holds at most {self.max_comments} comments", "TooMany")
         if isinstance(html_body, str) and html_body.strip():
-            body = _to_text(html_body)
+            body = html_text(html_body, block_end="\n\n")
         else:
             html_body = _to_html(body)
         return {
@@ -997,15 +955,6 @@ class ZendeskStandin(StandinServer):
     # ----------------------------------------------------------------- webhook delivery
     # Queueing, per-ticket order, faults and the retry loop are ``server.WebhookSender``'s; what
     # is Zendesk's: the signed headers (re-signed on every retry), the record, the retry rules.
-    def add_webhook_fault(self, kind: str, times: int = 1, delay: float = 1.0) -> None:
-        """Disturb the next `times` invocations: "duplicate" delivers each twice,
-        "delay" holds it back, "drop" never sends it."""
-        self._sender.add_fault(kind, times, delay)
-
-    def wait_webhooks_idle(self, timeout: float = 10.0) -> None:
-        """Block until every queued invocation has been delivered (or given up); fail after `timeout`."""
-        self._sender.wait_idle(timeout)
-
     def _webhook_call(self, invocation: _Invocation, attempt: int) -> WebhookCall | None:
         with self.lock:
             webhook = copy.deepcopy(self._webhooks.get(invocation.webhook_id))
@@ -1183,11 +1132,11 @@ class ZendeskStandin(StandinServer):
         }
 
     def _control_add_agent(self, req: Request) -> Response:
-        return Response(201, {"id": self.add_agent(**_control_body(req))})
+        return Response(201, {"id": self.add_agent(**control_body(req))})
 
     def _control_agent_action(self, req: Request) -> dict[str, Any]:
         ticket_id, action = int(req.params["id"]), req.path.rsplit("/", 1)[1]
-        body = _control_body(req)
+        body = control_body(req)
         if action == "reply":
             return {"comment": self.agent_reply(ticket_id, **body)}
         if action == "end_user_reply":
@@ -1195,17 +1144,6 @@ class ZendeskStandin(StandinServer):
         if action == "assign":
             return {"ticket": self.assign(ticket_id, **body)}
         return {"ticket": self.solve(ticket_id, **body)}
-
-    def _control_add_webhook_fault(self, req: Request) -> Response:
-        self.add_webhook_fault(**_control_body(req))
-        return Response(201, {})
-
-
-def _control_body(req: Request) -> dict[str, Any]:
-    body = req.json() if req.body else {}
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    return body
 
 
 def _via(via_id: int) -> dict[str, Any]:

@@ -103,18 +103,20 @@ class E2EDesk(abc.ABC):
     @abc.abstractmethod
     def user_name(self, user_id: str) -> str: ...
 
-    @abc.abstractmethod
-    def add_agent(self, name: str, email: str) -> int: ...
+    # The agents' actions: the stand-in's own by default.
+    def add_agent(self, name: str, email: str) -> int:
+        return self.standin.add_agent(name, email)
 
-    @abc.abstractmethod
-    def assign(self, ticket_id, agent_id) -> None: ...
+    def assign(self, ticket_id, agent_id) -> None:
+        self.standin.assign(ticket_id, agent_id)
 
-    @abc.abstractmethod
-    def agent_reply(self, ticket_id, agent_id, text: str, *, attachments: list[dict] | None = None) -> None: ...
+    def agent_reply(self, ticket_id, agent_id, text: str, *, attachments: list[dict] | None = None) -> None:
+        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
 
-    @abc.abstractmethod
     def solve_with_reply(self, ticket_id, agent_id, text: str) -> None:
         """The agent's last reply, then the ticket resolved (Zendesk: one "submit as solved")."""
+        self.standin.agent_reply(ticket_id, agent_id, text)
+        self.standin.resolve(ticket_id, agent_id)
 
     @abc.abstractmethod
     def is_closed(self, ticket_id) -> bool: ...
@@ -161,15 +163,6 @@ class ZendeskE2E(E2EDesk):
 
     def user_name(self, user_id):
         return next(u for u in self.standin.users() if str(u["id"]) == user_id)["name"]
-
-    def add_agent(self, name, email):
-        return self.standin.add_agent(name, email)
-
-    def assign(self, ticket_id, agent_id):
-        self.standin.assign(ticket_id, agent_id)
-
-    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
-        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
 
     def solve_with_reply(self, ticket_id, agent_id, text):
         self.standin.agent_reply(ticket_id, agent_id, text, solve=True)
@@ -249,19 +242,6 @@ class FreshdeskE2E(E2EDesk):
     def user_name(self, user_id):
         return next(c for c in self.standin.contacts() if str(c["id"]) == user_id)["name"]
 
-    def add_agent(self, name, email):
-        return self.standin.add_agent(name, email)
-
-    def assign(self, ticket_id, agent_id):
-        self.standin.assign(ticket_id, agent_id)
-
-    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
-        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
-
-    def solve_with_reply(self, ticket_id, agent_id, text):
-        self.standin.agent_reply(ticket_id, agent_id, text)
-        self.standin.resolve(ticket_id, agent_id)
-
     def is_closed(self, ticket_id):
         return self.standin.ticket(ticket_id)["status"] == 5
 
@@ -340,19 +320,6 @@ class JsmE2E(E2EDesk):
         if user_id.startswith("bot:"):
             return user_id[4:]
         return next(a for a in self.standin.accounts() if a["accountId"] == user_id)["displayName"]
-
-    def add_agent(self, name, email):
-        return self.standin.add_agent(name, email)
-
-    def assign(self, ticket_id, agent_id):
-        self.standin.assign(ticket_id, agent_id)
-
-    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
-        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
-
-    def solve_with_reply(self, ticket_id, agent_id, text):
-        self.standin.agent_reply(ticket_id, agent_id, text)
-        self.standin.resolve(ticket_id, agent_id)
 
     def is_closed(self, ticket_id):
         return self.standin.issue(ticket_id)["fields"]["status"]["statusCategory"]["key"] == "done"
@@ -450,14 +417,8 @@ class SlackE2E(E2EDesk):
                 return m.get("username", "")
         return self.standin.user(user_id)["real_name"]
 
-    def add_agent(self, name, email):
-        return self.standin.add_agent(name, email)
-
     def assign(self, ticket_id, agent_id):
         self.standin.take(ticket_id, agent_id)
-
-    def agent_reply(self, ticket_id, agent_id, text, *, attachments=None):
-        self.standin.agent_reply(ticket_id, agent_id, text, attachments=attachments)
 
     def solve_with_reply(self, ticket_id, agent_id, text):
         self.standin.agent_reply(ticket_id, agent_id, text)

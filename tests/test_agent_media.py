@@ -82,6 +82,39 @@ def test_a_redirect_to_another_host_is_followed_without_credentials(httpserver):
     assert _authorizations(httpserver, "/store/signed.png") == [None]
 
 
+def test_a_refused_redirect_elsewhere_is_not_a_public_link(httpserver):
+    own, other = _own_and_other(httpserver)
+    httpserver.expect_request("/attachments/token/G/").respond_with_response(
+        Response(status=302, headers={"Location": f"{other}/store/gone.png"})
+    )
+    httpserver.expect_request("/store/gone.png").respond_with_data("nope", status=404)
+    with pytest.raises(AttachmentUnavailable) as raised:
+        _provider(own).attachment_download(url=f"{own}/attachments/token/G/?name=g.png")
+    assert raised.value.link_ok is False  # the agent's link needs our credentials
+
+
+def test_redirects_on_the_own_host_stop_at_the_desks_count(httpserver):
+    own, _ = _own_and_other(httpserver)
+    for hop in range(4):  # Zendesk follows three
+        httpserver.expect_request(f"/loop/{hop}").respond_with_response(
+            Response(status=302, headers={"Location": f"/loop/{hop + 1}"})
+        )
+    with pytest.raises(AttachmentUnavailable, match="too many redirects"):
+        _provider(own).attachment_download(url=f"{own}/loop/0")
+    assert _authorizations(httpserver, "/loop/3") == [AUTH]
+
+
+def test_the_served_file_name_wins_over_the_urls(httpserver):
+    own, _ = _own_and_other(httpserver)
+    httpserver.expect_request("/attachments/token/N/").respond_with_data(
+        b"%PDF",
+        content_type="application/pdf",
+        headers={"Content-Disposition": 'attachment; filename="refund.pdf"; x=1'},
+    )
+    file = _provider(own).attachment_download(url=f"{own}/attachments/token/N/?name=x")
+    assert (file.filename, file.content) == ("refund.pdf", b"%PDF")
+
+
 @pytest.mark.parametrize(
     ("response", "error", "link_ok"),
     [

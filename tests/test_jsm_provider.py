@@ -10,6 +10,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug import Response
 
 from outbound.http import PermanentError, RetryableError, make_session
 from providers.base import (
@@ -401,6 +402,34 @@ def test_deliveries_are_signed_and_retried_under_one_identifier(standin, httpser
         )
         parsed = adapter.webhook_parse(headers=headers, body=delivery["body"], installation=installed.state)
         assert parsed.doorbell and parsed.ticket_external_id == ref.external_id
+
+
+@pytest.mark.parametrize(
+    ("statuses", "fault", "attempts"),
+    [
+        ((400,), "", [(1, 400)]),  # a refusal that retrying cannot change
+        ((429, 200), "", [(1, 429), (2, 200)]),
+        ((200, 200), "duplicate", [(1, 200), (1, 200)]),  # the whole delivery again
+        ((), "drop", []),
+    ],
+)
+def test_which_answers_are_retried_and_the_faults(standin, httpserver, statuses, fault, attempts):
+    answers = iter(statuses)
+    httpserver.expect_request("/hook").respond_with_handler(lambda request: Response("", status=next(answers)))
+    standin.webhook_retry_delays = (0.05, 0.05)
+    adapter = _adapter(standin)
+    adapter.webhook_install(url=httpserver.url_for("/hook"), previous_state={})
+    ref = _request(adapter)
+    agent = standin.add_agent("Grace", "grace@acme.test")
+    standin.wait_webhooks_idle()
+    before = len(standin.webhook_deliveries())
+    if fault:
+        standin.add_webhook_fault(fault)
+    standin.assign(ref.external_id, agent)
+    standin.wait_webhooks_idle()
+    sent = standin.webhook_deliveries()[before:]
+    assert [(d["attempt"], d["status"]) for d in sent] == attempts
+    assert len({d["headers"][IDENTIFIER_HEADER.title()] for d in sent}) <= 1, "one identifier across copies"
 
 
 def test_the_read_relays_agent_comments_with_files_then_assignment_and_stop(standin):

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug import Response
 
 from outbound.http import PermanentError, RetryableError, make_session
 from outbound.media import MediaFile
@@ -375,6 +376,51 @@ def test_the_bot_token_goes_only_to_slack_hosts(standin):
     assert adapter.attachment_download(url=url).content == b"%PDF"
     with pytest.raises(Exception, match="redirected"):
         _adapter(standin, bot_token="xoxb-other").attachment_download(url=url)
+
+
+# --- the stand-in's Events API deliveries ----------------------------------------------------
+def _event_deliveries(standin, httpserver, *answers, fault: str = "") -> list[dict]:
+    """The stand-in's attempts at delivering the root message's event, answered in turn by ``answers``."""
+    replies = iter(answers)
+    httpserver.expect_request("/events").respond_with_handler(lambda request: next(replies))
+    standin.app_configure(request_url=httpserver.url_for("/events"))
+    if fault:
+        standin.add_webhook_fault(fault)
+    _thread(_adapter(standin))
+    standin.wait_webhooks_idle()
+    return standin.webhook_deliveries()
+
+
+def test_an_event_is_retried_signed_anew_with_its_number_and_reason(standin, httpserver):
+    failed, ok = Response("oops", status=500), Response("", status=200)
+    attempts = _event_deliveries(standin, httpserver, failed, failed, ok)
+    assert [(d["attempt"], d["status"]) for d in attempts] == [(1, 500), (2, 500), (3, 200)]
+    assert [d["headers"].get("X-Slack-Retry-Num") for d in attempts] == [None, "1", "2"]
+    assert [d["headers"].get("X-Slack-Retry-Reason") for d in attempts] == [None, "http_error", "http_error"]
+    assert len({d["body"] for d in attempts}) == 1
+    for delivery in attempts:
+        timestamp = delivery["headers"]["X-Slack-Request-Timestamp"]
+        assert delivery["headers"]["X-Slack-Signature"] == sign(SECRET, timestamp, delivery["body"])
+
+
+def test_no_retry_header_stops_the_retries_and_four_attempts_at_most(standin, httpserver):
+    refused = Response("no", status=500, headers={"X-Slack-No-Retry": "1"})
+    assert [d["attempt"] for d in _event_deliveries(standin, httpserver, refused)] == [1]
+    standin.reset_state()
+    failed = [Response("oops", status=503) for _ in range(4)]
+    assert [d["attempt"] for d in _event_deliveries(standin, httpserver, *failed)] == [1, 2, 3, 4]
+
+
+def test_a_duplicate_fault_resends_an_answered_event_as_a_retry(standin, httpserver):
+    attempts = _event_deliveries(standin, httpserver, Response(""), Response(""), fault="duplicate")
+    assert [d["attempt"] for d in attempts] == [1, 2]
+    assert attempts[1]["headers"]["X-Slack-Retry-Num"] == "1"
+    assert attempts[1]["headers"]["X-Slack-Retry-Reason"] == "http_timeout"
+    assert attempts[0]["body"] == attempts[1]["body"]
+
+
+def test_a_dropped_event_never_leaves(standin, httpserver):
+    assert _event_deliveries(standin, httpserver, fault="drop") == []
 
 
 def test_the_manifest_fills_in_both_urls_scopes_and_events():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import mimetypes
 import secrets
 import threading
 import time
@@ -25,7 +24,6 @@ from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 from providers.base import (
     AgentProfile,
-    AttachmentUnavailable,
     ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
@@ -41,7 +39,7 @@ from providers.base import (
 from providers.freshdesk import webhooks
 from providers.freshdesk.entity import PRIORITIES, FreshdeskHitlSessionSerializer
 from providers.freshdesk.errors import describe_freshdesk_error, error_body
-from providers.html_parts import filename_from_url, html_to_parts
+from providers.html_parts import html_to_parts
 from providers.rendering import render_payload
 
 MEDIA_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
@@ -446,30 +444,14 @@ class FreshdeskProvider(HelpDeskProvider):
         through the guarded media fetcher; only a URL on the account's own host gets our
         credentials, without following redirects. Size and time are limited.
         """
-        if not self._own_host(url):
-            return super().attachment_download(url=url)
-        deadline = time.monotonic() + self.media_timeout
-        try:
-            response = http_request(
-                self.session,
-                "GET",
-                url,
-                timeout=(self.media_timeout, self.media_timeout),
-                describe_error=describe_freshdesk_error,
-                headers={"Authorization": self._auth_header()},
-                allow_redirects=False,
-                stream=True,
-            )
-        except PermanentError as exc:
-            raise AttachmentUnavailable(f"Freshdesk answered {exc}", link_ok=False) from exc
-        with response:
-            if response.is_redirect:
-                raise AttachmentUnavailable("redirected away from the account's host", link_ok=False)
-            content = self._read_limited(response, deadline)
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        filename = _filename(response, url)
-        content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        return MediaFile(filename=filename, content_type=content_type, content=content)
+        return self._attachment_download_own(
+            url=url,
+            authorization=self._auth_header(),
+            describe_error=describe_freshdesk_error,
+            desk="Freshdesk",
+            redirects=None,
+            refused="redirected away from the account's host",
+        )
 
     # --- set-up -----------------------------------------------------------------------------
     def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:
@@ -594,10 +576,3 @@ def _attachment_parts(conversation: dict) -> list[MessagePart]:
             )
         )
     return parts
-
-
-def _filename(response: requests.Response, url: str) -> str:
-    disposition = response.headers.get("Content-Disposition", "")
-    if "filename=" in disposition:
-        return disposition.split("filename=", 1)[1].strip().strip('"') or "attachment"
-    return filename_from_url(url)

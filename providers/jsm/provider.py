@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 import secrets
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
-from urllib.parse import urljoin
 
 import requests
 
@@ -28,7 +26,6 @@ from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 from providers.base import (
     AgentProfile,
-    AttachmentUnavailable,
     ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
@@ -39,7 +36,6 @@ from providers.base import (
     TicketSpec,
     WebhookInstallation,
 )
-from providers.html_parts import filename_from_url
 from providers.jsm import webhooks
 from providers.jsm.entity import PRIORITIES, JsmHitlSessionSerializer
 from providers.jsm.errors import describe_jsm_error
@@ -502,35 +498,13 @@ class JsmProvider(HelpDeskProvider):
         """An agent's file: ``/rest/api/2/attachment/content/{id}`` on the site, with our
         credentials, one redirect followed on our own host; Jira Cloud may redirect to its media
         service with a signed link *(inferred)*, fetched without credentials (media fetcher)."""
-        if not self._own_host(url):
-            return super().attachment_download(url=url)
-        deadline = time.monotonic() + self.media_timeout
-        for _ in range(2):
-            try:
-                response = http_request(
-                    self.session,
-                    "GET",
-                    url,
-                    timeout=(self.media_timeout, self.media_timeout),
-                    describe_error=describe_jsm_error,
-                    headers={"Authorization": self._auth_header()},
-                    allow_redirects=False,
-                    stream=True,
-                )
-            except PermanentError as exc:
-                raise AttachmentUnavailable(f"Jira answered {exc}", link_ok=False) from exc
-            with response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("Location", ""))
-                    if not self._own_host(url):
-                        return super().attachment_download(url=url)
-                    continue
-                content = self._read_limited(response, deadline)
-                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            filename = _filename(response, url)
-            content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-            return MediaFile(filename=filename, content_type=content_type, content=content)
-        raise AttachmentUnavailable("too many redirects", link_ok=False)
+        return self._attachment_download_own(
+            url=url,
+            authorization=self._auth_header(),
+            describe_error=describe_jsm_error,
+            desk="Jira",
+            redirects=1,
+        )
 
     # --- set-up -----------------------------------------------------------------------------
     def setup_validate(self) -> dict:
@@ -651,13 +625,6 @@ def _category(issue: Mapping) -> str:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
-
-
-def _filename(response: requests.Response, url: str) -> str:
-    disposition = response.headers.get("Content-Disposition", "")
-    if "filename=" in disposition:
-        return disposition.split("filename=", 1)[1].split(";")[0].strip().strip('"') or "attachment"
-    return filename_from_url(url)
 
 
 def _attachments_by_name(fields: Mapping) -> dict[str, Mapping]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import mimetypes
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,12 +26,10 @@ from urllib.parse import urlsplit
 from slack_sdk import WebClient
 
 from outbound.http import PermanentError, RetryableError
-from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 from outbound.pacing import PaceRefused, pace_clear, pace_defer, pace_reserve
 from providers.base import (
     AgentProfile,
-    AttachmentUnavailable,
     ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
@@ -43,7 +40,6 @@ from providers.base import (
     TicketSpec,
     WebhookInstallation,
 )
-from providers.html_parts import filename_from_url
 from providers.rendering import SEPARATOR, render_payload
 from providers.slack import manifest, webhooks
 from providers.slack.entity import PRIORITY_EMOJI, SlackHitlSessionSerializer
@@ -422,35 +418,23 @@ class SlackProvider(HelpDeskProvider):
 
     def attachment_download(self, *, url: str) -> MediaFile:
         """An agent's file: ``url_private`` needs the bot token [doc docs.slack.dev/messaging/
-        working-with-files "Authentication"], sent only to Slack's own hosts (the API's host and
-        ``files.<host>``), without following redirects; size and time limited."""
-        ours = urlsplit(self.base_url)
-        theirs = urlsplit(url)
+        working-with-files "Authentication"], sent only to Slack's own hosts (``_own_host``),
+        without following redirects: Slack redirects to its sign-in page when the token is
+        refused. Size and time limited."""
+        return self._attachment_download_own(
+            url=url,
+            authorization=f"Bearer {self.credentials['bot_token']}",
+            describe_error=lambda r: (f"HTTP{r.status_code}", r.reason or ""),
+            desk="Slack",
+            redirects=None,
+            refused="redirected away: the token may not read this file",
+        )
+
+    def _own_host(self, url: str) -> bool:
+        """The API's host and its file host ``files.<host>``, on the API's scheme."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
         hosts = {ours.netloc.lower(), f"files.{ours.netloc.lower()}"}
-        if theirs.scheme != ours.scheme or (theirs.netloc or "").lower() not in hosts:
-            return super().attachment_download(url=url)
-        deadline = time.monotonic() + self.media_timeout
-        try:
-            response = http_request(
-                self.session,
-                "GET",
-                url,
-                timeout=(self.media_timeout, self.media_timeout),
-                describe_error=lambda r: (f"HTTP{r.status_code}", r.reason or ""),
-                headers={"Authorization": f"Bearer {self.credentials['bot_token']}"},
-                allow_redirects=False,
-                stream=True,
-            )
-        except PermanentError as exc:
-            raise AttachmentUnavailable(f"Slack answered {exc}", link_ok=False) from exc
-        with response:
-            if response.is_redirect:  # Slack redirects to its sign-in page when the token is refused
-                raise AttachmentUnavailable("redirected away: the token may not read this file", link_ok=False)
-            content = self._read_limited(response, deadline)
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        filename = filename_from_url(url)
-        content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        return MediaFile(filename=filename, content_type=content_type, content=content)
+        return theirs.scheme == ours.scheme and (theirs.netloc or "").lower() in hosts
 
     # --- set-up -----------------------------------------------------------------------------
     def webhook_install(self, *, url: str, previous_state: Mapping) -> WebhookInstallation:

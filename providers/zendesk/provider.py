@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import base64
-import mimetypes
-import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from urllib.parse import urljoin
 
 from outbound.http import PermanentError
 from outbound.http import request as http_request
 from outbound.media import MediaFile, MediaRefused
 from providers.base import (
-    AttachmentUnavailable,
     ConnectionCheck,
     ExternalUserSpec,
     HelpDeskProvider,
@@ -23,7 +19,6 @@ from providers.base import (
     TicketSpec,
     WebhookInstallation,
 )
-from providers.html_parts import filename_from_url
 from providers.rendering import render_payload
 from providers.zendesk import webhooks
 from providers.zendesk.entity import ZendeskHitlSessionSerializer
@@ -155,41 +150,13 @@ class ZendeskProvider(HelpDeskProvider):
         through the guarded media fetcher. A file on another host (an agent's inline image
         from the web) never gets credentials either. Size and time are limited.
         """
-        if not self._own_host(url):
-            return super().attachment_download(url=url)
-        deadline = time.monotonic() + self.media_timeout
-        for _ in range(MAX_ATTACHMENT_REDIRECTS + 1):
-            if not self._own_host(url):
-                return self._fetch_redirected(url)
-            try:
-                response = http_request(
-                    self.session,
-                    "GET",
-                    url,
-                    timeout=(self.media_timeout, self.media_timeout),
-                    describe_error=describe_zendesk_error,
-                    headers={"Authorization": self._auth_header()},
-                    allow_redirects=False,
-                    stream=True,
-                )
-            except PermanentError as exc:
-                raise AttachmentUnavailable(f"Zendesk answered {exc}", link_ok=False) from exc
-            with response:
-                if response.is_redirect and response.headers.get("Location"):
-                    url = urljoin(url, response.headers["Location"])
-                    continue
-                content = self._read_limited(response, deadline)
-                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            filename = filename_from_url(url)
-            content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-            return MediaFile(filename=filename, content_type=content_type, content=content)
-        raise AttachmentUnavailable("too many redirects", link_ok=False)
-
-    def _fetch_redirected(self, url: str) -> MediaFile:
-        try:
-            return super().attachment_download(url=url)
-        except AttachmentUnavailable as exc:  # the original URL needs our credentials
-            raise AttachmentUnavailable(str(exc), link_ok=False) from exc
+        return self._attachment_download_own(
+            url=url,
+            authorization=self._auth_header(),
+            describe_error=describe_zendesk_error,
+            desk="Zendesk",
+            redirects=MAX_ATTACHMENT_REDIRECTS,
+        )
 
     # --- webhooks ---------------------------------------------------------------------------
     @classmethod

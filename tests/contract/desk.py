@@ -13,8 +13,12 @@ import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from outbound.http import make_session
 from outbound.media import MediaFile
 from providers.base import HelpDeskProvider, WebhookInstallation
+
+# Nothing listens here: the stand-in records each delivery attempt (headers and body) anyway.
+RECORDING_URL = "http://127.0.0.1:9/contract-webhook"
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,27 @@ class ContractDesk(abc.ABC):
     # (method, path regex) of the requests the suite breaks with the stand-in's fault injection.
     ticket_create_request: tuple[str, str]
     message_post_request: tuple[str, str]
+    # The headers that authenticate the desk's webhooks, and a wrong value for the first one.
+    auth_headers: tuple[str, ...]
+    forged_value: str
 
-    @abc.abstractmethod
+    def __init__(self, standin, *, provider: type[HelpDeskProvider], credentials: Mapping, base_url: str = "") -> None:
+        """The desk's adapter with the stand-in's ``credentials`` (at ``base_url``, the stand-in's
+        own by default) and the fake media fetcher; our webhook installed towards ``RECORDING_URL``."""
+        self.standin = standin
+        self.adapter = provider(
+            base_url=base_url or standin.base_url,
+            credentials=credentials,
+            session=make_session(pool_size=4),
+            timeout=(2.0, 5.0),
+            media_fetcher=media_fetch_fake,
+        )
+        self.installation = self.adapter.webhook_install(url=RECORDING_URL, previous_state={})
+        self._seen = 0
+
     def agent_create(self, name: str) -> str:
         """A human agent of the desk; returns their id."""
+        return str(self.standin.add_agent(name, f"{name.lower().replace(' ', '.')}@acme.test"))
 
     @abc.abstractmethod
     def agent_reply(self, *, ticket_external_id: str, agent_id: str, text: str) -> None:
@@ -62,14 +83,23 @@ class ContractDesk(abc.ABC):
     @abc.abstractmethod
     def ticket_is_closed(self, *, ticket_external_id: str) -> bool: ...
 
-    @abc.abstractmethod
     def webhooks(self) -> list[CapturedWebhook]:
-        """The webhooks the desk sent since the last call, oldest first (waits for delivery)."""
+        """The webhooks the desk sent since the last call, oldest first (waits for delivery): the
+        first attempt of each, as the stand-in recorded it (nothing listens at the URL)."""
+        self.standin.wait_webhooks_idle()
+        deliveries = self.standin.webhook_deliveries()
+        fresh, self._seen = deliveries[self._seen :], len(deliveries)
+        return [
+            CapturedWebhook(headers={k.lower(): v for k, v in d["headers"].items()}, body=d["body"])
+            for d in fresh
+            if d["attempt"] == 1
+        ]
 
-    @abc.abstractmethod
     def forged(self, webhook: CapturedWebhook) -> CapturedWebhook:
         """The same webhook with wrong authentication (a bad signature or shared secret)."""
+        return CapturedWebhook(headers={**webhook.headers, self.auth_headers[0]: self.forged_value}, body=webhook.body)
 
-    @abc.abstractmethod
     def unauthenticated(self, webhook: CapturedWebhook) -> CapturedWebhook:
         """The same webhook without its authentication headers."""
+        headers = {k: v for k, v in webhook.headers.items() if k not in self.auth_headers}
+        return CapturedWebhook(headers=headers, body=webhook.body)

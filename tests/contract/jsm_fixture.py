@@ -4,37 +4,24 @@ from __future__ import annotations
 
 import contextlib
 
-from outbound.http import make_session
 from providers.jsm import SIGNATURE_HEADER, JsmProvider
 from providers.jsm import provider as jsm_provider
 from standins.jsm import JsmStandin
-from tests.contract.desk import CapturedWebhook, ContractDesk, media_fetch_fake
+from tests.contract.desk import ContractDesk
 
 EMAIL, TOKEN = "contract@acme.test", "jsm_contract_token"
-# Nothing listens here: the stand-in records each delivery attempt (headers and body) anyway.
-RECORDING_URL = "http://127.0.0.1:9/contract-webhook"
 
 
 class JsmDesk(ContractDesk):
     kind = "jsm"
     ticket_create_request = ("POST", r"^/rest/servicedeskapi/request$")
     message_post_request = ("POST", r"^/rest/servicedeskapi/request/\d+/(comment|attachment)$")
+    auth_headers = (SIGNATURE_HEADER,)
+    forged_value = "sha256=" + "0" * 64
 
     def __init__(self, standin: JsmStandin):
-        self.standin = standin
         credentials = {"email": EMAIL, "api_token": TOKEN, "service_desk_id": "1", "request_type_id": "10"}
-        self.adapter = JsmProvider(
-            base_url=standin.base_url,
-            credentials=credentials,
-            session=make_session(pool_size=4),
-            timeout=(2.0, 5.0),
-            media_fetcher=media_fetch_fake,
-        )
-        self.installation = self.adapter.webhook_install(url=RECORDING_URL, previous_state={})
-        self._seen = 0
-
-    def agent_create(self, name: str) -> str:
-        return self.standin.add_agent(name, f"{name.lower().replace(' ', '.')}@acme.test")
+        super().__init__(standin, provider=JsmProvider, credentials=credentials)
 
     def agent_reply(self, *, ticket_external_id: str, agent_id: str, text: str) -> None:
         self.standin.agent_reply(ticket_external_id, agent_id, text)
@@ -53,23 +40,6 @@ class JsmDesk(ContractDesk):
 
     def ticket_is_closed(self, *, ticket_external_id: str) -> bool:
         return self.standin.issue(ticket_external_id)["fields"]["status"]["statusCategory"]["key"] == "done"
-
-    def webhooks(self) -> list[CapturedWebhook]:
-        self.standin.wait_webhooks_idle()
-        deliveries = self.standin.webhook_deliveries()
-        fresh, self._seen = deliveries[self._seen :], len(deliveries)
-        return [
-            CapturedWebhook(headers={k.lower(): v for k, v in d["headers"].items()}, body=d["body"])
-            for d in fresh
-            if d["attempt"] == 1
-        ]
-
-    def forged(self, webhook: CapturedWebhook) -> CapturedWebhook:
-        return CapturedWebhook(headers={**webhook.headers, SIGNATURE_HEADER: "sha256=" + "0" * 64}, body=webhook.body)
-
-    def unauthenticated(self, webhook: CapturedWebhook) -> CapturedWebhook:
-        headers = {k: v for k, v in webhook.headers.items() if k != SIGNATURE_HEADER}
-        return CapturedWebhook(headers=headers, body=webhook.body)
 
 
 @contextlib.contextmanager
