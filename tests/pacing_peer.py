@@ -1,6 +1,7 @@
 """Another process pacing a key, for ``tests/test_pacing.py`` (as a second worker process would).
 
-    python -m tests.pacing_peer reserve KEY COUNT INTERVAL   → a JSON list of [slot ISO time, wait]
+    python -m tests.pacing_peer reserve KEY COUNT INTERVAL [sleep]   → a JSON list of [slot ISO time, wait]
+      (``sleep``: wait for each slot before reserving the next, as a worker posting would)
     python -m tests.pacing_peer defer KEY SECONDS            → "deferred"
 
 It prints ``ready`` once Django is set up, then waits for a line on stdin before it acts, so
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def main(argv: list[str]) -> None:
@@ -26,7 +28,11 @@ def main(argv: list[str]) -> None:
     action, key = argv[0], argv[1]
     if action == "reserve":
         count, interval = int(argv[2]), float(argv[3])
-        slots = [pace_reserve(key=key, interval=interval, max_wait=3600.0) for _ in range(count)]
+        slots = []
+        for _ in range(count):
+            slots.append(pace_reserve(key=key, interval=interval, max_wait=3600.0))
+            if argv[4:] == ["sleep"]:
+                time.sleep(slots[-1].wait)
         print(json.dumps([[slot.at.isoformat(), slot.wait] for slot in slots]), flush=True)
     elif action == "defer":
         pace_defer(key=key, seconds=float(argv[2]))

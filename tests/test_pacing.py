@@ -195,8 +195,11 @@ def test_the_embedded_sqlite_default_paces_its_processes_alike(tmp_path):
         [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert migrate.returncode == 0, migrate.stderr
-    key, interval, count = "test:sqlite", 0.01, 60
-    peers = Peers(["reserve", key, str(count), str(interval)], ["reserve", key, str(count), str(interval)], env=env)
+    # Each waits for its slot before the next, as a posting worker does: both keep reserving
+    # for seconds, so a loaded machine starting one process late still has them at it at once.
+    key, interval, count = "test:sqlite", 0.05, 40
+    command = ["reserve", key, str(count), str(interval), "sleep"]
+    peers = Peers(command, command, env=env)
     peers.go()
     a, b = (_slots(output) for output in peers.results())
     assert len(set(a + b)) == 2 * count and _spaced(a + b, interval)
