@@ -10,6 +10,10 @@ views named in ``LEAN_VIEWS`` through a short chain of their own instead:
 - ``RequestBodyLimitMiddleware``: the 413 over ``HITL["MAX_REQUEST_BODY_BYTES"]`` before any read;
 - ``SecurityMiddleware``: the https redirect and security headers of a production deployment.
 
+Botpress's calls to the REST transport (the actions and the ``hitl`` channel, authenticated by
+the integration's bearer key in the view, never by a cookie) take the same short chain inside
+django-prometheus's two middlewares, so their per-view request metrics stay.
+
 Every other path takes the whole stack unchanged. Exceptions in the lean chain become Django's
 usual 500 answer (the handler wraps this middleware like any other).
 """
@@ -19,18 +23,35 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, resolve
+from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 from hitl_gateway.limits import RequestBodyLimitMiddleware
 
-# URL names of the views that take the lean path.
-LEAN_VIEWS = frozenset({"helpdesk-webhook"})
-LEAN_PREFIXES = ("/webhooks/",)
+# URL names (with their namespace) of the views that take the lean path: True keeps the
+# per-view request metrics.
+LEAN_VIEWS = {
+    "helpdesk-webhook": False,
+    **dict.fromkeys(
+        (
+            "api:createUser",
+            "api:startHitl",
+            "api:stopHitl",
+            "api:hitlMessage",
+            "api:renamedAction",
+            "api:renamedChannelMessage",
+        ),
+        True,
+    ),
+}
+LEAN_PREFIXES = ("/webhooks/", "/api/v1/integrations/")
 
 
 class LeanPathMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.lean = RequestBodyLimitMiddleware(SecurityMiddleware(self._view))
+        self.metrics_after = PrometheusAfterMiddleware(RequestBodyLimitMiddleware(SecurityMiddleware(self._measured)))
+        self.measured = PrometheusBeforeMiddleware(self.metrics_after)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not request.path_info.startswith(LEAN_PREFIXES):
@@ -39,12 +60,21 @@ class LeanPathMiddleware:
             match = resolve(request.path_info)
         except Resolver404:
             return self.get_response(request)
-        if match.url_name not in LEAN_VIEWS:
+        measured = LEAN_VIEWS.get(match.view_name)
+        if measured is None:
             return self.get_response(request)
         request.resolver_match = match
-        return self.lean(request)
+        return (self.measured if measured else self.lean)(request)
 
     @staticmethod
     def _view(request: HttpRequest) -> HttpResponse:
         match = request.resolver_match
-        return match.func(request, *match.args, **match.kwargs)
+        response = match.func(request, *match.args, **match.kwargs)
+        if callable(getattr(response, "render", None)):  # DRF's answers render late, as in the handler
+            response = response.render()
+        return response
+
+    def _measured(self, request: HttpRequest) -> HttpResponse:
+        match = request.resolver_match  # counted by view, as the handler would before the view
+        self.metrics_after.process_view(request, match.func, *match.args, **match.kwargs)
+        return self._view(request)

@@ -168,3 +168,21 @@ def test_openapi_schema_is_served(client):
     assert "/api/v1/integrations/{integration_id}/actions/startHitl" in paths
     operation_ids = {op["operationId"] for item in paths.values() for op in item.values()}
     assert {"createUser", "startHitl", "stopHitl", "hitlMessage"} <= operation_ids
+
+
+def test_botpress_calls_take_the_lean_path_and_keep_their_view_metrics(client, session):
+    """No session, CSRF, auth, messages, CSP or axes middleware for a bearer-key API call
+    (hitl_gateway/lean.py); django-prometheus still counts and times it by view."""
+    from prometheus_client import REGISTRY
+
+    labels = {"view": "api:hitlMessage", "transport": "http", "method": "POST"}
+    name = "django_http_requests_total_by_view_transport_method_total"
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    body = {"conversationId": session.botpress_conversation_id, "type": "text", "payload": {"text": "hi"}}
+    response = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+    assert response.status_code == 202
+    assert "Content-Security-Policy" not in response.headers and not response.cookies
+    assert response.headers["X-Content-Type-Options"] == "nosniff", "the security middleware did run"
+    assert REGISTRY.get_sample_value(name, labels) == before + 1
+    latency = "django_http_requests_latency_seconds_by_view_method_count"
+    assert REGISTRY.get_sample_value(latency, {"view": "api:hitlMessage", "method": "POST"}) >= 1
