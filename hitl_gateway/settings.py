@@ -155,9 +155,10 @@ else:
     # request); health checks drop a connection the server has closed meanwhile.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if env.bool("HITL_DB_PREPARED_STATEMENTS", False):
+    if env.bool("HITL_DB_PREPARED_STATEMENTS", True):
         # Server-side binding, and psycopg prepares a statement run 5 times on a connection:
-        # PostgreSQL then skips parsing and planning it. Not behind a transaction-mode pooler.
+        # PostgreSQL then skips parsing and planning it (a fifth to a third of its CPU per relay,
+        # make bench). Turn it off behind a transaction-mode pooler (PgBouncer).
         DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
