@@ -2,8 +2,8 @@
 
 A help desk's webhook is a machine POSTing signed bytes: it carries no cookie, no login and no
 CSRF token, renders no page and is authenticated by its signature (``services.webhooks``). The
-sessions, CSRF, authentication, messages, clickjacking, CSP, django-axes and per-view Prometheus
-middleware only cost it time: about a third of the acknowledgement's CPU on this machine
+static files, sessions, common (slash redirects), CSRF, authentication, messages, clickjacking,
+CSP, django-axes and per-view Prometheus middleware only cost it time: about a third of the acknowledgement's CPU on this machine
 (``make bench``, issue 16). ``LeanPathMiddleware`` comes first in ``MIDDLEWARE`` and sends the
 views named in ``LEAN_VIEWS`` through a short chain of their own instead:
 
@@ -20,6 +20,7 @@ usual 500 answer (the handler wraps this middleware like any other).
 
 from __future__ import annotations
 
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, resolve
@@ -49,8 +50,12 @@ LEAN_PREFIXES = ("/webhooks/", "/api/v1/integrations/")
 class LeanPathMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self.lean = RequestBodyLimitMiddleware(SecurityMiddleware(self._view))
-        self.metrics_after = PrometheusAfterMiddleware(RequestBodyLimitMiddleware(SecurityMiddleware(self._measured)))
+        # As Django's handler does for each middleware: a view's exception becomes its answer
+        # (a 500, a 404...) at once, so the security headers and the metrics still see it.
+        self.lean = RequestBodyLimitMiddleware(SecurityMiddleware(convert_exception_to_response(self._view)))
+        self.metrics_after = PrometheusAfterMiddleware(
+            RequestBodyLimitMiddleware(SecurityMiddleware(convert_exception_to_response(self._measured)))
+        )
         self.measured = PrometheusBeforeMiddleware(self.metrics_after)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -77,4 +82,8 @@ class LeanPathMiddleware:
     def _measured(self, request: HttpRequest) -> HttpResponse:
         match = request.resolver_match  # counted by view, as the handler would before the view
         self.metrics_after.process_view(request, match.func, *match.args, **match.kwargs)
-        return self._view(request)
+        try:
+            return self._view(request)
+        except Exception as exc:
+            self.metrics_after.process_exception(request, exc)  # exceptions by view and type
+            raise

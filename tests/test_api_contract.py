@@ -186,3 +186,22 @@ def test_botpress_calls_take_the_lean_path_and_keep_their_view_metrics(client, s
     assert REGISTRY.get_sample_value(name, labels) == before + 1
     latency = "django_http_requests_latency_seconds_by_view_method_count"
     assert REGISTRY.get_sample_value(latency, {"view": "api:hitlMessage", "method": "POST"}) >= 1
+
+
+def test_a_failing_call_on_the_lean_path_keeps_its_headers_and_metrics(client, session, monkeypatch):
+    from prometheus_client import REGISTRY
+
+    from sessions_app.api import views
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(views, "message_relay_to_agent", broken)
+    client.raise_request_exception = False
+    name, labels = "django_http_exceptions_total_by_view_total", {"view": "api:hitlMessage"}
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    body = {"conversationId": session.botpress_conversation_id, "type": "text", "payload": {"text": "hi"}}
+    response = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+    assert response.status_code == 500
+    assert response.headers["X-Content-Type-Options"] == "nosniff", "the 500 went out through the security middleware"
+    assert REGISTRY.get_sample_value(name, labels) == before + 1

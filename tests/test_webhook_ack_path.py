@@ -160,3 +160,18 @@ def test_applying_an_agent_reply_costs_at_most_14_statements(scene, client, monk
         assert webhooks.webhook_queue_drain(webhook_event_id=event.pk) == 1
     texts = [m.payload["text"] for m in Message.objects.filter(session=scene, direction="to_user").order_by("id")]
     assert texts == ["first", "second"]
+
+
+def test_a_forged_webhook_on_a_cold_read_reads_the_integration_once(scene, client, monkeypatch):  # noqa: F811
+    """Only a row kept in memory is read again after a bad signature (it may predate the secret)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests import test_inbound_webhooks
+
+    webhooks.ACK_INTEGRATIONS.clear()
+    monkeypatch.setattr(test_inbound_webhooks, "SECRET", "forged-secret")
+    with CaptureQueriesContext(connection) as captured:
+        assert _reply(client, scene, "1") == 401
+    reads = [q for q in captured.captured_queries if '"sessions_app_integration"' in q["sql"]]
+    assert len(reads) == 1, [q["sql"][:80] for q in captured.captured_queries]

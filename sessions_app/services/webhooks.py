@@ -173,7 +173,7 @@ def webhook_receive(
     A webhook the adapter answers synchronously (``ParsedWebhook.reply``, such as Slack's
     ``url_verification``) gets that answer with 200 and stores nothing.
     """
-    integration, kept = ACK_INTEGRATIONS.get(integration_id, provider)
+    integration, from_memory = ACK_INTEGRATIONS.get(integration_id, provider)
     if integration is None:
         log.warning("webhook.unknown_integration", provider=provider, remote_addr=remote_addr)
         metrics.webhook_counted(provider=provider, result="rejected", reason="unknown integration")
@@ -187,7 +187,7 @@ def webhook_receive(
         try:
             _verify(adapter, integration, headers=lowered, body=body)
         except WebhookRejected:
-            if not kept:
+            if not from_memory:
                 raise
             # Perhaps signed with a secret newer than the row kept in memory: read it again.
             integration = ACK_INTEGRATIONS.read(integration_id, provider)
