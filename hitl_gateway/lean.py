@@ -3,9 +3,10 @@
 A help desk's webhook is a machine POSTing signed bytes: it carries no cookie, no login and no
 CSRF token, renders no page and is authenticated by its signature (``services.webhooks``). The
 static files, sessions, common (slash redirects), CSRF, authentication, messages, clickjacking,
-CSP, django-axes and per-view Prometheus middleware only cost it time: about a third of the acknowledgement's CPU on this machine
-(``make bench``, issue 16). ``LeanPathMiddleware`` comes first in ``MIDDLEWARE`` and sends the
-views named in ``LEAN_VIEWS`` through a short chain of their own instead:
+CSP, django-axes and per-view Prometheus middleware only cost it time: about a third of the
+acknowledgement's CPU on this machine (``make bench``, issue 16). ``LeanPathMiddleware`` comes
+first in ``MIDDLEWARE`` and sends the views named in ``LEAN_VIEWS`` through a short chain of
+their own instead:
 
 - ``RequestBodyLimitMiddleware``: the 413 over ``HITL["MAX_REQUEST_BODY_BYTES"]`` before any read;
 - ``SecurityMiddleware``: the https redirect and security headers of a production deployment.
