@@ -52,6 +52,15 @@ def make_session(*, pool_size: int = 20) -> requests.Session:
     return session
 
 
+def json_object(response: requests.Response) -> dict:
+    """The answer's JSON object, or ``{}`` when its body is not one (an HTML error page, a list)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     """Seconds to wait as the server asks: Retry-After (seconds or HTTP date) or RateLimit-Reset.
 

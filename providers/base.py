@@ -13,7 +13,7 @@ import mimetypes
 import posixpath
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -353,6 +353,24 @@ class HelpDeskProvider(abc.ABC):
             return self.media_fetcher(url)
         except MediaRefused as exc:
             raise AttachmentUnavailable(str(exc), link_ok=True) from exc
+
+    def media_fetched(self, urls: Iterable[str], *, max_total_bytes: int | None = None) -> Iterator[MediaFile]:
+        """The files of an outgoing message that can be sent as files, in order: fetched through
+        the guarded media fetcher; a refused one (address, size, type) is skipped, as is one that
+        would take the total over ``max_total_bytes`` (the desk's limit per message): its link
+        stays in the text. Nothing without a media fetcher."""
+        if self.media_fetcher is None:
+            return
+        total = 0
+        for url in urls:
+            try:
+                media = self.media_fetcher(url)
+            except MediaRefused:
+                continue
+            if max_total_bytes is not None and total + len(media.content) > max_total_bytes:
+                continue
+            total += len(media.content)
+            yield media
 
     # --- reconciliation: only after an attempt whose outcome is unknown ---------------------
     @abc.abstractmethod

@@ -110,6 +110,28 @@ def _json_object(req: Request) -> dict[str, Any]:
     return body
 
 
+def _webhooks_by_ticket(
+    deliveries: list[dict[str, Any]], ticket_of: Callable[[dict], Any], kind_of: Callable[[dict], str]
+) -> dict[str, list[dict[str, Any]]]:
+    """A desk's sent webhooks for its agent view, by ticket: when, what, and how each attempt went."""
+    webhooks: dict[str, list[dict[str, Any]]] = {}
+    for delivery in deliveries:
+        try:
+            sent = json.loads(delivery["body"])
+        except ValueError:
+            continue
+        webhooks.setdefault(str(ticket_of(sent)), []).append(
+            {
+                "at": delivery["timestamp"],
+                "type": kind_of(sent),
+                "status": delivery["status"],
+                "error": delivery["error"],
+                "attempt": delivery["attempt"],
+            }
+        )
+    return webhooks
+
+
 class DemoPages:
     """Mixin for a stand-in: serves page and demo routes before (and apart from) its API routes."""
 
@@ -482,21 +504,11 @@ class DeskZendesk(DemoPages, ZendeskStandin):
     def desk(self) -> dict[str, Any]:
         """Agents and tickets (newest first) with their comments and the webhooks they fired."""
         users = {u["id"]: u for u in self.users()}
-        webhooks: dict[str, list[dict[str, Any]]] = {}
-        for delivery in self.webhook_deliveries():
-            try:
-                sent = json.loads(delivery["body"])
-            except ValueError:
-                continue
-            webhooks.setdefault(str(sent.get("ticketId")), []).append(
-                {
-                    "at": delivery["timestamp"],
-                    "type": sent.get("type"),
-                    "status": delivery["status"],
-                    "error": delivery["error"],
-                    "attempt": delivery["attempt"],
-                }
-            )
+        webhooks = _webhooks_by_ticket(
+            self.webhook_deliveries(),
+            ticket_of=lambda sent: sent.get("ticketId"),
+            kind_of=lambda sent: sent.get("type"),
+        )
 
         def name(user_id: Any) -> str | None:
             return users[user_id]["name"] if user_id in users else None
@@ -558,21 +570,11 @@ class DeskFreshdesk(DemoPages, FreshdeskStandin):
         with self.lock:
             agents = {a["id"]: a["contact"]["name"] for a in self._agents.values()}
             contacts = {c["id"]: c["name"] for c in self._contacts.values()}
-        webhooks: dict[str, list[dict[str, Any]]] = {}
-        for delivery in self.webhook_deliveries():
-            try:
-                sent = json.loads(delivery["body"])
-            except ValueError:
-                continue
-            webhooks.setdefault(str(sent.get("ticket_id")), []).append(
-                {
-                    "at": delivery["timestamp"],
-                    "type": f"doorbell ({sent.get('performer', '?')})",
-                    "status": delivery["status"],
-                    "error": delivery["error"],
-                    "attempt": delivery["attempt"],
-                }
-            )
+        webhooks = _webhooks_by_ticket(
+            self.webhook_deliveries(),
+            ticket_of=lambda sent: sent.get("ticket_id"),
+            kind_of=lambda sent: f"doorbell ({sent.get('performer', '?')})",
+        )
 
         def role(user_id: int) -> str:
             return "admin" if user_id == self.api_agent_id else "agent" if user_id in agents else "end-user"
@@ -661,21 +663,11 @@ class DeskJsm(DemoPages, JsmStandin):
     def desk(self) -> dict[str, Any]:
         """Agents and requests (newest first): the description, then the comments, and webhooks."""
         accounts = {a["accountId"]: a for a in self.accounts()}
-        webhooks: dict[str, list[dict[str, Any]]] = {}
-        for delivery in self.webhook_deliveries():
-            try:
-                sent = json.loads(delivery["body"])
-            except ValueError:
-                continue
-            webhooks.setdefault(str((sent.get("issue") or {}).get("id")), []).append(
-                {
-                    "at": delivery["timestamp"],
-                    "type": f"{sent.get('webhookEvent')} ({sent.get('issue_event_type_name', '')})",
-                    "status": delivery["status"],
-                    "error": delivery["error"],
-                    "attempt": delivery["attempt"],
-                }
-            )
+        webhooks = _webhooks_by_ticket(
+            self.webhook_deliveries(),
+            ticket_of=lambda sent: (sent.get("issue") or {}).get("id"),
+            kind_of=lambda sent: f"{sent.get('webhookEvent')} ({sent.get('issue_event_type_name', '')})",
+        )
 
         def role(account_id: str) -> str:
             if account_id == self.api_account_id:

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import requests
 
-
-def error_body(response: requests.Response) -> dict:
-    """The JSON error object, or ``{}`` when the body is not one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+from outbound.http import json_object
 
 
 def describe_freshdesk_error(response: requests.Response) -> tuple[str, str]:
     """``(code, message)``: the first error's code and every field's message, or the top-level pair."""
-    body = error_body(response)
+    body = json_object(response)
     errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     if errors:
         fields = "; ".join(f"{e.get('field') or '-'}: {e.get('message', '')}" for e in errors)

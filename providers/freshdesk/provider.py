@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from outbound.http import PermanentError, RetryableError
+from outbound.http import PermanentError, RetryableError, json_object
 from outbound.http import request as http_request
-from outbound.media import MediaFile, MediaRefused
+from outbound.media import MediaFile
 from providers.base import (
     AgentProfile,
     ConnectionCheck,
@@ -38,7 +38,7 @@ from providers.base import (
 )
 from providers.freshdesk import webhooks
 from providers.freshdesk.entity import PRIORITIES, FreshdeskHitlSessionSerializer
-from providers.freshdesk.errors import describe_freshdesk_error, error_body
+from providers.freshdesk.errors import describe_freshdesk_error
 from providers.html_parts import html_to_parts
 from providers.rendering import render_payload
 
@@ -198,7 +198,7 @@ class FreshdeskProvider(HelpDeskProvider):
         answer: dict = {}
 
         def describe(response: requests.Response) -> tuple[str, str]:
-            answer.update(error_body(response))
+            answer.update(json_object(response))
             return describe_freshdesk_error(response)
 
         try:
@@ -315,19 +315,10 @@ class FreshdeskProvider(HelpDeskProvider):
         return None
 
     def _attachments(self, urls: list[str]) -> list[tuple[str, tuple[str, bytes, str]]]:
-        files, total = [], 0
-        if self.media_fetcher is None:
-            return files
-        for url in urls:
-            try:
-                media = self.media_fetcher(url)
-            except MediaRefused:
-                continue
-            if total + len(media.content) > MAX_ATTACHMENTS_BYTES:
-                continue
-            total += len(media.content)
-            files.append(("attachments[]", (media.filename, media.content, media.content_type)))
-        return files
+        return [
+            ("attachments[]", (media.filename, media.content, media.content_type))
+            for media in self.media_fetched(urls, max_total_bytes=MAX_ATTACHMENTS_BYTES)
+        ]
 
     # --- inbound: the doorbell ----------------------------------------------------------------
     @classmethod

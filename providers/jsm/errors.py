@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import requests
 
-
-def error_body(response: requests.Response) -> dict:
-    """The JSON error object, or ``{}`` when the body is not one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+from outbound.http import json_object
 
 
 def describe_jsm_error(response: requests.Response) -> tuple[str, str]:
     """``(error type, message)`` from either envelope; the type is the i18n key, the first field
     in error, or ``HTTP<status>``."""
-    body = error_body(response)
+    body = json_object(response)
     if isinstance(body.get("errorMessage"), str):
         i18n = body.get("i18nErrorMessage") if isinstance(body.get("i18nErrorMessage"), dict) else {}
         return str(i18n.get("i18nKey") or f"HTTP{response.status_code}"), body["errorMessage"][:500]

@@ -23,7 +23,7 @@ import requests
 
 from outbound.http import PermanentError, RetryableError
 from outbound.http import request as http_request
-from outbound.media import MediaFile, MediaRefused
+from outbound.media import MediaFile
 from providers.base import (
     AgentProfile,
     ConnectionCheck,
@@ -354,17 +354,8 @@ class JsmProvider(HelpDeskProvider):
         return str(answer["id"])
 
     def _temporary_files(self, urls: list[str]) -> list[str]:
-        ids, total = [], 0
-        if self.media_fetcher is None:
-            return ids
-        for url in urls:
-            try:
-                media = self.media_fetcher(url)
-            except MediaRefused:
-                continue
-            if total + len(media.content) > MAX_ATTACHMENT_BYTES:
-                continue
-            total += len(media.content)
+        ids = []
+        for media in self.media_fetched(urls, max_total_bytes=MAX_ATTACHMENT_BYTES):
             answer = self._json(
                 "POST",
                 f"{SDAPI}/servicedesk/{self.service_desk_id}/attachTemporaryFile",

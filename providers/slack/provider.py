@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from slack_sdk import WebClient
 
 from outbound.http import PermanentError, RetryableError
-from outbound.media import MediaFile, MediaRefused
+from outbound.media import MediaFile
 from outbound.pacing import PaceRefused, pace_clear, pace_defer, pace_reserve
 from providers.base import (
     AgentProfile,
@@ -366,16 +366,10 @@ class SlackProvider(HelpDeskProvider):
         return ts
 
     def _fetched(self, urls: list[str]) -> list[dict]:
-        uploads = []
-        if self.media_fetcher is None:
-            return uploads
-        for url in urls:
-            try:
-                media = self.media_fetcher(url)
-            except MediaRefused:
-                continue
-            uploads.append({"file": media.content, "filename": media.filename, "title": media.filename})
-        return uploads
+        return [
+            {"file": media.content, "filename": media.filename, "title": media.filename}
+            for media in self.media_fetched(urls)
+        ]
 
     def message_find(self, *, ticket_external_id: str, message: OutboundMessage, exclude: set[str]) -> str | None:
         """The reply a lost attempt posted: our metadata naming the same author, the same text."""

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from outbound.http import PermanentError
 from outbound.http import request as http_request
-from outbound.media import MediaFile, MediaRefused
+from outbound.media import MediaFile
 from providers.base import (
     ConnectionCheck,
     ExternalUserSpec,
@@ -125,11 +125,8 @@ class ZendeskProvider(HelpDeskProvider):
 
     def _upload(self, url: str) -> str | None:
         """Attach the file when it can be fetched within limits; otherwise the link will do."""
-        if self.media_fetcher is None:
-            return None
-        try:
-            media = self.media_fetcher(url)
-        except MediaRefused:
+        media = next(self.media_fetched([url]), None)
+        if media is None:
             return None
         data = self._call(
             "POST",
