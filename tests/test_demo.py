@@ -113,6 +113,21 @@ def demo(tmp_path_factory):
         _stop(process, children | _descendants(process.pid))
 
 
+@pytest.fixture(autouse=True)
+def _demo_stopped_report(request):
+    """A demo that stopped on its own fails every later step vaguely (a timeout, "connection refused"):
+    print why it stopped (its output says which child exited) and the end of each child's log."""
+    yield
+    if "demo" not in request.fixturenames:
+        return
+    running = request.getfixturevalue("demo")
+    if running.process.poll() is None:
+        return  # (pytest shows this only for a failed test: after the Ctrl-C test it is not noise)
+    print(f"the demo stopped on its own (status {running.process.returncode}):\n{running.output()[-4000:]}")
+    for log in sorted(running.output_path.parent.glob("state/logs/*.log")):
+        print(f"\n--- end of {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+
+
 # --------------------------------------------------------------------- browser helpers
 def _wait(driver, condition, message: str, timeout: float = UI_TIMEOUT):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
