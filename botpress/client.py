@@ -81,12 +81,6 @@ class BotpressClient:
     def call(
         self, method: str, path: str, *, json: dict | None = None, params: Any = None, api: str = "/v1/chat"
     ) -> dict:
-        @retry(
-            retry=retry_if_exception(_should_retry(method)),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            reraise=True,
-        )
         def send() -> dict:
             response = http_request(
                 self.session,
@@ -100,7 +94,14 @@ class BotpressClient:
             )
             return response.json() if response.content else {}
 
-        return send()
+        if not self.max_retries:  # the outbox's calls: it retries durably itself
+            return send()
+        return retry(
+            retry=retry_if_exception(_should_retry(method)),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )(send)()
 
     # --- users ------------------------------------------------------------------------------
     def user_get(self, user_id: str) -> dict:

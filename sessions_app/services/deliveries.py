@@ -17,6 +17,7 @@ from dataclasses import replace
 from django.db import transaction
 
 from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, TICKET_TAG, AgentRef, BotpressSink
+from hitl_gateway.compiled import CompiledQuery
 from outbound.http import PermanentError, RetryableError
 from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.html_parts import media_kind
@@ -140,13 +141,19 @@ def execute_ticket_create(delivery: Delivery) -> dict:
     return {"ticket_id": ref.external_id}
 
 
+# The session's ticket with its integration, session and end user: one statement.
+_TICKET = CompiledQuery(
+    lambda session_id: (
+        Ticket.objects.filter(session_id=session_id)
+        .select_related("integration", "session", "session__end_user")
+        .order_by("pk")[:1]
+    )
+)
+
+
 def _ticket_of(delivery: Delivery) -> Ticket:
     """The session's ticket with its integration, session and end user: one statement."""
-    ticket = (
-        Ticket.objects.filter(session_id=delivery.session_id)
-        .select_related("integration", "session", "session__end_user")
-        .first()
-    )
+    ticket = _TICKET.first(session_id=delivery.session_id)
     if ticket is None:
         raise DeliverySkipped("the session has no ticket (its creation failed)")
     return ticket

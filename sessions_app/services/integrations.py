@@ -22,6 +22,7 @@ from botpress.client import BotpressClient
 from botpress.hitl_api import HitlApiWebhooks
 from botpress.names import HitlNames, names_errors
 from botpress.sink import BotpressSink, HitlApiSink, RuntimeApiSink
+from hitl_gateway.compiled import CompiledQuery
 from outbound.guard import AddressPolicy, AddressRefused, guarded_session, url_target
 from outbound.http import OutboundError, make_session
 from outbound.media import MediaFile, MediaLimits, MediaRefused, media_fetch
@@ -142,6 +143,9 @@ def integration_api_key_rotate(*, integration: Integration) -> str:
     return api_key
 
 
+_ACTIVE = CompiledQuery(lambda pk: Integration.objects.filter(pk=pk, is_active=True).order_by()[:1])
+
+
 def integration_authenticate(*, integration_id: str, api_key: str) -> Integration | None:
     """The integration this key belongs to, or None; the same answer for every kind of failure.
 
@@ -149,10 +153,10 @@ def integration_authenticate(*, integration_id: str, api_key: str) -> Integratio
     whether an integration id is real.
     """
     try:
-        integration = Integration.objects.get(pk=uuid.UUID(integration_id), is_active=True)
-        expected = integration.api_key_hash
-    except (ValueError, Integration.DoesNotExist):
-        integration, expected = None, "0" * 64
+        integration = _ACTIVE.first(pk=uuid.UUID(integration_id))
+    except ValueError:
+        integration = None
+    expected = integration.api_key_hash if integration else "0" * 64
     if hmac.compare_digest(_hash_api_key(api_key).encode(), expected.encode()) and integration:
         return integration
     return None

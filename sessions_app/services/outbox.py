@@ -28,6 +28,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
+from hitl_gateway.compiled import CompiledQuery
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
@@ -150,17 +151,22 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
         claimed = _heads_claim_serial(limit=limit, lane=lane, queue=queue, now=now, lease=lease)
     if not claimed:
         return []
-    heads = list(
-        # The message with its author (an agent reply names them to Botpress), without the
-        # author's integration: the session's is at hand (its secrets decrypted once).
-        Delivery.objects.select_related("message__author_agent", "session__integration")
-        .filter(pk__in=claimed)
-        .order_by("id")
-    )
+    heads = _CLAIMED.fetch(ids=list(claimed))
     for head in heads:
         if claimed[head.pk]:
             log.warning("delivery.lease_expired", delivery_id=head.pk, kind=head.kind)
     return heads
+
+
+# The message with its author (an agent reply names them to Botpress), without the author's
+# integration: the session's is at hand (its secrets decrypted once).
+_CLAIMED = CompiledQuery(
+    lambda ids: (
+        Delivery.objects.select_related("message__author_agent", "session__integration")
+        .filter(pk__in=ids)
+        .order_by("id")
+    )
+)
 
 
 def _heads_claim_serial(*, limit: int, lane: str | None, queue: str | None, now, lease) -> dict[int, bool]:

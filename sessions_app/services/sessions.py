@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from hitl_gateway import metrics
+from hitl_gateway.compiled import CompiledQuery
 from outbound.http import UNREACHABLE, OutboundError
 from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
@@ -147,16 +148,32 @@ def locked_sessions():
     return HitlSession.objects.select_for_update(no_key=True, of=("self",))
 
 
+def _conversation_session(lock: bool, with_end_user: bool) -> CompiledQuery:
+    def build(integration_id, conversation_id):
+        sessions = locked_sessions() if lock else HitlSession.objects.all()
+        if with_end_user:
+            sessions = sessions.select_related("end_user")
+        return sessions.filter(integration_id=integration_id, botpress_conversation_id=conversation_id).order_by("pk")[
+            :1
+        ]
+
+    return CompiledQuery(build)
+
+
+_CONVERSATION_SESSION = {
+    (lock, end_user): _conversation_session(lock, end_user) for lock in (False, True) for end_user in (False, True)
+}
+
+
 def session_for_conversation(
     *, integration: Integration, conversation_id: str, lock: bool = False, with_end_user: bool = False
 ) -> HitlSession:
     """The session of one of our conversation ids (``NotFound`` naming ``conversationId``);
     ``lock``: locked for a state change (the session's row only); ``with_end_user``: its end
     user read in the same statement."""
-    sessions = locked_sessions() if lock else HitlSession.objects
-    if with_end_user:
-        sessions = sessions.select_related("end_user")
-    session = sessions.filter(integration=integration, botpress_conversation_id=conversation_id).first()
+    session = _CONVERSATION_SESSION[lock, with_end_user].first(
+        integration_id=integration.pk, conversation_id=conversation_id
+    )
     if session is None:
         raise NotFound("No HITL session has this conversation id.", field="conversationId")
     return session
@@ -311,6 +328,15 @@ def message_relay_to_agent(
 
 
 # --- help desk → gateway --------------------------------------------------------------------
+# The ticket's session, locked, in one statement (the lock is taken on the session only).
+# (At most one row: the ticket's id is unique per integration, so no ORDER BY.)
+_TICKET_SESSION = CompiledQuery(
+    lambda integration_id, ticket: (
+        locked_sessions().filter(ticket__integration_id=integration_id, ticket__external_id=ticket).order_by()[:1]
+    )
+)
+
+
 def session_for_ticket(*, integration: Integration, event: InboundEvent) -> HitlSession | None:
     """The session a ticket belongs to, or None when it is not a gateway ticket.
 
@@ -320,15 +346,9 @@ def session_for_ticket(*, integration: Integration, event: InboundEvent) -> Hitl
     ticket, another ticket naming its conversation (any provider, any event kind) is foreign,
     and must neither relay into, assign nor stop it.
     """
-    # The ticket's session, locked, in one statement (the lock is taken on the session only).
-    # (At most one row: the ticket's id is unique per integration, so no ORDER BY.)
-    found = list(
-        locked_sessions()
-        .filter(ticket__integration=integration, ticket__external_id=event.ticket_external_id)
-        .order_by()[:1]
-    )
+    found = _TICKET_SESSION.first(integration_id=integration.pk, ticket=event.ticket_external_id)
     if found:
-        return found[0]
+        return found
     if event.reference:
         return (
             locked_sessions()
@@ -354,14 +374,23 @@ def _profile_fitted(profile: AgentProfile) -> AgentProfile:
     )
 
 
+_AGENT = CompiledQuery(
+    lambda integration_id, external_id: HumanAgent.objects.filter(
+        integration_id=integration_id, external_user_id=external_id
+    ).order_by()[:1]
+)
+
+
 def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> HumanAgent:
     """Record the agent as the help desk describes them now; Botpress is updated on delivery."""
     profile = _profile_fitted(profile)
-    agent, created = HumanAgent.objects.get_or_create(
-        integration=integration,
-        external_user_id=profile.external_id,
-        defaults={"name": profile.name, "email": profile.email, "picture_url": profile.picture_url},
-    )
+    agent, created = _AGENT.first(integration_id=integration.pk, external_id=profile.external_id), False
+    if agent is None:  # a new agent (get_or_create: a concurrent webhook may be adding them too)
+        agent, created = HumanAgent.objects.get_or_create(
+            integration=integration,
+            external_user_id=profile.external_id,
+            defaults={"name": profile.name, "email": profile.email, "picture_url": profile.picture_url},
+        )
     changed = {
         field: value
         for field, value in (("name", profile.name), ("email", profile.email), ("picture_url", profile.picture_url))
@@ -424,6 +453,24 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     return True
 
 
+# Whether an agent's message is one we know (relayed, or posted by us: a message or the
+# transcript), and whether an agent replied in the session before.
+_REPLY_KNOWN = CompiledQuery(
+    lambda session_id, message_id: (
+        HitlSession.objects.filter(pk=session_id)
+        .annotate(
+            known=Exists(Message.objects.filter(session=OuterRef("pk"), external_message_id=message_id))
+            | Exists(Ticket.objects.filter(session=OuterRef("pk"), initial_message_id=message_id)),
+            replied=Exists(
+                Message.objects.filter(session=OuterRef("pk"), direction=Direction.TO_USER, author_agent__isnull=False)
+            ),
+        )
+        .values_list("known", "replied")
+        .order_by()[:1]
+    )
+)
+
+
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
     """Relay an agent's message once, whatever number of webhooks carry it; return its first message.
 
@@ -437,18 +484,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     # A "solved" webhook may carry the ticket's latest public message whoever wrote it: it may be
     # one we posted (an end-user or bot message, or the transcript), or one already relayed.
     # One statement answers that and whether an agent replied before (the first-reply metric).
-    known, replied_before = (
-        HitlSession.objects.filter(pk=session.pk)
-        .annotate(
-            known=Exists(Message.objects.filter(session=OuterRef("pk"), external_message_id=event.message_external_id))
-            | Exists(Ticket.objects.filter(session=OuterRef("pk"), initial_message_id=event.message_external_id)),
-            replied=Exists(
-                Message.objects.filter(session=OuterRef("pk"), direction=Direction.TO_USER, author_agent__isnull=False)
-            ),
-        )
-        .values_list("known", "replied")
-        .get()
-    )
+    known, replied_before = _REPLY_KNOWN.first(session_id=session.pk, message_id=event.message_external_id)
     if known:
         return None
     parts = event.parts or ((MessagePart(kind="text", text=event.text),) if event.text else ())

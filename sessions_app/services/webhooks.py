@@ -27,6 +27,7 @@ from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
+from hitl_gateway.compiled import CompiledQuery
 from outbound.http import OutboundError
 from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
@@ -455,8 +456,19 @@ def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
             return done + 1  # a time slice: the relay claims the queue again, after the others
         done += 1
         # Read only after the previous one committed (lanes are strictly serial).
-        head_id = _ticket_queue(*key).order_by("id").values_list("id", flat=True).first()
+        head_id = _QUEUE_HEAD.first(integration_id=key[0], ticket=key[1])
     return done
+
+
+# Every ticket queue's head (PostgreSQL's DISTINCT ON; ``_queue_heads``).
+_QUEUE_HEADS = CompiledQuery(
+    lambda: (
+        WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
+        .order_by("integration_id", "ticket_external_id", "id")
+        .distinct("integration_id", "ticket_external_id")
+        .values_list("id", "integration_id", "ticket_external_id", "retry_at")
+    )
+)
 
 
 def _queue_heads(limit: int, skip: set) -> list[tuple]:
@@ -470,15 +482,11 @@ def _queue_heads(limit: int, skip: set) -> list[tuple]:
     so a head another process is applying is only looked at twice. Oldest first.
     """
     now = timezone.now()
-    accepted = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
     if connection.vendor == "postgresql":
-        heads = (
-            accepted.order_by("integration_id", "ticket_external_id", "id")
-            .distinct("integration_id", "ticket_external_id")
-            .values_list("id", "integration_id", "ticket_external_id", "retry_at")
-        )
+        heads = _QUEUE_HEADS.fetch()
         due = [row[:3] for row in heads if (row[3] is None or row[3] <= now) and (row[1], row[2]) not in skip]
         return sorted(due, key=lambda row: row[0])[:limit]
+    accepted = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
     earlier = WebhookEvent.objects.filter(
         integration_id=OuterRef("integration_id"),
         ticket_external_id=OuterRef("ticket_external_id"),
@@ -529,19 +537,28 @@ def _ticket_queue(integration_id, ticket_external_id):
     )
 
 
+# A ticket queue's head id, and the head itself locked (this row only: FOR UPDATE through a join
+# would also lock the integration row) with its integration, whose secrets stay unread.
+_QUEUE_HEAD = CompiledQuery(
+    lambda integration_id, ticket: _ticket_queue(integration_id, ticket).order_by("id").values_list("id", flat=True)[:1]
+)
+_QUEUE_HEAD_LOCKED = CompiledQuery(
+    lambda integration_id, ticket, head_id: (
+        _ticket_queue(integration_id, ticket)
+        .select_for_update(skip_locked=True, of=("self",))
+        .select_related("integration")
+        .defer(*(f"integration__{name}" for name in INTEGRATION_SECRETS))
+        .filter(pk=head_id)
+        .order_by("pk")[:1]
+    )
+)
+
+
 def _queue_step(integration_id, ticket_external_id: str, *, head_id: int) -> bool:
     """Apply the queue's head (read by the caller) unless another worker holds it."""
-    queue = _ticket_queue(integration_id, ticket_external_id)
     try:
         with transaction.atomic():
-            # This row only: FOR UPDATE through a join would also lock the integration row.
-            event = (
-                queue.select_for_update(skip_locked=True, of=("self",))
-                .select_related("integration")
-                .defer(*(f"integration__{name}" for name in INTEGRATION_SECRETS))
-                .filter(pk=head_id)
-                .first()
-            )
+            event = _QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket=ticket_external_id, head_id=head_id)
             if event is None:
                 return False
             if event.retry_at and event.retry_at > timezone.now():

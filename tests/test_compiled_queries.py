@@ -1,0 +1,148 @@
+"""Compiled read queries (``hitl_gateway.compiled``): the same rows as the queryset, built once.
+
+The relay's hot reads must be compiled on PostgreSQL (a rebuild each time is what the module
+exists to avoid), give what the plain queryset gives for every value, and see rows committed
+after they were compiled.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hitl_gateway.compiled import CompiledQuery
+from sessions_app.models import HumanAgent, Integration, WebhookEvent, WebhookStatus
+from sessions_app.services import deliveries, integrations, outbox, sessions, webhooks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _integration() -> Integration:
+    return Integration.objects.create(name=f"compiled {uuid.uuid4()}", provider="zendesk")
+
+
+def _agent(integration: Integration, external_id: str, name: str = "Grace") -> HumanAgent:
+    return HumanAgent.objects.create(integration=integration, external_user_id=external_id, name=name)
+
+
+AGENTS = CompiledQuery(
+    lambda integration_id, ids: (
+        HumanAgent.objects.filter(integration_id=integration_id, external_user_id__in=ids)
+        .select_related("integration")
+        .order_by("external_user_id")
+    )
+)
+NAMES = CompiledQuery(
+    lambda integration_id, since: (
+        HumanAgent.objects.filter(integration_id=integration_id, created_at__gte=since)
+        .order_by("id")
+        .values_list("name", flat=True)
+    )
+)
+
+
+def test_the_relays_hot_reads_are_compiled_on_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("the embedded SQLite default rebuilds them (UUIDs and times are text there)")
+    integration_id = uuid.uuid4()
+    assert outbox._CLAIMED.compiles(ids=[1, 2])
+    assert webhooks._QUEUE_HEAD.compiles(integration_id=integration_id, ticket="1")
+    assert webhooks._QUEUE_HEADS.compiles()
+    with transaction.atomic():  # the locking reads compile inside a transaction, as they run
+        assert webhooks._QUEUE_HEAD_LOCKED.compiles(integration_id=integration_id, ticket="1", head_id=1)
+        assert sessions._TICKET_SESSION.compiles(integration_id=integration_id, ticket="1")
+    assert sessions._AGENT.compiles(integration_id=integration_id, external_id="1")
+    assert sessions._REPLY_KNOWN.compiles(session_id=uuid.uuid4(), message_id="1")
+    assert deliveries._TICKET.compiles(session_id=uuid.uuid4())
+    assert integrations._ACTIVE.compiles(pk=integration_id)
+    for (lock, _), query in sessions._CONVERSATION_SESSION.items():
+        with transaction.atomic():
+            assert query.compiles(integration_id=integration_id, conversation_id="c"), lock
+
+
+def test_the_same_rows_and_related_objects_as_the_queryset_each_time():
+    one, two = _integration(), _integration()
+    for external_id in ("b", "a", "c"):
+        _agent(one, external_id, name=f"Agent {external_id}")
+    _agent(two, "a", name="Other")
+    first = AGENTS.fetch(integration_id=one.pk, ids=["a", "c"])
+    assert [(agent.external_user_id, agent.name) for agent in first] == [("a", "Agent a"), ("c", "Agent c")]
+    with CaptureQueriesContext(connection) as queries:
+        assert first[0].integration.name == one.name  # select_related: no query
+    assert not queries.captured_queries
+    assert [a.name for a in AGENTS.fetch(integration_id=two.pk, ids=["a", "c"])] == ["Other"]
+    assert [a.name for a in AGENTS.fetch(integration_id=one.pk, ids=["b"])] == ["Agent b"]  # another length
+    assert AGENTS.fetch(integration_id=one.pk, ids=["zz", "yy"]) == []
+    # A row committed after the query was compiled is seen: nothing is cached but the SQL.
+    _agent(one, "d", name="Agent d")
+    assert [a.name for a in AGENTS.fetch(integration_id=one.pk, ids=["a", "d"])] == ["Agent a", "Agent d"]
+    assert NAMES.fetch(integration_id=one.pk, since=timezone.now() - timezone.timedelta(hours=1)) == [
+        "Agent b",
+        "Agent a",
+        "Agent c",
+        "Agent d",
+    ]
+    assert NAMES.fetch(integration_id=one.pk, since=timezone.now() + timezone.timedelta(hours=1)) == []
+
+
+def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it():
+    integration_id = uuid.uuid4()
+    with transaction.atomic():
+        assert webhooks._QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1) is None
+    with pytest.raises(TransactionManagementError):
+        webhooks._QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1)
+
+
+def test_a_none_value_runs_the_plain_queryset():
+    query = CompiledQuery(lambda ticket: WebhookEvent.objects.filter(ticket_external_id=ticket).order_by("id"))
+    integration = _integration()
+    WebhookEvent.objects.create(integration=integration, status=WebhookStatus.ACCEPTED, ticket_external_id="7")
+    assert len(query.fetch(ticket="7")) == 1
+    assert query.fetch(ticket=None) == []
+
+
+def test_each_thread_compiles_its_own_on_its_own_connection():
+    integration = _integration()
+    _agent(integration, "a", name="Ada")
+    found, errors = [], []
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                found.append(AGENTS.fetch(integration_id=integration.pk, ids=["a"])[0].name)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert found == ["Ada"] * 80
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=20), min_size=1, max_size=4))
+def test_any_text_values_give_the_querysets_answer(ids):
+    integration = Integration.objects.first() or _integration()
+    stored = {external_id for external_id in ids[:2]}
+    HumanAgent.objects.filter(integration=integration).delete()
+    for external_id in stored:
+        _agent(integration, external_id)
+    expected = list(
+        HumanAgent.objects.filter(integration_id=integration.pk, external_user_id__in=ids)
+        .order_by("external_user_id")
+        .values_list("pk", flat=True)
+    )
+    assert [agent.pk for agent in AGENTS.fetch(integration_id=integration.pk, ids=ids)] == expected
