@@ -232,6 +232,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # The embedded broker is a folder; it must exist before the first worker or web process.
     for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    # Kombu's folder transport, with each message written aside and renamed into the folder: a
+    # worker never reads a message half-written (``hitl_gateway/filesystem_broker.py``).
+    CELERY_BROKER_TRANSPORT = "hitl_gateway.filesystem_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
