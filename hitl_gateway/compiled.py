@@ -31,11 +31,11 @@ import datetime
 import itertools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
-from django.db.models import QuerySet
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import Model, QuerySet
 from django.db.transaction import TransactionManagementError
 
 _counter = itertools.count(1)
@@ -169,3 +169,79 @@ class CompiledQuery:
     def compiles(self, **values: Any) -> bool:
         """Whether this shape is swapped rather than rebuilt (tests: the hot queries must be)."""
         return self._compiled(values).slots is not None
+
+
+# --- single-row writes ------------------------------------------------------------------------
+# The SQL of each (model, columns, conflict rule, backend), built once per process: names come
+# from the model, values are always bound parameters.
+_WRITE_SQL: dict[tuple, tuple[str, list]] = {}
+
+
+def _write_sql(key: tuple, build: Callable[[], tuple[str, list]]) -> tuple[str, list]:
+    found = _WRITE_SQL.get(key)
+    if found is None:
+        found = _WRITE_SQL[key] = build()
+    return found
+
+
+def _value(field, instance, *, adding: bool) -> Any:
+    """The column's value as ``Model.save`` computes it (defaults, ``auto_now``), converted by
+    the field itself (``get_db_prep_save``: JSON, encrypted fields, times)."""
+    value = field.pre_save(instance, adding)
+    if hasattr(value, "resolve_expression"):
+        raise TypeError(f"{field.name}: an expression needs Model.save")
+    return field.get_db_prep_save(value, connection)
+
+
+def row_insert(instance: Model, *, skip_conflicts: bool = False) -> Any:
+    """``instance.save(force_insert=True)`` as one prepared-once ``INSERT … RETURNING pk``; the
+    instance gets its primary key and is marked saved. Returns the key, or None when
+    ``skip_conflicts`` and a unique index already holds the row (``ON CONFLICT DO NOTHING``: no
+    exception, so no savepoint inside a transaction). Otherwise a unique index raises
+    ``IntegrityError`` as the ORM would. No signals are sent (the gateway has no receivers).
+    """
+    meta = type(instance)._meta
+    quote = connection.ops.quote_name
+
+    def build() -> tuple[str, list]:
+        columns = [f for f in meta.concrete_fields if not (f.primary_key and f.db_returning)]
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(columns))})"
+            + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
+            + f" RETURNING {quote(meta.pk.column)}"
+        )
+        return sql, columns
+
+    sql, columns = _write_sql((type(instance), "insert", skip_conflicts, connection.vendor), build)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_value(f, instance, adding=True) for f in columns])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instance.pk = meta.pk.to_python(row[0])  # (SQLite answers a UUID as text)
+    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
+    return instance.pk
+
+
+def row_update(instance: Model, fields: Sequence[str]) -> int:
+    """``instance.save(update_fields=fields)`` as one prepared-once ``UPDATE … WHERE pk = %s``
+    (``auto_now`` fields among ``fields`` are set as ``save`` sets them); returns the rows
+    written (0: the row is gone). No signals are sent (the gateway has no receivers)."""
+    meta = type(instance)._meta
+    quote = connection.ops.quote_name
+
+    def build() -> tuple[str, list]:
+        targets = [meta.get_field(name) for name in fields]
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in targets)} "  # noqa: S608
+            f"WHERE {quote(meta.pk.column)} = %s"
+        )
+        return sql, targets
+
+    sql, targets = _write_sql((type(instance), "update", tuple(fields), connection.vendor), build)
+    params = [_value(f, instance, adding=False) for f in targets]
+    params.append(meta.pk.get_db_prep_value(instance.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

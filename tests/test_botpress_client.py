@@ -6,7 +6,7 @@ import pytest
 from werkzeug import Response
 
 from botpress.client import BotpressClient
-from outbound.http import PermanentError, RetryableError
+from outbound.http import PermanentError, RetryableError, make_session
 
 ERROR = {"id": "err_20260101000000xABCDEF01", "code": 400, "type": "InvalidPayload", "message": "tags is required"}
 
@@ -89,3 +89,41 @@ def test_the_outbox_client_never_retries_in_process(httpserver):
     with pytest.raises(RetryableError) as error:
         client.event_create(type="x", payload={})
     assert error.value.retry_after == 7 and len(httpserver.log) == 1
+
+
+def _plain_environment(monkeypatch, tmp_path) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy"])
+def test_a_proxy_in_the_environment_is_still_used(monkeypatch, tmp_path, variable):
+    """The sessions skip requests' per-request look at the environment only when it has nothing."""
+    _plain_environment(monkeypatch, tmp_path)
+    assert make_session().trust_env is False
+    monkeypatch.setenv(variable, "http://proxy.internal:3128")
+    session = make_session()
+    assert session.trust_env is True
+    assert session.merge_environment_settings("https://api.botpress.cloud/v1/chat", {}, None, None, None)["proxies"]
+
+
+def test_a_netrc_file_is_still_used(monkeypatch, tmp_path):
+    _plain_environment(monkeypatch, tmp_path)
+    assert make_session().trust_env is False
+    (tmp_path / "netrc").write_text("machine example.test login a password b\n")
+    assert make_session().trust_env is True
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_environments_ca_bundle_is_what_requests_would_verify_with(monkeypatch, tmp_path, variable):
+    _plain_environment(monkeypatch, tmp_path)
+    assert make_session().verify is True
+    monkeypatch.setenv(variable, "/etc/ssl/certs/ca-certificates.crt")
+    session = make_session()
+    assert session.trust_env is False
+    assert session.merge_environment_settings("https://x.test/", {}, None, None, None)["verify"] == (
+        "/etc/ssl/certs/ca-certificates.crt"
+    )

@@ -17,7 +17,7 @@ from dataclasses import replace
 from django.db import transaction
 
 from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, TICKET_TAG, AgentRef, BotpressSink
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_update
 from outbound.http import PermanentError, RetryableError
 from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.html_parts import media_kind
@@ -283,7 +283,7 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     )
     if botpress_message_id:
         message.botpress_message_id = botpress_message_id
-        message.save(update_fields=["botpress_message_id"])
+        row_update(message, ["botpress_message_id"])
     return {"botpress_message_id": botpress_message_id}
 
 

@@ -28,7 +28,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_insert
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
@@ -62,7 +62,7 @@ def delivery_enqueue(
 
     ``queue``: the Celery queue whose relay runs it ('' = the default), chosen by the calling service.
     """
-    delivery = Delivery.objects.create(
+    delivery = Delivery(
         integration_id=integration_id,
         session=session,
         message=message,
@@ -74,6 +74,7 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
+    row_insert(delivery)
     transaction.on_commit(lambda: _delivery_ready(delivery))
     return delivery
 

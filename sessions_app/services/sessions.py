@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update
 from outbound.http import UNREACHABLE, OutboundError
 from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
@@ -306,7 +306,7 @@ def message_relay_to_agent(
         author = EndUser.objects.filter(integration=integration, botpress_user_id=author_id).first()
     if author is None and payload.get("userId"):
         raise InvalidInput("Unknown user.", field="payload.userId")
-    message = Message.objects.create(
+    message = Message(
         session=session,
         direction=Direction.TO_AGENT,
         type=type,
@@ -314,6 +314,7 @@ def message_relay_to_agent(
         author_end_user=author,
         botpress_message_id=botpress_message_id,
     )
+    row_insert(message)
     delivery_enqueue(
         integration_id=integration.pk,
         kind=DeliveryKind.MESSAGE_TO_AGENT,
@@ -323,7 +324,7 @@ def message_relay_to_agent(
         payload={"acknowledge": True} if acknowledge and botpress_message_id else None,
         queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
     )
-    HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    _activity_record(session)
     return message, True
 
 
@@ -471,6 +472,12 @@ _REPLY_KNOWN = CompiledQuery(
 )
 
 
+def _activity_record(session: HitlSession) -> None:
+    """A message went through the session now (the inactivity timers count from here)."""
+    session.last_activity_at = timezone.now()
+    row_update(session, ["last_activity_at"])
+
+
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
     """Relay an agent's message once, whatever number of webhooks carry it; return its first message.
 
@@ -497,7 +504,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     # for this event (``session_events_apply``), and that event reads as already relayed.
     messages = [
         (
-            Message.objects.create(
+            Message(
                 session=session,
                 direction=Direction.TO_USER,
                 type=message_type,
@@ -509,6 +516,8 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         )
         for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
     ]
+    for message, _ in messages:
+        row_insert(message)
     for message, media in messages:
         delivery_enqueue(
             integration_id=session.integration_id,
@@ -518,7 +527,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
             message=message,
             payload={"media": media} if media else None,
         )
-    HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+    _activity_record(session)
     metrics.agent_reply_observe(session=session, message=messages[0][0], first=not replied_before)
     return messages[0][0]
 

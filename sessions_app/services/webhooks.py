@@ -27,7 +27,7 @@ from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update
 from outbound.http import OutboundError
 from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
@@ -243,9 +243,6 @@ def webhook_receive(
     return WebhookOutcome(200, {"status": "accepted"})
 
 
-_INSERT_SQL: dict[str, str] = {}
-
-
 def webhook_event_insert(*, fields: Mapping) -> int | None:
     """Store one accepted webhook: its id, or None when its dedup or replay key is taken.
 
@@ -255,21 +252,7 @@ def webhook_event_insert(*, fields: Mapping) -> int | None:
     webhook. The values still go through each field's own conversion (``get_db_prep_save``),
     defaults and ``auto_now_add`` included, exactly as ``Model.save`` would.
     """
-    event = WebhookEvent(**fields)
-    columns = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_key]
-    sql = _INSERT_SQL.get(connection.vendor)
-    if sql is None:
-        quote = connection.ops.quote_name
-        sql = _INSERT_SQL[connection.vendor] = (  # names from the model; values are bound parameters
-            f"INSERT INTO {quote(WebhookEvent._meta.db_table)} "  # noqa: S608
-            f"({', '.join(quote(f.column) for f in columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING "
-            f"RETURNING {quote(WebhookEvent._meta.pk.column)}"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [f.get_db_prep_save(f.pre_save(event, True), connection) for f in columns])
-        row = cursor.fetchone()
-    return row[0] if row else None
+    return row_insert(WebhookEvent(**fields), skip_conflicts=True)
 
 
 class ReadySignal:
@@ -663,7 +646,7 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
     else:
         event.status = WebhookStatus.PROCESSED if applied.session else WebhookStatus.IGNORED
     event.detail, event.processed_at, event.retry_at = text_sanitize(applied.detail)[:2000], timezone.now(), None
-    event.save(update_fields=["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
+    row_update(event, ["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
     if parsed.doorbell and event.status != WebhookStatus.FAILED:
         _doorbells_covered(event, up_to_id=read_covers)
 
