@@ -11,14 +11,14 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, connections, transaction
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update
 from sessions_app.models import HumanAgent, Integration, WebhookEvent, WebhookStatus
 from sessions_app.services import deliveries, integrations, outbox, sessions, webhooks
 
@@ -133,7 +133,13 @@ def test_each_thread_compiles_its_own_on_its_own_connection():
 
 
 @settings(max_examples=40, deadline=None)
-@given(ids=st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=20), min_size=1, max_size=4))
+@given(
+    ids=st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_any_text_values_give_the_querysets_answer(ids):
     integration = Integration.objects.first() or _integration()
     stored = {external_id for external_id in ids[:2]}
@@ -146,3 +152,67 @@ def test_any_text_values_give_the_querysets_answer(ids):
         .values_list("pk", flat=True)
     )
     assert [agent.pk for agent in AGENTS.fetch(integration_id=integration.pk, ids=ids)] == expected
+
+
+# --- single-row writes ------------------------------------------------------------------------
+def _webhook_fields(integration: Integration, key: str) -> dict:
+    return {
+        "integration": integration,
+        "provider": "zendesk",
+        "status": WebhookStatus.ACCEPTED,
+        "dedup_key": key,
+        "ticket_external_id": "42",
+        "headers": {"x-zendesk-webhook-invocation-id": key},
+        "body": '{"a": 1}',
+    }
+
+
+def test_row_insert_and_row_update_write_what_save_would():
+    integration = _integration()
+    event = WebhookEvent(**_webhook_fields(integration, "k1"))
+    pk = row_insert(event)
+    assert pk == event.pk and not event._state.adding
+    stored = WebhookEvent.objects.get(pk=pk)
+    assert stored.headers == {"x-zendesk-webhook-invocation-id": "k1"}
+    assert (stored.body, stored.dedup_key) == ('{"a": 1}', "k1")
+    assert stored.received_at is not None and stored.failed_events == []
+    assert row_insert(WebhookEvent(**_webhook_fields(integration, "k1")), skip_conflicts=True) is None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        row_insert(WebhookEvent(**_webhook_fields(integration, "k1")))
+    event.status, event.failed_events, event.processed_at = WebhookStatus.FAILED, [{"index": 0}], timezone.now()
+    assert row_update(event, ["status", "failed_events", "processed_at"]) == 1
+    stored = WebhookEvent.objects.get(pk=pk)
+    assert (stored.status, stored.failed_events) == (WebhookStatus.FAILED, [{"index": 0}])
+    agent = _agent(integration, "a")
+    before = agent.updated_at
+    agent.name = "Grace Hopper"
+    assert row_update(agent, ["name", "updated_at"]) == 1  # auto_now is set, as save sets it
+    stored = HumanAgent.objects.get(pk=agent.pk)
+    assert stored.name == "Grace Hopper" and stored.updated_at > before
+    HumanAgent.objects.filter(pk=agent.pk).delete()
+    assert row_update(agent, ["name"]) == 0
+
+
+def test_the_acks_insert_skips_the_ping_and_survives_a_connection_the_server_dropped():
+    """Django pings a kept connection before a request's first query (CONN_HEALTH_CHECKS); the
+    ack skips that round trip, and a dropped connection costs a retry, not a failed webhook."""
+    if connection.vendor != "postgresql" or not connection.settings_dict.get("CONN_HEALTH_CHECKS"):
+        pytest.skip("health checks are a PostgreSQL deployment's setting")
+    integration = _integration()
+    close_old_connections()  # as a request's start does
+    pings = []
+    wrapper = type(connections["default"])
+    real = wrapper.is_usable
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or real(self))
+        assert webhooks.webhook_event_insert(fields=_webhook_fields(integration, "p1"))
+        assert pings == []
+        close_old_connections()
+        backend = connection.connection.info.backend_pid
+        with connections.create_connection("default").cursor() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [backend])
+        close_old_connections()  # the next request: the connection looks fine until used
+        assert webhooks.webhook_event_insert(fields=_webhook_fields(integration, "p2"))
+        assert connection.connection.info.backend_pid != backend
+        assert pings == []
+    assert sorted(WebhookEvent.objects.values_list("dedup_key", flat=True)) == ["p1", "p2"]
