@@ -247,17 +247,18 @@ def row_update(instance: Model, fields: Sequence[str]) -> int:
         return cursor.rowcount
 
 
-def write_unpinged(call: Callable[[], Any]) -> Any:
-    """Run ``call`` (idempotent writes in autocommit) without Django's health-check ping.
+def run_unpinged(call: Callable[[], Any]) -> Any:
+    """Run a request's first statement(s), ``call``, without Django's health-check ping.
 
     With ``CONN_HEALTH_CHECKS`` Django sends ``SELECT 1`` before the first query of every
     request on a kept connection, so a connection the server dropped meanwhile is replaced
     instead of failing the request: a second round trip and about 9 % of the webhook
     acknowledgement's CPU (py-spy, ``make bench``). Here the ping is skipped and its one case
     is handled after the fact: if the kept connection turns out dead (``OperationalError`` or
-    ``InterfaceError``), it is closed and ``call`` runs once more on a new one. So ``call`` must
-    be safe to run twice (the ack's insert is: its dedup key turns a second copy into nothing).
-    Inside a transaction, or without health checks, ``call`` just runs.
+    ``InterfaceError``), it is closed and ``call`` runs once more on a new one, as does the rest
+    of the request. So ``call`` must be safe to run twice: a read (the API key's integration),
+    or the ack's insert, whose dedup key turns a second copy into nothing. Inside a
+    transaction, or without health checks, ``call`` just runs.
     """
     if connection.in_atomic_block or not connection.health_check_enabled:
         return call()

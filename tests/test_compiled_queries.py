@@ -214,5 +214,13 @@ def test_the_acks_insert_skips_the_ping_and_survives_a_connection_the_server_dro
         close_old_connections()  # the next request: the connection looks fine until used
         assert webhooks.webhook_event_insert(fields=_webhook_fields(integration, "p2"))
         assert connection.connection.info.backend_pid != backend
+        # The API's first statement, the key's integration, does the same for Botpress's calls.
+        close_old_connections()
+        backend = connection.connection.info.backend_pid
+        with connections.create_connection("default").cursor() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [backend])
+        close_old_connections()
+        assert integrations.integration_authenticate(integration_id=str(integration.pk), api_key="wrong") is None
+        assert connection.connection.info.backend_pid != backend
         assert pings == []
     assert sorted(WebhookEvent.objects.values_list("dedup_key", flat=True)) == ["p1", "p2"]

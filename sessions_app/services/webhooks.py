@@ -27,7 +27,7 @@ from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, write_unpinged
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, run_unpinged
 from outbound.http import OutboundError
 from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
@@ -250,12 +250,12 @@ def webhook_event_insert(*, fields: Mapping) -> int | None:
     a duplicate is no error, so it needs no savepoint inside a transaction and no exception
     path, and the statement is built once per process rather than compiled by the ORM per
     webhook (``row_insert``), and sent without Django's health-check ping before it
-    (``write_unpinged``: a dropped connection is replaced and the insert sent again, which the
+    (``run_unpinged``: a dropped connection is replaced and the insert sent again, which the
     dedup key makes safe). The values still go through each field's own conversion
     (``get_db_prep_save``), defaults and ``auto_now_add`` included, exactly as ``Model.save`` would.
     """
     event = WebhookEvent(**fields)
-    return write_unpinged(lambda: row_insert(event, skip_conflicts=True))
+    return run_unpinged(lambda: row_insert(event, skip_conflicts=True))
 
 
 class ReadySignal:
