@@ -99,15 +99,31 @@ def _plain_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
 
 
-@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy"])
-def test_a_proxy_in_the_environment_is_still_used(monkeypatch, tmp_path, variable):
-    """The sessions skip requests' per-request look at the environment only when it has nothing."""
+PROXY, BUNDLE = "http://proxy.internal:3128", "/etc/ssl/certs/ca-certificates.crt"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "per_request", "setting", "wanted"),
+    [
+        ("HTTPS_PROXY", PROXY, True, "proxies", {"https": PROXY}),
+        ("http_proxy", PROXY, True, "proxies", {"http": PROXY}),
+        ("REQUESTS_CA_BUNDLE", BUNDLE, False, "verify", BUNDLE),
+        ("CURL_CA_BUNDLE", BUNDLE, False, "verify", BUNDLE),
+    ],
+)
+def test_the_environment_still_configures_requests(
+    monkeypatch, tmp_path, variable, value, per_request, setting, wanted
+):
+    """The sessions skip requests' per-request look at the environment only when it has nothing
+    to find there: a proxy is still looked up per URL, a CA bundle is read once."""
     _plain_environment(monkeypatch, tmp_path)
     assert make_session().trust_env is False
-    monkeypatch.setenv(variable, "http://proxy.internal:3128")
+    assert make_session().verify is True
+    monkeypatch.setenv(variable, value)
     session = make_session()
-    assert session.trust_env is True
-    assert session.merge_environment_settings("https://api.botpress.cloud/v1/chat", {}, None, None, None)["proxies"]
+    assert session.trust_env is per_request
+    merged = session.merge_environment_settings("https://api.botpress.cloud/v1/chat", {}, None, None, None)
+    assert merged[setting] == wanted or wanted.items() <= merged[setting].items()
 
 
 def test_a_netrc_file_is_still_used(monkeypatch, tmp_path):
@@ -115,15 +131,3 @@ def test_a_netrc_file_is_still_used(monkeypatch, tmp_path):
     assert make_session().trust_env is False
     (tmp_path / "netrc").write_text("machine example.test login a password b\n")
     assert make_session().trust_env is True
-
-
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-def test_the_environments_ca_bundle_is_what_requests_would_verify_with(monkeypatch, tmp_path, variable):
-    _plain_environment(monkeypatch, tmp_path)
-    assert make_session().verify is True
-    monkeypatch.setenv(variable, "/etc/ssl/certs/ca-certificates.crt")
-    session = make_session()
-    assert session.trust_env is False
-    assert session.merge_environment_settings("https://x.test/", {}, None, None, None)["verify"] == (
-        "/etc/ssl/certs/ca-certificates.crt"
-    )

@@ -7,8 +7,8 @@ after they were compiled.
 
 from __future__ import annotations
 
-import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import IntegrityError, close_old_connections, connection, connections, transaction
@@ -112,23 +112,15 @@ def test_a_none_value_runs_the_plain_queryset():
 def test_each_thread_compiles_its_own_on_its_own_connection():
     integration = _integration()
     _agent(integration, "a", name="Ada")
-    found, errors = [], []
 
-    def read() -> None:
+    def read(_) -> list[str]:
         try:
-            for _ in range(20):
-                found.append(AGENTS.fetch(integration_id=integration.pk, ids=["a"])[0].name)
-        except Exception as exc:
-            errors.append(exc)
+            return [AGENTS.fetch(integration_id=integration.pk, ids=["a"])[0].name for _ in range(20)]
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=read) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    with ThreadPoolExecutor(4) as pool:
+        found = [name for names in pool.map(read, range(4)) for name in names]
     assert found == ["Ada"] * 80
 
 
