@@ -81,5 +81,17 @@ def encrypt(plaintext: str) -> str:
 
 
 def decrypt(token: str) -> str:
-    """The text in ``token``; raises ``InvalidToken`` when no configured key made it (or it was altered)."""
-    return _current().decrypt(token.encode()).decode()
+    """The text in ``token``; raises ``InvalidToken`` when no configured key made it (or it was altered).
+
+    Remembered per token and key set: the relay reads the same integration row for every
+    message, and decrypting its secrets each time was 3-4 % of a process's CPU per relay (py-spy,
+    ``make bench``). A token is unique (random IV), so a stored value that changes is a new
+    entry; a key dropped from ``HITL_ENCRYPTION_KEYS`` is a new key set, so its tokens fail as
+    they must. Failures are not remembered.
+    """
+    return _decrypted(tuple(settings.HITL_ENCRYPTION_KEYS), token)
+
+
+@lru_cache(maxsize=1024)
+def _decrypted(keys: tuple[str, ...], token: str) -> str:
+    return _fernet(keys).decrypt(token.encode()).decode()

@@ -121,8 +121,9 @@ def test_database_lookups_on_secrets_are_refused(db):
 
 def test_a_value_no_key_decrypts_fails_closed(db, settings):
     integration = make_integration()
+    assert Integration.objects.get(pk=integration.pk).botpress_token  # decrypted (and remembered) once
     settings.HITL_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    with pytest.raises(SecretUndecryptable) as raised:
+    with pytest.raises(SecretUndecryptable) as raised:  # a remembered value does not outlive its key
         Integration.objects.get(pk=integration.pk)
     message = str(raised.value)
     assert "Integration." in message and "HITL_ENCRYPTION_KEYS" in message
