@@ -1,8 +1,11 @@
-"""Read querysets of a fixed shape, built and compiled once per thread, then run with new values.
+"""The relay's hot statements without the ORM's per-call building: reads compiled once per
+thread (``CompiledQuery``), single-row writes built once per process (``row_insert``,
+``row_update``), and a request's first statement standing in for the health-check ping
+(``run_unpinged``).
 
 Why: on the relay's hot path Django spent more CPU building and compiling the same few
-querysets (``Query.clone``, ``build_filter``, ``SQLCompiler.as_sql``: about a quarter of a
-worker's CPU in a py-spy profile of ``make bench``) than PostgreSQL spent running them. The SQL
+querysets (``Query.clone``, ``build_filter``, ``SQLCompiler.as_sql``: about half of a worker's
+CPU per agent reply in a py-spy profile of ``make bench``) than PostgreSQL spent running them. The SQL
 of such a query never changes, only its values, so this module builds the queryset once with
 stand-in values, compiles it once, remembers where each stand-in landed among the SQL's
 parameters, and afterwards only swaps the values and executes: the rows come back through
@@ -143,8 +146,9 @@ class CompiledQuery:
         self._local = threading.local()
 
     def fetch(self, **values: Any) -> list:
-        if any(value is None for value in values.values()):
-            return list(self.build(**values))  # ``= NULL`` becomes ``IS NULL``: another SQL
+        if any(value is None or (isinstance(value, list | tuple) and not value) for value in values.values()):
+            # ``= NULL`` becomes ``IS NULL`` and an empty ``IN`` no SQL at all: the ORM's own way.
+            return list(self.build(**values))
         compiled = self._compiled(values)
         if compiled.slots is None:
             return list(self.build(**values))

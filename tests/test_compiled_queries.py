@@ -107,6 +107,7 @@ def test_a_none_value_runs_the_plain_queryset():
     WebhookEvent.objects.create(integration=integration, status=WebhookStatus.ACCEPTED, ticket_external_id="7")
     assert len(query.fetch(ticket="7")) == 1
     assert query.fetch(ticket=None) == []
+    assert AGENTS.fetch(integration_id=integration.pk, ids=[]) == []
 
 
 def test_each_thread_compiles_its_own_on_its_own_connection():

@@ -3,6 +3,7 @@ message half-written, which killed the demo's worker (``JSONDecodeError`` in its
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,8 +17,18 @@ from hitl_gateway import filesystem_broker
 OURS = "hitl_gateway.filesystem_broker:Transport"
 
 
+# Kombu keeps the exchanges it declared in memory, per process (its transports' shared state):
+# one control folder for the whole module, as a process has one (not the working directory's).
+CONTROL = tempfile.mkdtemp(prefix="hitl-test-kombu-control-")
+
+
 def _connection(folder: Path, transport: str | None = None) -> Connection:
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False}
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": False,
+        "control_folder": CONTROL,
+    }
     return Connection("filesystem://", transport_options=options, transport=transport)
 
 
@@ -28,13 +39,15 @@ def _readable_while_writing(folder: Path, module, transport: str | None, monkeyp
     encode = module.str_to_bytes
 
     def watching(text):
+        seen.append("(writing)")
         seen.extend(path.name for path in folder.iterdir() if path.name.endswith(".jobs.msg"))
         return encode(text)
 
     monkeypatch.setattr(module, "str_to_bytes", watching)
     with _connection(folder, transport) as connection:
         connection.SimpleQueue("jobs").put({"n": 1})
-    return seen
+    assert seen[:1] == ["(writing)"], "the message was written"
+    return seen[1:]
 
 
 def test_kombus_own_transport_shows_the_file_before_its_content(tmp_path, monkeypatch):
