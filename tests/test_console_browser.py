@@ -16,6 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from sessions_app.models import (
     Delivery,
@@ -221,7 +223,11 @@ def test_lockout_page_and_favicon(live_server, transactional_db, browser, settin
             break
         browser.find_element(By.ID, "id_username").send_keys("ops")
         browser.find_element(By.ID, "id_password").send_keys("not the password")
-        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        submit = browser.find_element(By.CSS_SELECTOR, "input[type=submit]")
+        submit.click()
+        # The answer to this attempt, before the next one: a GET sent while the POST is still in
+        # flight cancels it, and an attempt that never reached the server is not counted.
+        WebDriverWait(browser, 30).until(staleness_of(submit))
     text = browser.find_element(By.ID, "content").text
     assert "locked" in text and "15 minutes" in text, text
     assert browser.find_element(By.CSS_SELECTOR, "#site-name").text == "HITL gateway"
