@@ -183,6 +183,34 @@ def test_a_record_after_the_lease_was_taken_over_writes_nothing(session, relayed
     assert row.status == DeliveryStatus.SUCCEEDED and row.lease_until is None
 
 
+def test_a_batch_is_recorded_in_one_statement_with_its_attempt_log(session, relayed, executor, scheduled):
+    sessions = [session] + [
+        HitlSession.objects.create(
+            integration=session.integration, end_user=session.end_user, botpress_conversation_id=f"conv_{i}"
+        )
+        for i in range(2, 5)
+    ]
+    rows = [_enqueue(s, n=n, **({"fail": "retry"} if n == 1 else {})) for n, s in enumerate(sessions)]
+    claimed = outbox._heads_claim(limit=10, queue="")
+    # The last row's lease expired mid-call and another worker took it over.
+    Delivery.objects.filter(pk=rows[3].pk).update(lease_until=timezone.now() + timedelta(minutes=5))
+    ran = [(delivery, outbox._run(delivery)) for delivery in claimed]
+    with CaptureQueriesContext(connection) as queries:
+        results = outbox._attempts_record(ran)
+    if connection.vendor == "postgresql":
+        assert len(queries) == 1, [q["sql"] for q in queries]  # no BEGIN/COMMIT: one statement
+    assert results[0] == (True, None) and results[2] == (True, None) and results[3] == (False, None)
+    assert results[1][0] is False and results[1][1] > 0
+    assert scheduled == [(rows[1].pk, results[1][1])]
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert [statuses[row.pk] for row in rows] == ["succeeded", "pending", "succeeded", "pending"]
+    logged = {a.delivery_id: a for a in DeliveryAttempt.objects.all()}
+    assert sorted(logged) == sorted(row.pk for row in rows), "every attempt that ran is logged, a lost lease's too"
+    assert logged[rows[1].pk].outcome == "retry" and logged[rows[1].pk].status_code == 429
+    assert logged[rows[1].pk].error == "HTTP 429: busy" and logged[rows[0].pk].number == 1
+    assert all(a.started_at and a.duration_ms >= 0 for a in logged.values())
+
+
 def _sessions(count: int) -> list[HitlSession]:
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")
