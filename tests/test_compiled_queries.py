@@ -57,7 +57,7 @@ def test_the_relays_hot_reads_are_compiled_on_postgresql():
     assert webhooks._QUEUE_HEAD.compiles(integration_id=integration_id, ticket="1")
     assert webhooks._QUEUE_HEADS.compiles()
     with transaction.atomic():  # the locking reads compile inside a transaction, as they run
-        assert webhooks._QUEUE_HEAD_LOCKED.compiles(integration_id=integration_id, ticket="1", head_id=1)
+        assert webhooks._QUEUE_BATCH_LOCKED.compiles(integration_id=integration_id, ticket="1", head_id=1)
         assert sessions._TICKET_SESSION.compiles(integration_id=integration_id, ticket="1")
     assert sessions._AGENT.compiles(integration_id=integration_id, external_id="1")
     assert sessions._REPLY_KNOWN.compiles(session_id=uuid.uuid4(), message_id="1")
@@ -96,9 +96,9 @@ def test_the_same_rows_and_related_objects_as_the_queryset_each_time():
 def test_a_locking_read_outside_a_transaction_is_refused_as_django_refuses_it():
     integration_id = uuid.uuid4()
     with transaction.atomic():
-        assert webhooks._QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1) is None
+        assert webhooks._QUEUE_BATCH_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1) is None
     with pytest.raises(TransactionManagementError):
-        webhooks._QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1)
+        webhooks._QUEUE_BATCH_LOCKED.first(integration_id=integration_id, ticket="1", head_id=1)
 
 
 def test_a_none_value_runs_the_plain_queryset():

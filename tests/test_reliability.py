@@ -328,7 +328,9 @@ def test_two_webhook_relays_apply_each_ticket_once_in_order(live_session, monkey
     events += [_accepted_webhook(other, str(950 + n), f"other {n}", ticket="43") for n in range(6)]
     calls: list[int] = []
     original = webhooks._webhook_event_apply
-    monkeypatch.setattr(webhooks, "_webhook_event_apply", lambda event: calls.append(event.pk) or original(event))
+    monkeypatch.setattr(
+        webhooks, "_webhook_event_apply", lambda event, **kw: calls.append(event.pk) or original(event, **kw)
+    )
     try:
         _concurrently(webhooks.webhook_relay, webhooks.webhook_relay)
     finally:

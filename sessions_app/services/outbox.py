@@ -18,8 +18,9 @@ import contextlib
 import functools
 import json
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -77,8 +78,42 @@ def delivery_enqueue(
         queue=queue,
     )
     row_insert(delivery)
-    transaction.on_commit(lambda: _delivery_ready(delivery))
+    _ready_after_commit(delivery)
     return delivery
+
+
+def _ready_after_commit(delivery: Delivery) -> None:
+    queues = getattr(_coalesced, "queues", None)
+    if queues is None:
+        transaction.on_commit(lambda: _delivery_ready(delivery))
+    else:
+        queues.setdefault(delivery.queue, delivery)
+
+
+_coalesced = threading.local()
+
+
+@contextlib.contextmanager
+def outbox_rings_coalesced() -> Iterator[None]:
+    """Inside the caller's transaction: the rows written in the block wake their queue's relay
+    once per queue after COMMIT, however many there are.
+
+    Why: a batch of webhooks applied in one transaction writes a row per agent reply, and each
+    row's own ring would be one more statement after the commit, where one ring wakes the relay
+    for all of them. The rings are registered when the block ends, outside any savepoint inside
+    it: a row rolled back with its savepoint costs at most a ring for nothing, never a lost one.
+    """
+    if getattr(_coalesced, "queues", None) is not None:
+        yield  # an outer block coalesces
+        return
+    _coalesced.queues = {}
+    try:
+        yield
+        queues = _coalesced.queues
+    finally:
+        _coalesced.queues = None
+    for delivery in queues.values():
+        transaction.on_commit(functools.partial(_delivery_ready, delivery))
 
 
 def _delivery_ready(delivery: Delivery) -> None:

@@ -49,6 +49,7 @@ from sessions_app.models import (
     WebhookStatus,
 )
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
+from sessions_app.services.outbox import outbox_rings_coalesced
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
 from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
 
@@ -405,6 +406,7 @@ def _relay_send() -> bool:
 
 
 QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
+APPLY_BATCH = 16  # webhooks of one ticket applied in one transaction
 QUEUE_SLICE_SECONDS = 1.0  # the relay's drain of one ticket's queue stops after this much work
 RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
@@ -434,14 +436,21 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
 
 def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
     """Apply a ticket's queue from its head ``(id, integration_id, ticket_external_id)``, up to
-    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied."""
+    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied.
+
+    Webhooks are applied in batches of up to ``APPLY_BATCH``, each in one transaction
+    (``_queue_batch``).
+    """
     head_id, *key = head
     done, until = 0, None if seconds is None else time.monotonic() + seconds
-    while done < QUEUE_BUDGET and head_id is not None and _queue_step(*key, head_id=head_id):
+    while done < QUEUE_BUDGET and head_id is not None:
+        applied = _queue_batch(*key, head_id=head_id, size=min(APPLY_BATCH, QUEUE_BUDGET - done))
+        if not applied:
+            return done
+        done += applied
         if until is not None and time.monotonic() >= until:
-            return done + 1  # a time slice: the relay claims the queue again, after the others
-        done += 1
-        # Read only after the previous one committed (lanes are strictly serial).
+            return done  # a time slice: the relay claims the queue again, after the others
+        # Read only after the previous batch committed (lanes are strictly serial).
         head_id = _QUEUE_HEAD.first(integration_id=key[0], ticket=key[1])
     return done
 
@@ -523,50 +532,89 @@ def _ticket_queue(integration_id, ticket_external_id):
     )
 
 
-# A ticket queue's head id, and the head itself locked (this row only: FOR UPDATE through a join
-# would also lock the integration row) with its integration, whose secrets stay unread.
+# A ticket queue's head id; and its first webhooks from the head on, locked (these rows only:
+# FOR UPDATE through a join would also lock the integration row) with their integration, whose
+# secrets stay unread. SKIP LOCKED: whoever holds the head holds the queue, so a head held
+# elsewhere is not returned and the rows behind it are never applied out of turn.
 _QUEUE_HEAD = CompiledQuery(
     lambda integration_id, ticket: _ticket_queue(integration_id, ticket).order_by("id").values_list("id", flat=True)[:1]
 )
-_QUEUE_HEAD_LOCKED = CompiledQuery(
+_QUEUE_BATCH_LOCKED = CompiledQuery(
     lambda integration_id, ticket, head_id: (
         _ticket_queue(integration_id, ticket)
         .select_for_update(skip_locked=True, of=("self",))
         .select_related("integration")
         .defer(*(f"integration__{name}" for name in INTEGRATION_SECRETS))
-        .filter(pk=head_id)
-        .order_by("pk")[:1]
+        .filter(pk__gte=head_id)
+        .order_by("pk")[:APPLY_BATCH]
     )
 )
 
 
-def _queue_step(integration_id, ticket_external_id: str, *, head_id: int) -> bool:
-    """Apply the queue's head (read by the caller) unless another worker holds it."""
+def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size: int) -> int:
+    """Apply up to ``size`` webhooks of the queue from its head (read by the caller), in order and
+    in one transaction; return how many were applied, a head that failed for good counted (0:
+    the head is held elsewhere, waits for its retry, or failed and will be retried).
+
+    Why: under load a ticket's queue fills faster than it is applied, and a webhook applied in a
+    transaction of its own paid the lock read, BEGIN, COMMIT (a WAL flush) and the next head's
+    read. The outcome is the one of applying them one by one: the same order, each event in its
+    own savepoint (``session_events_apply``), then one commit. Only the head may call the help
+    desk (a doorbell's read, an agent named by id only): a later webhook that would waits for a
+    batch it heads, so a failed call is the head's and is handled as such (``_step_failed``),
+    and nothing is asked twice. A later webhook failing otherwise (the database) rolls the batch
+    back, and the webhooks before it are applied again as a batch of their own.
+    """
+    failed_at = 0
     try:
-        with transaction.atomic():
-            event = _QUEUE_HEAD_LOCKED.first(integration_id=integration_id, ticket=ticket_external_id, head_id=head_id)
-            if event is None:
-                return False
-            if event.retry_at and event.retry_at > timezone.now():
-                return False  # waiting for its retry: the task scheduled then carries on
-            _webhook_event_apply(event)
-        return True
-    except TRANSIENT_ERRORS as exc:
+        with transaction.atomic(), outbox_rings_coalesced():
+            events = _QUEUE_BATCH_LOCKED.fetch(
+                integration_id=integration_id, ticket=ticket_external_id, head_id=head_id
+            )
+            if not events or events[0].pk != head_id:
+                return 0  # another worker holds the queue
+            now, applied = timezone.now(), 0
+            for index, event in enumerate(events[:size]):
+                if event.retry_at and event.retry_at > now:
+                    break  # waiting for its retry: the task scheduled then carries on
+                parsed = _stored_parse(event, event.integration.provider_installation or {})
+                if index and (parsed.doorbell or _agents_named_by_id_only(parsed.events)):
+                    break
+                failed_at = index
+                _webhook_event_apply(event, parsed=parsed)
+                applied = index + 1
+                if parsed.doorbell:
+                    break  # its read may have answered the webhooks behind it (``_doorbells_covered``)
+        return applied
+    except Exception as exc:  # noqa: BLE001 - every failure ends applied, retried or recorded (``_step_failed``)
+        if failed_at:
+            log.info("webhook.batch_again", webhook_event_id=head_id, size=failed_at, error=type(exc).__name__)
+            return _queue_batch(integration_id, ticket_external_id, head_id=head_id, size=failed_at)
+        return int(_step_failed(head_id, exc))
+
+
+def _agents_named_by_id_only(events) -> bool:
+    """Whether an event names its agent by id only (``_agent_profiles_complete`` asks the desk)."""
+    return any(e.agent and e.agent.external_id and not e.agent.name for e in events)
+
+
+def _step_failed(head_id: int, exc: Exception) -> bool:
+    """The queue's head failed (its transaction rolled back); return whether the queue goes on."""
+    if isinstance(exc, TRANSIENT_ERRORS):
         # Transient (a deadlock victim, a lost connection): the event stays accepted and is
         # applied again shortly, still ahead of the rest of its ticket's queue.
         log.warning("webhook.apply_retry", webhook_event_id=head_id, error=type(exc).__name__)
         webhook_schedule(webhook_event_id=head_id, countdown=1.0)
         return False
-    except OutboundError as exc:
+    if isinstance(exc, OutboundError):
         return _fetch_retry(head_id, exc)
-    except Exception as exc:
-        log.exception("webhook.apply_failed", webhook_event_id=head_id)
-        WebhookEvent.objects.filter(pk=head_id, status=WebhookStatus.ACCEPTED).update(
-            status=WebhookStatus.FAILED,
-            detail=text_sanitize(f"failed: {type(exc).__name__}: {exc}")[:2000],
-            processed_at=timezone.now(),
-        )
-        return True
+    log.exception("webhook.apply_failed", webhook_event_id=head_id)  # (called in the except block)
+    WebhookEvent.objects.filter(pk=head_id, status=WebhookStatus.ACCEPTED).update(
+        status=WebhookStatus.FAILED,
+        detail=text_sanitize(f"failed: {type(exc).__name__}: {exc}")[:2000],
+        processed_at=timezone.now(),
+    )
+    return True
 
 
 def _fetch_retry(webhook_event_id: int, exc: OutboundError) -> bool:
@@ -610,17 +658,18 @@ def _fetch_retry(webhook_event_id: int, exc: OutboundError) -> bool:
     return False
 
 
-def _webhook_event_apply(event: WebhookEvent) -> None:
-    """Apply the webhook's events, each on its own (see ``session_events_apply``).
+def _webhook_event_apply(event: WebhookEvent, *, parsed: ParsedWebhook | None = None) -> bool:
+    """Apply the webhook's events, each on its own (see ``session_events_apply``); return
+    whether it was a doorbell (its read may have answered the webhooks queued behind it).
 
     Events that fail for good are listed in ``failed_events`` and the webhook is ``failed``;
     after an operator's re-apply only those are applied again. A doorbell's events are read
     from the help desk here (``webhook_events_fetch``), and agents named by id only are looked
-    up (``agent_profile_fetch``): both raise ``OutboundError`` for ``_queue_step`` to retry.
+    up (``agent_profile_fetch``): both raise ``OutboundError`` for ``_queue_batch`` to retry.
     """
     integration = event.integration
     installation = integration.provider_installation or {}
-    parsed = _stored_parse(event, installation)
+    parsed = parsed or _stored_parse(event, installation)
     events, only = list(parsed.events), {failure["index"] for failure in event.failed_events} or None
     adapter = None
     if parsed.doorbell:
@@ -639,7 +688,7 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
             known_message_ids=_known_message_ids(integration, parsed.ticket_external_id),
         )
         only = None  # a fresh read: its indexes are not those of the failed list, and dedup makes it safe
-    if any(e.agent and e.agent.external_id and not e.agent.name for e in events):
+    if _agents_named_by_id_only(events):
         events = _agent_profiles_complete(adapter or integration_provider(integration=integration), integration, events)
     applied = session_events_apply(integration=integration, events=events, only=only)
     event.session = applied.session or event.session
@@ -652,6 +701,7 @@ def _webhook_event_apply(event: WebhookEvent) -> None:
     row_update(event, ["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
     if parsed.doorbell and event.status != WebhookStatus.FAILED:
         _doorbells_covered(event, up_to_id=read_covers)
+    return parsed.doorbell
 
 
 def _doorbells_covered(event: WebhookEvent, *, up_to_id: int) -> int:

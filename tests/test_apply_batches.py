@@ -1,0 +1,133 @@
+"""A ticket's queued webhooks applied in batches, one transaction each (issue 16): the same
+outcome as one by one (order, per-event isolation, failures retried or recorded), fewer
+statements, one relay ring per batch, and no help-desk call made twice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from django.db import OperationalError, connection, reset_queries
+from django.test.utils import CaptureQueriesContext
+
+from providers.base import AgentProfile
+from sessions_app.models import Delivery, DeliveryKind, Message, WebhookEvent, WebhookStatus
+from sessions_app.services import outbox, webhooks
+from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the fixture
+
+
+def _queue(client, scene, count: int, *, start: int = 0) -> list[WebhookEvent]:  # noqa: F811
+    for n in range(start, start + count):
+        send(client, scene.integration, trigger("newMessage", comment=f"<p>reply {n}</p>", comment_id=str(900 + n)))
+    return list(WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).order_by("id"))
+
+
+def _relayed(scene) -> list[str]:  # noqa: F811
+    return [m.payload["text"] for m in Message.objects.filter(session=scene).order_by("id")]
+
+
+def test_a_queue_is_applied_in_batches_in_order_with_fewer_statements(
+    scene,  # noqa: F811
+    client,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    rings: list[str] = []
+    monkeypatch.setattr(outbox, "outbox_ring", lambda *, queue: rings.append(queue))
+    events = _queue(client, scene, webhooks.APPLY_BATCH + 4)
+    reset_queries()  # the log keeps at most 9,000 statements (the capture reads its tail)
+    with CaptureQueriesContext(connection) as batched, django_capture_on_commit_callbacks(execute=True):
+        assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == len(events)
+    per_batched = len(batched.captured_queries) / len(events)  # (read before the log is reset)
+    assert _relayed(scene) == [f"reply {n}" for n in range(len(events))]
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookStatus.PROCESSED}
+    assert Delivery.objects.filter(kind=DeliveryKind.MESSAGE_TO_USER).count() == len(events)
+    assert rings == [""] * 2, "one ring per batch, not one per reply"
+
+    # The same replies applied one by one cost more statements per webhook.
+    monkeypatch.setattr(webhooks, "APPLY_BATCH", 1)
+    more = _queue(client, scene, 4, start=100)
+    reset_queries()
+    with CaptureQueriesContext(connection) as single:
+        assert webhooks.webhook_queue_drain(webhook_event_id=more[0].pk) == 4
+    if connection.vendor == "postgresql":
+        per_single = len(single.captured_queries) / 4
+        assert per_batched <= per_single - 3, (per_batched, per_single)
+
+
+def test_a_database_failure_behind_the_head_applies_those_before_it_then_retries_it(scene, client, monkeypatch):  # noqa: F811
+    scheduled: list[dict] = []
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: scheduled.append(kw))
+    events = _queue(client, scene, 5)
+    original, failing = webhooks._webhook_event_apply, {events[2].pk}
+
+    def apply(event, **kw):
+        if event.pk in failing:
+            raise OperationalError("server closed the connection unexpectedly")
+        return original(event, **kw)
+
+    monkeypatch.setattr(webhooks, "_webhook_event_apply", apply)
+    assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 2
+    assert _relayed(scene) == ["reply 0", "reply 1"], "the batch before the failure, once"
+    statuses = dict(WebhookEvent.objects.values_list("pk", "status"))
+    assert [statuses[e.pk] for e in events] == ["processed"] * 2 + ["accepted"] * 3, "order kept: nothing overtook"
+    assert scheduled == [{"webhook_event_id": events[2].pk, "countdown": 1.0}]
+    failing.clear()
+    assert webhooks.webhook_queue_drain(webhook_event_id=events[2].pk) == 3
+    assert _relayed(scene) == [f"reply {n}" for n in range(5)]
+
+
+def test_a_bug_in_a_later_webhook_is_recorded_on_it_and_the_queue_goes_on(scene, client, monkeypatch):  # noqa: F811
+    events = _queue(client, scene, 4)
+    original = webhooks._webhook_event_apply
+
+    def apply(event, **kw):
+        if event.pk == events[1].pk:
+            raise KeyError("bug")
+        return original(event, **kw)
+
+    monkeypatch.setattr(webhooks, "_webhook_event_apply", apply)
+    assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 4
+    failed = WebhookEvent.objects.get(pk=events[1].pk)
+    assert failed.status == WebhookStatus.FAILED and "KeyError" in failed.detail
+    assert _relayed(scene) == ["reply 0", "reply 2", "reply 3"]
+
+
+@pytest.mark.parametrize("outcome", ["ok", "desk_down"])
+def test_a_webhook_that_calls_the_desk_heads_a_batch_of_its_own(scene, client, monkeypatch, outcome):  # noqa: F811
+    """An agent named by id only is looked up at the desk: once per webhook, even when it fails."""
+    scheduled: list[dict] = []
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: scheduled.append(kw))
+    events = _queue(client, scene, 3)
+    parse = webhooks._stored_parse
+
+    def parsed(event, installation):  # the second webhook names its agent by id only
+        found = parse(event, installation)
+        if event.pk != events[1].pk:
+            return found
+        nameless = [dataclasses.replace(e, agent=AgentProfile(external_id="8", name="")) for e in found.events]
+        return dataclasses.replace(found, events=nameless)
+
+    monkeypatch.setattr(webhooks, "_stored_parse", parsed)
+    calls: list[str] = []
+
+    def fetch(self, *, external_id):
+        calls.append(external_id)
+        if outcome == "desk_down":
+            from outbound.http import RetryableError
+
+            raise RetryableError("Service Unavailable", 503)
+        return AgentProfile(external_id=external_id, name="Linus")
+
+    from providers.zendesk.provider import ZendeskProvider
+
+    monkeypatch.setattr(ZendeskProvider, "agent_profile_fetch", fetch)
+    applied = webhooks.webhook_queue_drain(webhook_event_id=events[0].pk)
+    assert calls == ["8"], "the desk is asked once"
+    if outcome == "ok":
+        assert applied == 3 and _relayed(scene) == ["reply 0", "reply 1", "reply 2"]
+    else:
+        assert applied == 1 and _relayed(scene) == ["reply 0"]
+        retried = WebhookEvent.objects.get(pk=events[1].pk)
+        assert retried.status == WebhookStatus.ACCEPTED and retried.attempts == 1 and retried.retry_at
+        assert scheduled and scheduled[-1]["webhook_event_id"] == events[1].pk
