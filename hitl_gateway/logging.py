@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import structlog
 
@@ -48,6 +48,20 @@ def redact_text(text: str) -> str:
     """``text`` with every credential-looking part replaced by ``[redacted]`` (idempotent)."""
     if not text:
         return text
+    # Most values of a structured line recur (event names, kinds, outcomes, ids): a short one is
+    # scanned once per process (the four scans were most of a relay's log line, py-spy).
+    return _redact_short(text) if len(text) <= _SHORT else _redact_scan(text)
+
+
+_SHORT = 256
+
+
+@lru_cache(maxsize=4096)
+def _redact_short(text: str) -> str:
+    return _redact_scan(text)
+
+
+def _redact_scan(text: str) -> str:
     text = _URL_SECRET.sub(rf"\1{REDACTED}", text)
     text = _AUTH_SCHEME.sub(rf"\1\2{REDACTED}", text)
     text = _API_KEY.sub(REDACTED, text)
@@ -102,6 +116,7 @@ def redact_secrets(_logger, _method, event_dict: dict) -> dict:
     return {key: _redact(key, value) for key, value in event_dict.items()}
 
 
+@lru_cache(maxsize=1024)
 def secret_named(name: str) -> bool:
     """Whether a field or header called ``name`` holds a credential (``api_token``, ``Authorization``)."""
     return any(part in name.lower().replace("-", "_") for part in _secret_key_parts())
@@ -125,10 +140,10 @@ def configure_structlog(*, json: bool) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             # Tracebacks become text here, so the redaction step sees them too.
             structlog.processors.format_exc_info,
             redact_secrets,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),  # ours: nothing to redact
             renderer,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
