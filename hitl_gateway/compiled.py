@@ -251,6 +251,38 @@ def row_update(instance: Model, fields: Sequence[str]) -> int:
         return cursor.rowcount
 
 
+def rows_update(instances: Sequence[Model], fields: Sequence[str]) -> int:
+    """``row_update`` for several rows of one model in one statement on PostgreSQL (``UPDATE …
+    FROM (VALUES …)``, built once per row count); returns the rows written. Elsewhere, and for
+    one row, ``row_update`` each."""
+    if len(instances) <= 1 or connection.vendor != "postgresql":
+        return sum(row_update(instance, fields) for instance in instances)
+    meta = type(instances[0])._meta
+    quote = connection.ops.quote_name
+
+    def build() -> tuple[str, list]:
+        targets = [meta.get_field(name) for name in fields]
+        table, key = quote(meta.db_table), quote(meta.pk.column)
+        casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in targets)]
+        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+        names = ", ".join(quote(f.column) for f in targets)
+        sql = (
+            f"UPDATE {table} SET {', '.join(f'{quote(f.column)} = v.{quote(f.column)}' for f in targets)} "  # noqa: S608
+            f"FROM (VALUES {', '.join([row] * len(instances))}) AS v({key}, {names}) "
+            f"WHERE {table}.{key} = v.{key}"
+        )
+        return sql, targets
+
+    sql, targets = _write_sql((type(instances[0]), "update-rows", tuple(fields), len(instances)), build)
+    params = []
+    for instance in instances:
+        params.append(meta.pk.get_db_prep_value(instance.pk, connection))
+        params += [_value(f, instance, adding=False) for f in targets]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 def run_unpinged(call: Callable[[], Any]) -> Any:
     """Run a request's first statement(s), ``call``, without Django's health-check ping.
 

@@ -131,3 +131,24 @@ def test_a_webhook_that_calls_the_desk_heads_a_batch_of_its_own(scene, client, m
         retried = WebhookEvent.objects.get(pk=events[1].pk)
         assert retried.status == WebhookStatus.ACCEPTED and retried.attempts == 1 and retried.retry_at
         assert scheduled and scheduled[-1]["webhook_event_id"] == events[1].pk
+
+
+def test_a_burst_of_replies_writes_the_sessions_last_activity_once_a_second(scene, client):  # noqa: F811
+    from datetime import timedelta
+
+    from sessions_app.models import HitlSession
+
+    events = _queue(client, scene, 3)
+    reset_queries()
+    with CaptureQueriesContext(connection) as captured:
+        webhooks.webhook_queue_drain(webhook_event_id=events[0].pk)
+    writes = [q for q in captured.captured_queries if q["sql"].startswith('UPDATE "sessions_app_hitlsession"')]
+    assert len(writes) == 1, "three replies within a second: one write"
+    first = HitlSession.objects.get(pk=scene.pk).last_activity_at
+    assert first is not None
+    earlier = first - timedelta(seconds=2)  # a second later, the next message moves it again
+    HitlSession.objects.filter(pk=scene.pk).update(last_activity_at=earlier)
+    events = _queue(client, scene, 2, start=10)
+    webhooks.webhook_queue_drain(webhook_event_id=events[0].pk)
+    assert HitlSession.objects.get(pk=scene.pk).last_activity_at > first
+    assert _relayed(scene)[-2:] == ["reply 10", "reply 11"]

@@ -18,7 +18,7 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_update
 from sessions_app.models import HumanAgent, Integration, WebhookEvent, WebhookStatus
 from sessions_app.services import deliveries, integrations, outbox, sessions, webhooks
 
@@ -184,6 +184,29 @@ def test_row_insert_and_row_update_write_what_save_would():
     assert stored.name == "Grace Hopper" and stored.updated_at > before
     HumanAgent.objects.filter(pk=agent.pk).delete()
     assert row_update(agent, ["name"]) == 0
+
+
+def test_rows_update_writes_each_row_its_own_values_in_one_statement():
+    integration = _integration()
+    events = [WebhookEvent(**_webhook_fields(integration, f"r{n}")) for n in range(3)]
+    for event in events:
+        row_insert(event)
+    untouched = WebhookEvent(**_webhook_fields(integration, "other"))
+    row_insert(untouched)
+    now = timezone.now()
+    events[0].status, events[0].failed_events, events[0].processed_at = WebhookStatus.FAILED, [{"index": 1}], now
+    events[1].status, events[1].detail, events[1].processed_at = WebhookStatus.PROCESSED, "it's 'quoted'", None
+    events[2].status, events[2].detail, events[2].retry_at = WebhookStatus.IGNORED, "", now
+    fields = ["status", "detail", "failed_events", "processed_at", "retry_at"]
+    with CaptureQueriesContext(connection) as captured:
+        assert rows_update(events, fields) == 3
+    if connection.vendor == "postgresql":
+        assert len(captured) == 1
+    stored = {e.pk: e for e in WebhookEvent.objects.all()}
+    for event in events:
+        assert [getattr(stored[event.pk], name) for name in fields] == [getattr(event, name) for name in fields]
+    assert stored[untouched.pk].status == WebhookStatus.ACCEPTED
+    assert rows_update([events[0]], ["status"]) == 1 and rows_update([], ["status"]) == 0
 
 
 def test_the_acks_insert_skips_the_ping_and_survives_a_connection_the_server_dropped():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
@@ -472,9 +472,20 @@ _REPLY_KNOWN = CompiledQuery(
 )
 
 
+ACTIVITY_RESOLUTION = timedelta(seconds=1)
+
+
 def _activity_record(session: HitlSession) -> None:
-    """A message went through the session now (the inactivity timers count from here)."""
-    session.last_activity_at = timezone.now()
+    """A message went through the session now (the inactivity timers count from here).
+
+    ``session`` is the row as read under its lock. Written at most once a second: the timers
+    count minutes, and a burst of messages would otherwise write the session row for each. Always
+    written after an inactivity warning for the last activity, which this message answers.
+    """
+    now, last, warned = timezone.now(), session.last_activity_at, session.inactivity_warned_for
+    if last and timedelta(0) <= now - last < ACTIVITY_RESOLUTION and not (warned and warned >= last):
+        return
+    session.last_activity_at = now
     row_update(session, ["last_activity_at"])
 
 

@@ -27,7 +27,7 @@ from django.db.models import Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, run_unpinged
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_update, run_unpinged
 from outbound.http import OutboundError
 from providers import provider_class
 from providers.base import HelpDeskProvider, InboundEvent, ParsedWebhook, WebhookInvalid, WebhookRejected
@@ -573,7 +573,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
             )
             if not events or events[0].pk != head_id:
                 return 0  # another worker holds the queue
-            now, applied = timezone.now(), 0
+            now, applied, outcomes = timezone.now(), 0, []
             for index, event in enumerate(events[:size]):
                 if event.retry_at and event.retry_at > now:
                     break  # waiting for its retry: the task scheduled then carries on
@@ -581,10 +581,11 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
                 if index and (parsed.doorbell or _agents_named_by_id_only(parsed.events)):
                     break
                 failed_at = index
-                _webhook_event_apply(event, parsed=parsed)
+                _webhook_event_apply(event, parsed=parsed, outcomes=outcomes)
                 applied = index + 1
                 if parsed.doorbell:
                     break  # its read may have answered the webhooks behind it (``_doorbells_covered``)
+            rows_update(outcomes, _OUTCOME_FIELDS)
         return applied
     except Exception as exc:  # noqa: BLE001 - every failure ends applied, retried or recorded (``_step_failed``)
         if failed_at:
@@ -658,9 +659,16 @@ def _fetch_retry(webhook_event_id: int, exc: OutboundError) -> bool:
     return False
 
 
-def _webhook_event_apply(event: WebhookEvent, *, parsed: ParsedWebhook | None = None) -> bool:
+_OUTCOME_FIELDS = ("session", "status", "detail", "failed_events", "processed_at", "retry_at")
+
+
+def _webhook_event_apply(
+    event: WebhookEvent, *, parsed: ParsedWebhook | None = None, outcomes: list | None = None
+) -> bool:
     """Apply the webhook's events, each on its own (see ``session_events_apply``); return
     whether it was a doorbell (its read may have answered the webhooks queued behind it).
+    ``outcomes``: where to leave the webhook's row for the caller to write (a batch writes its
+    rows in one statement, ``rows_update``); written here otherwise.
 
     Events that fail for good are listed in ``failed_events`` and the webhook is ``failed``;
     after an operator's re-apply only those are applied again. A doorbell's events are read
@@ -698,7 +706,10 @@ def _webhook_event_apply(event: WebhookEvent, *, parsed: ParsedWebhook | None = 
     else:
         event.status = WebhookStatus.PROCESSED if applied.session else WebhookStatus.IGNORED
     event.detail, event.processed_at, event.retry_at = text_sanitize(applied.detail)[:2000], timezone.now(), None
-    row_update(event, ["session", "status", "detail", "failed_events", "processed_at", "retry_at"])
+    if outcomes is None:
+        row_update(event, _OUTCOME_FIELDS)
+    else:
+        outcomes.append(event)
     if parsed.doorbell and event.status != WebhookStatus.FAILED:
         _doorbells_covered(event, up_to_id=read_covers)
     return parsed.doorbell
