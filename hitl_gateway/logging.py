@@ -48,17 +48,21 @@ def redact_text(text: str) -> str:
     """``text`` with every credential-looking part replaced by ``[redacted]`` (idempotent)."""
     if not text:
         return text
-    # Most values of a structured line recur (event names, kinds, outcomes, ids): a short one is
-    # scanned once per process (the four scans were most of a relay's log line, py-spy).
-    return _redact_short(text) if len(text) <= _SHORT else _redact_scan(text)
+    # Most values of a structured line recur (event names, kinds, outcomes, ids): a short one
+    # found clean is remembered, so it is scanned once per process (the four scans were most of
+    # a relay's log line, py-spy). Only clean values are kept: no credential stays in memory.
+    if text in _CLEAN:
+        return text
+    redacted = _redact_scan(text)
+    if redacted == text and len(text) <= _CLEAN_MAX_LENGTH:
+        if len(_CLEAN) >= _CLEAN_MAX_ENTRIES:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return redacted
 
 
-_SHORT = 256
-
-
-@lru_cache(maxsize=4096)
-def _redact_short(text: str) -> str:
-    return _redact_scan(text)
+_CLEAN: dict[str, None] = {}
+_CLEAN_MAX_LENGTH, _CLEAN_MAX_ENTRIES = 256, 4096
 
 
 def _redact_scan(text: str) -> str:

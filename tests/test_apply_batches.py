@@ -152,3 +152,55 @@ def test_a_burst_of_replies_writes_the_sessions_last_activity_once_a_second(scen
     webhooks.webhook_queue_drain(webhook_event_id=events[0].pk)
     assert HitlSession.objects.get(pk=scene.pk).last_activity_at > first
     assert _relayed(scene)[-2:] == ["reply 10", "reply 11"]
+
+
+def test_an_unparseable_webhook_fails_alone_and_the_one_before_it_is_applied(scene, client, monkeypatch):  # noqa: F811
+    events = _queue(client, scene, 4)
+    parse = webhooks._stored_parse
+
+    def parsed(event, installation):
+        if event.pk == events[2].pk:
+            raise ValueError("the stored body no longer parses")
+        return parse(event, installation)
+
+    monkeypatch.setattr(webhooks, "_stored_parse", parsed)
+    assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 4
+    statuses = dict(WebhookEvent.objects.values_list("pk", "status"))
+    assert [statuses[e.pk] for e in events] == ["processed", "processed", "failed", "processed"]
+    assert "no longer parses" in WebhookEvent.objects.get(pk=events[2].pk).detail
+    assert _relayed(scene) == ["reply 0", "reply 1", "reply 3"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_stops_before_rows_another_worker_holds(client, monkeypatch):
+    """An older webhook accepted again becomes the head while the next rows are held elsewhere:
+    the batch from it must not jump over them."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from tests.test_inbound_webhooks import scene as scene_fixture
+
+    session = scene_fixture.__wrapped__(None, monkeypatch)
+    events = _queue(client, session, 5)
+    held, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        with transaction.atomic():
+            list(WebhookEvent.objects.select_for_update().filter(pk__in=[events[2].pk, events[3].pk]))
+            held.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with transaction.atomic():
+            locked = webhooks._queue_locked(
+                session.integration_id, "42", head_id=events[0].pk, size=webhooks.APPLY_BATCH
+            )
+            assert [e.pk for e in locked] == [events[0].pk, events[1].pk]
+    finally:
+        release.set()
+        thread.join()

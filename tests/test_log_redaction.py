@@ -58,6 +58,17 @@ def test_each_credential_shape_is_redacted(text, secret):
     assert redact_text(redacted) == redacted  # idempotent: a record passing two filters is unchanged
 
 
+def test_a_value_seen_again_is_redacted_again_and_no_credential_is_remembered():
+    from hitl_gateway import logging as redaction
+
+    secret_line = "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"
+    for _ in range(2):
+        assert "eyJhbGciOiJIUzI1NiJ9" not in redact_text(secret_line)
+        assert redact_text("delivery.attempt") == "delivery.attempt"
+    assert "delivery.attempt" in redaction._CLEAN, "a clean value is scanned once"
+    assert not any("eyJhbGciOiJIUzI1NiJ9" in kept for kept in redaction._CLEAN), "no credential is kept"
+
+
 @pytest.mark.parametrize(
     "line",
     [

@@ -211,6 +211,18 @@ def test_a_batch_is_recorded_in_one_statement_with_its_attempt_log(session, rela
     assert all(a.started_at and a.duration_ms >= 0 for a in logged.values())
 
 
+def test_a_delivery_deleted_mid_call_does_not_stop_its_batch_being_recorded(session, relayed, executor):
+    other = HitlSession.objects.create(
+        integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
+    )
+    rows = [_enqueue(session, n=1), _enqueue(other, n=2)]
+    ran = [(delivery, outbox._run(delivery)) for delivery in outbox._heads_claim(limit=10, queue="")]
+    Delivery.objects.filter(pk=rows[1].pk).delete()  # e.g. its session's cascade
+    assert outbox._attempts_record(ran) == [(True, None), (False, None)]
+    assert Delivery.objects.get(pk=rows[0].pk).status == DeliveryStatus.SUCCEEDED
+    assert list(DeliveryAttempt.objects.values_list("delivery_id", flat=True)) == [rows[0].pk]
+
+
 def _sessions(count: int) -> list[HitlSession]:
     integration, _ = integration_for(botpress_url="http://127.0.0.1:9", zendesk_url="http://127.0.0.1:9")
     end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_1", name="Ada")

@@ -350,8 +350,13 @@ def _settle_sql(rows: int, attempts: int) -> str:
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _SETTLE_FIELDS)
     log_columns = ", ".join(quote(DeliveryAttempt._meta.get_field(name).column) for name, _ in _ATTEMPT_FIELDS)
     log_values = ", ".join("(" + ", ".join(f"%s::{cast}" for _, cast in _ATTEMPT_FIELDS) + ")" for _ in range(attempts))
+    log_names = ", ".join(name for name, _ in _ATTEMPT_FIELDS)
+    # A delivery deleted meanwhile (its session's cascade) gets no log row rather than failing
+    # the whole batch's statement.
     return (
-        f"WITH logged AS (INSERT INTO {log_table} ({log_columns}) VALUES {log_values}) "  # noqa: S608 - names from the models; values bound
+        f"WITH logged AS (INSERT INTO {log_table} ({log_columns}) "  # noqa: S608 - names from the models; values bound
+        f"SELECT * FROM (VALUES {log_values}) AS a({log_names}) "
+        f"WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = a.delivery)) "
         f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s "
         f"FROM (VALUES {values}) AS v(id, lease, {names}) "
         f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id"

@@ -560,31 +560,33 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
     transaction of its own paid the lock read, BEGIN, COMMIT (a WAL flush) and the next head's
     read. The outcome is the one of applying them one by one: the same order, each event in its
     own savepoint (``session_events_apply``), then one commit. Only the head may call the help
-    desk (a doorbell's read, an agent named by id only): a later webhook that would waits for a
-    batch it heads, so a failed call is the head's and is handled as such (``_step_failed``),
-    and nothing is asked twice. A later webhook failing otherwise (the database) rolls the batch
-    back, and the webhooks before it are applied again as a batch of their own.
+    desk (a doorbell's read, an agent named by id only), and it then ends its batch: a later
+    webhook that would waits for a batch it heads, so a failed call is the head's and is handled
+    as such (``_step_failed``), and nothing is asked twice. A later webhook failing otherwise
+    (the database) rolls the batch back, and the webhooks before it are applied again as a batch
+    of their own.
     """
     failed_at = 0
     try:
         with transaction.atomic(), outbox_rings_coalesced():
-            events = _QUEUE_BATCH_LOCKED.fetch(
-                integration_id=integration_id, ticket=ticket_external_id, head_id=head_id
-            )
-            if not events or events[0].pk != head_id:
+            events = _queue_locked(integration_id, ticket_external_id, head_id=head_id, size=size)
+            if not events:
                 return 0  # another worker holds the queue
             now, applied, outcomes = timezone.now(), 0, []
-            for index, event in enumerate(events[:size]):
+            for index, event in enumerate(events):
+                failed_at = index
                 if event.retry_at and event.retry_at > now:
                     break  # waiting for its retry: the task scheduled then carries on
                 parsed = _stored_parse(event, event.integration.provider_installation or {})
-                if index and (parsed.doorbell or _agents_named_by_id_only(parsed.events)):
+                calls_desk = parsed.doorbell or _agents_named_by_id_only(parsed.events)
+                if index and calls_desk:
                     break
-                failed_at = index
                 _webhook_event_apply(event, parsed=parsed, outcomes=outcomes)
                 applied = index + 1
-                if parsed.doorbell:
-                    break  # its read may have answered the webhooks behind it (``_doorbells_covered``)
+                if calls_desk:
+                    # Nothing behind it may fail and have this call made again; and a doorbell's
+                    # read may have answered the webhooks behind it (``_doorbells_covered``).
+                    break
             rows_update(outcomes, _OUTCOME_FIELDS)
         return applied
     except Exception as exc:  # noqa: BLE001 - every failure ends applied, retried or recorded (``_step_failed``)
@@ -592,6 +594,42 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
             log.info("webhook.batch_again", webhook_event_id=head_id, size=failed_at, error=type(exc).__name__)
             return _queue_batch(integration_id, ticket_external_id, head_id=head_id, size=failed_at)
         return int(_step_failed(head_id, exc))
+
+
+# The accepted webhooks of a queue between two ids, as a plain read (rows locked elsewhere too).
+_QUEUE_SPAN = CompiledQuery(
+    lambda integration_id, ticket, first, last: (
+        _ticket_queue(integration_id, ticket)
+        .filter(pk__gte=first, pk__lte=last)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+)
+
+
+def _queue_locked(integration_id, ticket_external_id: str, *, head_id: int, size: int) -> list[WebhookEvent]:
+    """The queue's first webhooks from ``head_id`` on, up to ``size``, locked; [] when the head
+    is held elsewhere.
+
+    SKIP LOCKED passes over rows another worker holds. Whoever holds a queue's head holds the
+    queue, but an older webhook accepted again (an operator's re-apply) becomes a new head
+    while the queue's next rows are held: the rows returned are then cut at the first one the
+    queue has between them and we do not (one plain read of the span, only for several rows),
+    so nothing behind a held row is applied out of turn.
+    """
+    events = _QUEUE_BATCH_LOCKED.fetch(integration_id=integration_id, ticket=ticket_external_id, head_id=head_id)
+    if not events or events[0].pk != head_id:
+        return []
+    events = events[:size]
+    if len(events) > 1:
+        span = _QUEUE_SPAN.fetch(
+            integration_id=integration_id, ticket=ticket_external_id, first=head_id, last=events[-1].pk
+        )
+        kept = next(
+            (n for n, (ours, queued) in enumerate(zip(events, span, strict=False)) if ours.pk != queued), len(events)
+        )
+        events = events[:kept]
+    return events
 
 
 def _agents_named_by_id_only(events) -> bool:
