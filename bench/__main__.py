@@ -10,7 +10,8 @@ The machine may be shared and noisy: read every figure against its same-run refe
 3. Relay throughput: agent replies (Zendesk stand-in -> webhook -> Botpress) and bot messages
    (Botpress API -> Zendesk comments), each offered as fast as 8 clients can, then both at
    once, counted from the first send to the last arrival at the receiving stand-in.
-4. Relay delay (accepted -> arrived) at half those rates, both directions at once: p50/p99.
+4. Relay delay (accepted -> arrived), p50/p99: each direction on its own at half its own rate
+   (the issue's goal), then both at once, each at half the slower rate.
 5. Scale-out: the relay throughput again with 1, 2 and 4 worker processes.
 6. Flat cost: ``--seed-sessions`` open sessions and ``--seed-messages`` stored messages (with
    their deliveries and webhooks) added by bulk SQL, then the ack and relay figures again,
@@ -378,16 +379,24 @@ def relay_throughput(stack: Stack, sessions: list[Session], rounds: int, ways: s
     return result
 
 
-def relay_delay(stack: Stack, sessions: list[Session], rounds: int, rates: dict[str, float]) -> dict:
-    """Both directions at once, each offered at half its measured throughput."""
-    rate = min(rates.values()) / 2
-    sent, _ = offer(stack, sessions, tag="half", rounds=rounds, directions=("u", "a"), rate=rate * 2)
+def relay_delay(stack: Stack, sessions: list[Session], rounds: int, rates: dict[str, float], tag: str) -> dict:
+    """The delay of each direction in ``rates`` ("u", "a"), offered at once, each at its rate
+    (messages/s; equal rates when both)."""
+    ways = tuple(rates)
+    sent, _ = offer(stack, sessions, tag=tag, rounds=rounds, directions=ways, rate=sum(rates.values()))
     arrivals = _wait_arrivals(stack, set(sent), timeout=300)
-    result = {"offered_per_s_each_way": round(rate, 1)}
+    result = {}
     for way, name in (("u", "to_user"), ("a", "to_agent")):
+        if way not in ways:
+            continue
         mine = {m: t for m, t in sent.items() if f" {way}" in m}
         delays = [(arrivals[m] - t) * 1000 for m, t in mine.items() if m in arrivals]
-        result[name] = {"relayed": len(delays), "offered": len(mine), "delay_ms": percentiles(delays)}
+        result[name] = {
+            "offered_per_s": round(rates[way], 1),
+            "relayed": len(delays),
+            "offered": len(mine),
+            "delay_ms": percentiles(delays),
+        }
     return result
 
 
@@ -624,7 +633,7 @@ def seed(database_url: str, *, sessions: int, messages: int) -> dict:
 
 def goals(result: dict) -> dict:
     """Issue 16's targets, each true or false in this run (meaningful on a quiet machine)."""
-    half = result.get("half_rate_both_ways", {})
+    half = result.get("half_rate", {})
     flat = result.get("flat_cost", {}).get("ratios", {})
     checks = {
         "ack_per_s>=700": result["ack"]["per_s"] >= 700,
@@ -716,14 +725,19 @@ def main(argv: list[str] | None = None) -> int:
                 result["both_ways"]["per_s"] / (2 / (1 / result["to_user"]["per_s"] + 1 / result["to_agent"]["per_s"])),
                 2,
             )
+            # The issue's half rate: each direction on its own at half its own rate; then both
+            # at once, each at half the slower one (together about the both-ways capacity).
             half_rounds = max(2, options.rounds // 2)
+            result["half_rate"] = {}
+            for way, name in (("u", "to_user"), ("a", "to_agent")):
+                alone = relay_delay(stack, sessions, half_rounds, {way: result[name]["per_s"] / 2}, tag=f"half-{way}")
+                result["half_rate"][name] = alone[name]
+            log(f"half rate, each way alone {result['half_rate']}")
+            slower = min(result["to_user"]["per_s"], result["to_agent"]["per_s"]) / 2
             result["half_rate_both_ways"] = relay_delay(
-                stack,
-                sessions,
-                half_rounds,
-                {"u": result["to_user"]["per_s"], "a": result["to_agent"]["per_s"]},
+                stack, sessions, half_rounds, {"u": slower, "a": slower}, tag="half-ua"
             )
-            log(f"half rate {result['half_rate_both_ways']}")
+            log(f"half rate, both ways at once {result['half_rate_both_ways']}")
             result["to_user_over_hello_rate"] = round(result["to_user"]["per_s"] / result["ref_hello"]["per_s"], 3)
             result["to_agent_over_hello_rate"] = round(result["to_agent"]["per_s"] / result["ref_hello"]["per_s"], 3)
             scale_counts = [int(n) for n in options.scale.split(",") if n.strip()]
