@@ -385,6 +385,9 @@ class BotpressStandin(StandinServer):
         self._file_secret = secrets.token_hex(16)
         self._owner: dict[str, str] = {}  # object id → bot id
         self._participants: dict[str, set[str]] = {}  # conversation id → user ids
+        # conversation id → its messages by id, oldest first: a get-or-create looks only there
+        # (a scan of every message made the stand-in's cost per message grow through a long run)
+        self._conversation_messages: dict[str, Store] = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -615,6 +618,7 @@ class BotpressStandin(StandinServer):
         self._get(self._conversations, conversation_id, req.auth, "Conversation")
         del self._conversations[conversation_id]
         self._messages = {k: m for k, m in self._messages.items() if m["conversationId"] != conversation_id}
+        self._conversation_messages.pop(conversation_id, None)
         return {}
 
     def _list_conversations(self, req: Request) -> dict[str, Any]:
@@ -665,6 +669,7 @@ class BotpressStandin(StandinServer):
         conversation["messageCount"] += 1
         self._touch(conversation)
         self._participants[conversation["id"]].add(body["userId"])
+        self._conversation_messages.setdefault(conversation["id"], {})[message["id"]] = message
         return self._insert(self._messages, message, bot)
 
     def _create_message(self, req: Request) -> dict[str, Any]:
@@ -678,8 +683,8 @@ class BotpressStandin(StandinServer):
         message = next(
             (
                 m
-                for m in self._mine(self._messages, req.auth)
-                if wanted and m["conversationId"] == conversation["id"] and _matches(m, wanted)
+                for m in self._conversation_messages.get(conversation["id"], {}).values()
+                if wanted and self._owner.get(m["id"]) == req.auth.bot_id and _matches(m, wanted)
             ),
             None,
         )
@@ -711,6 +716,7 @@ class BotpressStandin(StandinServer):
     def _delete_message(self, req: Request) -> dict[str, Any]:
         message = self._get(self._messages, req.params["id"], req.auth, "Message")
         del self._messages[message["id"]]
+        self._conversation_messages.get(message["conversationId"], {}).pop(message["id"], None)
         self._conversations[message["conversationId"]]["messageCount"] -= 1
         return {}
 
