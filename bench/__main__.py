@@ -166,6 +166,17 @@ def bench_health(stack: Stack, count: int) -> dict:
     )
 
 
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """A Zendesk webhook's headers for ``body``: a fresh invocation id, signed now."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "content-type": "application/json",
+        "x-zendesk-webhook-invocation-id": str(uuid.uuid4()),
+        "x-zendesk-webhook-signature-timestamp": stamp,
+        "x-zendesk-webhook-signature": signature_compute(secret=secret, timestamp=stamp, body=body),
+    }
+
+
 def bench_ack(stack: Stack, secret: str, count: int) -> dict:
     """Signed webhooks straight at the ack path from 8 clients (each a new assignee: no dedup)."""
     url = f"{stack.gateway.url}/webhooks/zendesk/{stack.integration_id}/"
@@ -176,14 +187,7 @@ def bench_ack(stack: Stack, secret: str, count: int) -> dict:
 
     def send(n: int, http: requests.Session) -> None:
         body = template.replace("{{ticket.assignee.id}}", str(offset[0] + n)).encode()
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        headers = {
-            "Content-Type": "application/json",
-            "X-Zendesk-Webhook-Invocation-Id": str(uuid.uuid4()),
-            "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-            "X-Zendesk-Webhook-Signature": signature_compute(secret=secret, timestamp=stamp, body=body),
-        }
-        http.post(url, data=body, headers=headers, timeout=10).raise_for_status()
+        http.post(url, data=body, headers=signed_headers(secret, body), timeout=10).raise_for_status()
 
     hammer(min(100, count), send)  # warm-up
     offset[0] += count
@@ -457,15 +461,12 @@ def relay_cost(stack: Stack, session: Session, secret: str) -> dict:
                 "currentUser": agent,
             }
         ).encode()
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        headers = {
-            "content-type": "application/json",
-            "x-zendesk-webhook-invocation-id": str(uuid.uuid4()),
-            "x-zendesk-webhook-signature-timestamp": stamp,
-            "x-zendesk-webhook-signature": signature_compute(secret=secret, timestamp=stamp, body=body),
-        }
         webhooks.webhook_receive(
-            integration_id=stack.integration_id, provider="zendesk", headers=headers, body=body, remote_addr=None
+            integration_id=stack.integration_id,
+            provider="zendesk",
+            headers=signed_headers(secret, body),
+            body=body,
+            remote_addr=None,
         )
 
     capture("agent_reply_ack", lambda: ack("777000001"))
