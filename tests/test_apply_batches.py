@@ -19,7 +19,9 @@ from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the
 def _queue(client, scene, count: int, *, start: int = 0) -> list[WebhookEvent]:  # noqa: F811
     for n in range(start, start + count):
         send(client, scene.integration, trigger("newMessage", comment=f"<p>reply {n}</p>", comment_id=str(900 + n)))
-    return list(WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED).order_by("id"))
+    return list(
+        WebhookEvent.objects.filter(integration=scene.integration, status=WebhookStatus.ACCEPTED).order_by("id")
+    )
 
 
 def _relayed(scene) -> list[str]:  # noqa: F811
@@ -40,8 +42,9 @@ def test_a_queue_is_applied_in_batches_in_order_with_fewer_statements(
         assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == len(events)
     per_batched = len(batched.captured_queries) / len(events)  # (read before the log is reset)
     assert _relayed(scene) == [f"reply {n}" for n in range(len(events))]
-    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookStatus.PROCESSED}
-    assert Delivery.objects.filter(kind=DeliveryKind.MESSAGE_TO_USER).count() == len(events)
+    mine = WebhookEvent.objects.filter(integration=scene.integration)
+    assert set(mine.values_list("status", flat=True)) == {WebhookStatus.PROCESSED}
+    assert Delivery.objects.filter(session=scene, kind=DeliveryKind.MESSAGE_TO_USER).count() == len(events)
     assert rings == [""] * 2, "one ring per batch, not one per reply"
 
     # The same replies applied one by one cost more statements per webhook.
@@ -69,7 +72,7 @@ def test_a_database_failure_behind_the_head_applies_those_before_it_then_retries
     monkeypatch.setattr(webhooks, "_webhook_event_apply", apply)
     assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 2
     assert _relayed(scene) == ["reply 0", "reply 1"], "the batch before the failure, once"
-    statuses = dict(WebhookEvent.objects.values_list("pk", "status"))
+    statuses = dict(WebhookEvent.objects.filter(integration=scene.integration).values_list("pk", "status"))
     assert [statuses[e.pk] for e in events] == ["processed"] * 2 + ["accepted"] * 3, "order kept: nothing overtook"
     assert scheduled == [{"webhook_event_id": events[2].pk, "countdown": 1.0}]
     failing.clear()
@@ -165,7 +168,7 @@ def test_an_unparseable_webhook_fails_alone_and_the_one_before_it_is_applied(sce
 
     monkeypatch.setattr(webhooks, "_stored_parse", parsed)
     assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 4
-    statuses = dict(WebhookEvent.objects.values_list("pk", "status"))
+    statuses = dict(WebhookEvent.objects.filter(integration=scene.integration).values_list("pk", "status"))
     assert [statuses[e.pk] for e in events] == ["processed", "processed", "failed", "processed"]
     assert "no longer parses" in WebhookEvent.objects.get(pk=events[2].pk).detail
     assert _relayed(scene) == ["reply 0", "reply 1", "reply 3"]
