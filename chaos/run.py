@@ -175,12 +175,11 @@ class ChaosRun:
             out_of_order += sum(1 for a, b in itertools.pairwise(seen) if b < a)
         sent_at = {marker: t for s in self.sessions for marker, t in s.sent_at.items()}
         arrivals = self.first_arrivals()
-        delays = sorted((arrivals[m] - t) * 1000 for m, t in sent_at.items() if m in arrivals)
-        quantile = (
-            (lambda q: round(statistics.quantiles(delays, n=100)[q - 1], 1))
-            if len(delays) > 1
-            else (lambda q: round(delays[0], 1) if delays else None)
-        )
+        delays = {m: (arrivals[m] - t) * 1000 for m, t in sent_at.items() if m in arrivals}
+        # Per direction too: "a" bot messages to the desk, "u" agent replies to Botpress.
+        by_direction = {
+            direction: [d for m, d in delays.items() if MARKER.fullmatch(m)[2] == direction] for direction in "au"
+        }
         return {
             "sessions": len(self.sessions),
             "accepted": accepted,
@@ -188,8 +187,15 @@ class ChaosRun:
             "lost": accepted - distinct,
             "duplicated": total - distinct,
             "out_of_order": out_of_order,
-            "p50_delay_ms": quantile(50),
-            "p99_delay_ms": quantile(99),
+            "p50_delay_ms": _quantile(delays.values(), 50),
+            "p99_delay_ms": _quantile(delays.values(), 99),
+            "delay_ms_by_direction": {
+                {"a": "to_agent", "u": "to_user"}[direction]: {
+                    "p50": _quantile(values, 50),
+                    "p99": _quantile(values, 99),
+                }
+                for direction, values in by_direction.items()
+            },
             "faults_injected": sum(
                 1 for e in self.helpdesk.requests_log() + self.botpress.requests_log() if e.get("fault")
             ),
@@ -198,6 +204,14 @@ class ChaosRun:
             "worker_killed": self.o.kill_worker,
             "web_restarted": self.o.restart_web,
         }
+
+
+def _quantile(values, q: int) -> float | None:
+    """The q-th percentile (1-99) of ``values`` in ms, rounded; None when there are none."""
+    values = sorted(values)
+    if len(values) < 2:
+        return round(values[0], 1) if values else None
+    return round(statistics.quantiles(values, n=100)[q - 1], 1)
 
 
 def diagnose(database_url: str) -> None:
@@ -223,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="in both directions together")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (2 threads each)")
     parser.add_argument("--fault-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--webhook-senders",
+        type=int,
+        default=8,
+        help="webhooks the Zendesk stand-in delivers at once, each ticket's in order ("
+        "Zendesk sends many concurrently: 1 makes the stand-in's own queue the bottleneck)",
+    )
     parser.add_argument("--no-kill-worker", dest="kill_worker", action="store_false")
     parser.add_argument("--no-restart-web", dest="restart_web", action="store_false")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every delivery")
@@ -248,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=options.workers,
             env=CHAOS_ENV,
             provider=options.provider,
+            webhook_senders=options.webhook_senders,
         )
         run = ChaosRun(options, stack)
         try:

@@ -223,6 +223,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "GET_LIB_DOC_EXCLUDES": "sessions_app.api.schema.doc_excludes",
 }
 
 # --- Celery ---------------------------------------------------------------------------------

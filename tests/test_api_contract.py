@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -205,3 +207,43 @@ def test_a_failing_call_on_the_lean_path_keeps_its_headers_and_metrics(client, s
     assert response.status_code == 500
     assert response.headers["X-Content-Type-Options"] == "nosniff", "the 500 went out through the security middleware"
     assert REGISTRY.get_sample_value(name, labels) == before + 1
+
+
+def test_serializer_instances_stay_independent_with_shallow_field_copies():
+    """Each instance gets its own bound copies: a field changed on one (as DRF lets a view do)
+    leaves the next alone, and the copies validate as DRF's deep copies would, across threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sessions_app.api.contract import ChannelMessageInput
+
+    first, second = ChannelMessageInput(data={}), ChannelMessageInput(data={})
+    first.fields["conversationId"].required = False
+    assert second.fields["conversationId"].required is True
+    assert first.fields["conversationId"] is not second.fields["conversationId"]
+    assert second.fields["conversationId"].parent is second
+    assert set(ChannelMessageInput._declared_fields) == {"conversationId", "messageId", "userId"}
+
+    cases = [
+        ({"conversationId": "c", "type": "text", "payload": {"text": "hi"}}, {}),
+        (
+            {"conversationId": "c" * 65, "type": "text", "payload": {"text": "hi"}},
+            {"conversationId": ["Ensure this field has no more than 64 characters."]},
+        ),
+        (
+            {"conversationId": "c", "type": "bloc", "payload": {"text": "hi"}},
+            {"payload": {"items": ["This field is required."]}},
+        ),
+        (
+            {"conversationId": "c", "type": "text", "payload": {"text": ""}},
+            {"payload": {"text": ["This field may not be blank."]}},
+        ),
+    ]
+
+    def errors_of(data: dict) -> dict:
+        serializer = ChannelMessageInput(data=data)
+        serializer.is_valid()
+        return json.loads(json.dumps(serializer.errors))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(errors_of, [cases[i % len(cases)][0] for i in range(400)]))
+    assert results == [cases[i % len(cases)][1] for i in range(400)]

@@ -52,38 +52,38 @@ def _string(*, max_length: int = contract.TEXT_MAX, **kwargs) -> serializers.Cha
 
 
 # --- the documents' schemas, field for field ----------------------------------------------------
-class CreateRemoteUserPayload(serializers.Serializer):
+class CreateRemoteUserPayload(contract.ContractSerializer):
     type = _literal("createRemoteUser")
     payload = serializers.DictField(help_text="whatever user payload sent from Botpress")
 
 
-class RemoteMessage(serializers.Serializer):
+class RemoteMessage(contract.ContractSerializer):
     text = _string(allow_blank=True)
     author = _string(required=False, allow_blank=True, max_length=contract.ID_MAX)
     timestamp = _string(required=False, allow_blank=True, max_length=contract.ID_MAX)
 
 
-class RemoteConversation(serializers.Serializer):
+class RemoteConversation(contract.ContractSerializer):
     title = _string(required=False, allow_blank=True, max_length=contract.NAME_MAX)
     description = _string(required=False, allow_blank=True)
     messages = RemoteMessage(many=True, required=False)
 
 
-class CreateRemoteConversationPayload(serializers.Serializer):
+class CreateRemoteConversationPayload(contract.ContractSerializer):
     type = _literal("createRemoteConversation")
     payload = RemoteConversation()
 
 
-class RemoteTicket(serializers.Serializer):
+class RemoteTicket(contract.ContractSerializer):
     botpressConversationId = _string(max_length=contract.ID_MAX)
 
 
-class CloseRemoteTicketPayload(serializers.Serializer):
+class CloseRemoteTicketPayload(contract.ContractSerializer):
     type = _literal("closeRemoteTicket")
     payload = RemoteTicket()
 
 
-class BotSendsMessagePayload(serializers.Serializer):
+class BotSendsMessagePayload(contract.ContractSerializer):
     type = _literal("botSendsMessage")
     remoteConversationId = _string(
         max_length=contract.ID_MAX, help_text="The ID of the conversation on the live agent platform"
@@ -92,11 +92,11 @@ class BotSendsMessagePayload(serializers.Serializer):
     payload = serializers.DictField(help_text="The message payload in the botpress format")
 
 
-class CreateRemoteConversationResponse(serializers.Serializer):
+class CreateRemoteConversationResponse(contract.ContractSerializer):
     id = serializers.CharField(help_text="The ID of the conversation / ticket on the live agent platform")
 
 
-class CreateRemoteUserResponse(serializers.Serializer):
+class CreateRemoteUserResponse(contract.ContractSerializer):
     id = serializers.CharField(help_text="The ID of the chat-user on the live agent platform")
 
 

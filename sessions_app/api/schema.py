@@ -31,3 +31,14 @@ class UrlSecretScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return []
+
+
+def doc_excludes() -> list[type]:
+    """drf-spectacular's own list of library classes whose docstrings never describe a component,
+    plus our serializers' base: its docstring explains an implementation choice, not a payload
+    (``SPECTACULAR_SETTINGS["GET_LIB_DOC_EXCLUDES"]``)."""
+    from drf_spectacular.plumbing import get_lib_doc_excludes
+
+    from sessions_app.api.contract import ContractSerializer
+
+    return [*get_lib_doc_excludes(), ContractSerializer]
