@@ -61,6 +61,7 @@ def test_the_relays_hot_reads_are_compiled_on_postgresql():
         assert sessions._TICKET_SESSION.compiles(integration_id=integration_id, ticket="1")
     assert sessions._AGENT.compiles(integration_id=integration_id, external_id="1")
     assert sessions._REPLY_KNOWN.compiles(session_id=uuid.uuid4(), message_id="1")
+    assert sessions._BOT_MESSAGE.compiles(session_id=uuid.uuid4(), botpress_message_id="m")
     assert deliveries._TICKET.compiles(session_id=uuid.uuid4())
     assert integrations._ACTIVE.compiles(pk=integration_id)
     for (lock, _), query in sessions._CONVERSATION_SESSION.items():
