@@ -247,6 +247,8 @@ def _to_agent(stack: Stack, session: Session, marker: str) -> None:
         "channels/hitl/messages",
         {
             "conversationId": session.conversation_id,
+            # Botpress names every message it hands an integration; the gateway dedups by it.
+            "messageId": "msg_" + marker.replace(" ", "_"),
             "type": "text",
             "payload": {"text": marker, "userId": session.user_id},
         },
