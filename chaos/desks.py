@@ -168,7 +168,7 @@ class JsmChaos(ChaosDesk):
             data = entry.get("json") or {}
             text = data.get("body") if "body" in data else (data.get("additionalComment") or {}).get("body")
             if isinstance(text, str) and 200 <= (entry.get("status") or 0) < 300:
-                posted.append((text, entry["timestamp"]))
+                posted.append((_AUTHOR.sub("", text), entry["timestamp"]))  # as ``ticket_texts``
         return posted
 
 
