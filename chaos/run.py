@@ -177,9 +177,9 @@ class ChaosRun:
         arrivals = self.first_arrivals()
         delays = {m: (arrivals[m] - t) * 1000 for m, t in sent_at.items() if m in arrivals}
         # Per direction too: "a" bot messages to the desk, "u" agent replies to Botpress.
-        by_direction = {
-            direction: [d for m, d in delays.items() if MARKER.fullmatch(m)[2] == direction] for direction in "au"
-        }
+        by_direction: dict[str, list[float]] = {"to_agent": [], "to_user": []}
+        for marker, delay in delays.items():
+            by_direction["to_agent" if MARKER.fullmatch(marker)[2] == "a" else "to_user"].append(delay)
         return {
             "sessions": len(self.sessions),
             "accepted": accepted,
@@ -190,11 +190,8 @@ class ChaosRun:
             "p50_delay_ms": _quantile(delays.values(), 50),
             "p99_delay_ms": _quantile(delays.values(), 99),
             "delay_ms_by_direction": {
-                {"a": "to_agent", "u": "to_user"}[direction]: {
-                    "p50": _quantile(values, 50),
-                    "p99": _quantile(values, 99),
-                }
-                for direction, values in by_direction.items()
+                name: {"p50": _quantile(values, 50), "p99": _quantile(values, 99)}
+                for name, values in by_direction.items()
             },
             "faults_injected": sum(
                 1 for e in self.helpdesk.requests_log() + self.botpress.requests_log() if e.get("fault")

@@ -19,6 +19,7 @@ accepted, half-applied, and then refused with a 500:
 from __future__ import annotations
 
 import copy
+import functools
 
 from rest_framework import serializers
 
@@ -127,14 +128,16 @@ class TypedPayloadSerializer(ContractSerializer):
 
     PAYLOADS: dict[str, type[serializers.Serializer]] = {}
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Built once per class, copied per instance (a Field class attribute would be declared).
-        cls.type_choices = (serializers.ChoiceField(choices=list(cls.PAYLOADS)),)
+    @classmethod
+    @functools.cache
+    def _type_field(cls) -> serializers.ChoiceField:
+        """The ``type`` field, built once per class and copied per instance (a ``Field`` class
+        attribute would be declared, and come before the subclass's own fields)."""
+        return serializers.ChoiceField(choices=list(cls.PAYLOADS))
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["type"] = copy.copy(self.type_choices[0])
+        fields["type"] = copy.copy(self._type_field())
         fields["payload"] = serializers.DictField()
         return fields
 
