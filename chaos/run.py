@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         "--broker-url", default=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs in the work dir")
+    parser.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="keep the run's database (its name is printed) to query each webhook's and delivery's timing",
+    )
     options = parser.parse_args(argv)
     # SIGTERM (a CI time-out, `timeout`) unwinds like Ctrl-C: processes stopped, database dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the chaos run needs a real broker (Redis or RabbitMQ)")
     work_dir = Path(tempfile.mkdtemp(prefix="hitl-chaos-"))
     started = time.monotonic()
-    with Database(options.database_url) as database:
+    with Database(options.database_url, keep=options.keep_database) as database:
         stack = Stack(
             database_url=database.url,
             broker_url=options.broker_url,

@@ -50,9 +50,10 @@ class Session:
 
 
 class Database:
-    """A throw-away PostgreSQL database for one run, dropped at the end."""
+    """A throw-away PostgreSQL database for one run, dropped at the end unless ``keep``."""
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server_url: str, *, keep: bool = False) -> None:
+        self.keep = keep
         parts = urlsplit(server_url)
         self.name = f"hitl_run_{uuid.uuid4().hex[:8]}"
         self.admin_url = urlunsplit(parts._replace(path="/postgres"))
@@ -64,6 +65,9 @@ class Database:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.keep:
+            log(f"database kept: {self.name} (drop it with DROP DATABASE when done)")
+            return
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 

@@ -34,7 +34,7 @@ import datetime
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection
@@ -197,33 +197,52 @@ def _value(field, instance, *, adding: bool) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
-def row_insert(instance: Model, *, skip_conflicts: bool = False) -> Any:
+def row_insert(
+    instance: Model, *, skip_conflicts: bool = False, computed: Mapping[str, tuple[str, Sequence[Any]]] | None = None
+) -> Any:
     """``instance.save(force_insert=True)`` as one prepared-once ``INSERT … RETURNING pk``; the
     instance gets its primary key and is marked saved. Returns the key, or None when
     ``skip_conflicts`` and a unique index already holds the row (``ON CONFLICT DO NOTHING``: no
     exception, so no savepoint inside a transaction). Otherwise a unique index raises
     ``IntegrityError`` as the ORM would. No signals are sent (the gateway has no receivers).
+
+    ``computed``: field name -> (SQL expression, its parameters), a value the database works out
+    in the same statement (a read of other rows, say) instead of the instance's; it is returned
+    and set on the instance. The expression's text is part of the statement's cache key.
     """
     meta = type(instance)._meta
     quote = connection.ops.quote_name
+    computed = computed or {}
 
     def build() -> tuple[str, list]:
         columns = [f for f in meta.concrete_fields if not (f.primary_key and f.db_returning)]
+        values = [f"({computed[f.name][0]})" if f.name in computed else "%s" for f in columns]
+        returning = [meta.pk.column] + [meta.get_field(name).column for name in computed]
         sql = (
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "  # noqa: S608
-            f"VALUES ({', '.join(['%s'] * len(columns))})"
+            f"VALUES ({', '.join(values)})"
             + (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
-            + f" RETURNING {quote(meta.pk.column)}"
+            + f" RETURNING {', '.join(quote(column) for column in returning)}"
         )
         return sql, columns
 
-    sql, columns = _write_sql((type(instance), "insert", skip_conflicts, connection.vendor), build)
+    shape = tuple((name, expression) for name, (expression, _) in computed.items())
+    sql, columns = _write_sql((type(instance), "insert", skip_conflicts, connection.vendor, shape), build)
+    params: list = []
+    for f in columns:
+        if f.name in computed:
+            params += computed[f.name][1]
+        else:
+            params.append(_value(f, instance, adding=True))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_value(f, instance, adding=True) for f in columns])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
     instance.pk = meta.pk.to_python(row[0])  # (SQLite answers a UUID as text)
+    for name, value in zip(computed, row[1:], strict=True):
+        field = meta.get_field(name)
+        setattr(instance, field.attname, field.to_python(value))
     instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
     return instance.pk
 

@@ -289,8 +289,10 @@ HITL = {
     # limit), so only a dead worker's lease expires; then the delivery is retried with care.
     "DELIVERY_LEASE_SECONDS": env.int("HITL_DELIVERY_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30),
     # Lanes (sessions' deliveries, tickets' webhooks) one worker process runs at once, each on a
-    # thread with its own database connection (services.relay): mind max_connections.
-    "RELAY_THREADS": env.int("HITL_RELAY_THREADS", 4),
+    # thread with its own database connection (services.relay): mind max_connections. Threads
+    # mostly wait on the help desk and Botpress, so a slow remote needs them: with 4, make chaos's
+    # p99 delay was 34-46 s, with 8 it was 19-23 s (README, "seventh step").
+    "RELAY_THREADS": env.int("HITL_RELAY_THREADS", 8),
     # A pending delivery untouched for this long is re-enqueued by the sweeper.
     "DELIVERY_STALE_SECONDS": env.int("HITL_DELIVERY_STALE_SECONDS", 30),
     # Media relayed as Zendesk attachments: fetched only within these limits, else sent as a link.

@@ -371,6 +371,10 @@ class Delivery(models.Model):
     # answer, dead worker): the executor checks before sending again.
     maybe_delivered = models.BooleanField(default=False)
     next_attempt_at = models.DateTimeField()
+    # Written behind an earlier pending row of its lane: it cannot be claimed before that one
+    # settles, so the claim's scan of due rows (``delivery_due``) leaves it out; the earlier
+    # row's settle, or the sweeper, clears it. Only a scan shortcut: order never depends on it.
+    parked = models.BooleanField(default=False)
     # When retrying stops and the delivery is dead (the retry budget, reset by a manual retry).
     retry_deadline = models.DateTimeField()
     last_error = models.TextField(blank=True)
@@ -387,7 +391,7 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["lane", "id"], name="delivery_lane_head", condition=Q(status="pending")),
-            models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(status="pending")),
+            models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(status="pending", parked=False)),
             models.Index(fields=["status", "-created_at"]),
         ]
         ordering = ["id"]

@@ -15,8 +15,8 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from sessions_app.models import (
@@ -214,6 +214,28 @@ def test_integration_page_buttons_and_labels(gateway, browser):
     assert Integration.objects.get(pk=gateway.integration.pk).api_key_hash != old_hash
 
 
+def _replaced(element):
+    """A wait condition: the page holding ``element`` was replaced by the next one.
+
+    Selenium's ``staleness_of`` knows only the standard "stale element" answer; Chromium also
+    answers "Node with given id does not belong to the document" while the old page is torn
+    down, which is the same fact.
+    """
+
+    def check(_driver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return True
+            raise
+        return False
+
+    return check
+
+
 def test_lockout_page_and_favicon(live_server, transactional_db, browser, settings):
     User.objects.create_user("ops", password=PASSWORD, is_staff=True)
     viewport(browser, 1366, 768)
@@ -227,7 +249,7 @@ def test_lockout_page_and_favicon(live_server, transactional_db, browser, settin
         submit.click()
         # The answer to this attempt, before the next one: a GET sent while the POST is still in
         # flight cancels it, and an attempt that never reached the server is not counted.
-        WebDriverWait(browser, 30).until(staleness_of(submit))
+        WebDriverWait(browser, 30).until(_replaced(submit))
     text = browser.find_element(By.ID, "content").text
     assert "locked" in text and "15 minutes" in text, text
     assert browser.find_element(By.CSS_SELECTOR, "#site-name").text == "HITL gateway"

@@ -168,6 +168,61 @@ def test_one_claim_takes_the_heads_of_many_lanes(session, relayed):
     assert [d.pk for d in outbox._heads_claim(limit=10, queue="media")] == [media.pk]
 
 
+def test_rows_behind_a_pending_row_are_parked_out_of_the_due_scan(session, relayed, executor, scheduled):
+    """A lane's backlog is parked: the claim's scan of due rows does not walk it while its head
+    runs or waits for a retry, and each settled head unparks the next row, whatever the outcome."""
+    other = HitlSession.objects.create(
+        integration=session.integration, end_user=session.end_user, botpress_conversation_id="conv_2"
+    )
+    head = _enqueue(session, n=1, fail="retry", retry_after=30)
+    behind = [_enqueue(session, n=n) for n in (2, 3)]
+    elsewhere = _enqueue(other, n=9)
+    assert [head.parked, elsewhere.parked] == [False, False] and all(row.parked for row in behind)
+    due = Delivery.objects.filter(status=DeliveryStatus.PENDING, parked=False)
+    assert set(due.values_list("pk", flat=True)) == {head.pk, elsewhere.pk}, "only lane heads are scanned"
+
+    assert sorted(d.pk for d in outbox._heads_claim(limit=10, queue="")) == sorted([head.pk, elsewhere.pk])
+    Delivery.objects.filter(pk__in=[head.pk, elsewhere.pk]).update(lease_until=None)
+    outbox.lane_drain(delivery_id=head.pk)  # the head is retried later: its lane stays parked
+    assert Delivery.objects.get(pk=behind[0].pk).parked
+    Delivery.objects.filter(pk=head.pk).update(payload={"n": 1}, next_attempt_at=timezone.now())
+    assert outbox.outbox_relay(queue="") == 4, "the relay's claims reach each unparked follower"
+    assert [n for n in executor if n != 9] == [1, 1, 2, 3] and 9 in executor
+
+    dead = _enqueue(other, n=10, fail="permanent")
+    after_dead = _enqueue(other, n=11)
+    assert after_dead.parked
+    assert outbox.outbox_relay(queue="") == 2
+    dead.refresh_from_db()
+    after_dead.refresh_from_db()
+    assert dead.status == DeliveryStatus.DEAD
+    assert after_dead.status == DeliveryStatus.SUCCEEDED, "a dead head unparks its follower too"
+
+
+def test_the_first_row_behind_a_running_head_stays_due(session, relayed, executor):
+    """A running head may be settling this moment, unable to see a row written now: that row
+    stays due (the claim's guard keeps it in order), and the rows after it park behind it."""
+    head = _enqueue(session, n=1)
+    (claimed,) = outbox._heads_claim(limit=1, queue="")
+    first, second = _enqueue(session, n=2), _enqueue(session, n=3)
+    assert not first.parked and second.parked
+    assert outbox._heads_claim(limit=10, queue="") == [], "the due follower waits for its head"
+    assert outbox._attempt(claimed) == (True, None) and claimed.pk == head.pk
+    assert outbox.outbox_relay(queue="") == 2 and executor == [1, 2, 3]
+
+
+def test_the_sweeper_unparks_a_row_whose_earlier_one_left_without_it(session, relayed, executor):
+    """A row written while its lane's head settled (the settle could not see it) is parked with
+    nothing before it: the sweeper makes it due and wakes its relay."""
+    row = _enqueue(session, n=1)
+    Delivery.objects.filter(pk=row.pk).update(parked=True)
+    assert outbox._heads_claim(limit=10, queue="") == [], "a parked row is not in the due scan"
+    relayed.clear()
+    assert outbox.outbox_sweep() == 1
+    assert relayed == [("", None)] and not Delivery.objects.get(pk=row.pk).parked
+    assert relays.relay_queue_serve(queue="") == 1 and executor == [1]
+
+
 def test_a_record_after_the_lease_was_taken_over_writes_nothing(session, relayed, executor):
     row = _enqueue(session, n=1)
     (mine,) = outbox._heads_claim(limit=1, queue="")

@@ -77,9 +77,27 @@ def delivery_enqueue(
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    row_insert(delivery)
+    row_insert(delivery, computed={"parked": (_lane_waiting_sql(), [delivery.lane, delivery.next_attempt_at])})
     _ready_after_commit(delivery)
     return delivery
+
+
+@functools.cache
+def _lane_waiting_sql() -> str:
+    """Whether the lane has a pending row that no worker runs now: the new row is parked behind
+    it (one probe of ``delivery_lane_head`` inside the INSERT; it sees the caller's own rows).
+
+    Why not behind a running head: its settle may be committing now, unable to see this row to
+    unpark it, and the row would wait for the sweeper. So the first row behind a running head
+    stays due (the scan passes over at most one row per running lane), and the rows after it
+    park behind that one, which no worker holds: for it to settle unseen, a worker would have
+    to claim it, call out and record the call while this row's transaction commits.
+    """
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {table} WHERE lane = %s AND status = 'pending' "  # noqa: S608 - names from the model
+        "AND (lease_until IS NULL OR lease_until <= %s))"
+    )
 
 
 def _ready_after_commit(delivery: Delivery) -> None:
@@ -153,7 +171,9 @@ def delivery_schedule(*, delivery_id: int, countdown: float = 0) -> None:
 # call runs with no transaction open. A lease found expired means the worker holding it died or
 # stalled mid-call: the row is claimed again as ``maybe_delivered``. Plans: delivery_due (by
 # queue, oldest due first) or delivery_lane_head (one lane), each head checked by an index probe
-# of delivery_lane_head (bench/plans).
+# of delivery_lane_head (bench/plans). Rows parked behind an earlier one of their lane are not in
+# delivery_due, so a backlog behind running or retrying heads costs the scan nothing; a parked
+# row found at the head of its lane is claimed all the same when one lane is asked for.
 _CLAIM_SQL = """
 WITH heads AS (
     SELECT d.id, d.lease_until IS NOT NULL AS expired FROM {table} d
@@ -178,7 +198,9 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
     now = timezone.now()
     lease = now + timedelta(seconds=settings.HITL["DELIVERY_LEASE_SECONDS"])
     where, params = (
-        ("d.lane = %(lane)s", {"lane": lane}) if lane is not None else ("d.queue = %(queue)s", {"queue": queue})
+        ("d.lane = %(lane)s", {"lane": lane})
+        if lane is not None
+        else ("d.queue = %(queue)s AND NOT d.parked", {"queue": queue})
     )
     if connection.vendor == "postgresql":
         sql = _CLAIM_SQL.format(table=connection.ops.quote_name(Delivery._meta.db_table), where=where)
@@ -211,7 +233,7 @@ def _heads_claim_serial(*, limit: int, lane: str | None, queue: str | None, now,
     earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
     rows = Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
     rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now)).exclude(Exists(earlier))
-    rows = rows.filter(lane=lane) if lane is not None else rows.filter(queue=queue)
+    rows = rows.filter(lane=lane) if lane is not None else rows.filter(queue=queue, parked=False)
     claimed = {}
     with transaction.atomic():
         for pk, held in rows.order_by("next_attempt_at").values_list("id", "lease_until")[:limit]:
@@ -312,10 +334,11 @@ def _rows_settle(
     return the ids written.
 
     A row whose lease another worker took over (ours expired mid-call) is left to that worker,
-    which treats it as ``maybe_delivered``; its attempt is logged all the same (it ran). On
-    PostgreSQL one statement for the batch, a data-modifying ``WITH`` (PostgreSQL runs each of
-    them exactly once, read or not): no transaction of its own, so the batch costs one round
-    trip instead of four (BEGIN, UPDATE, INSERT, COMMIT).
+    which treats it as ``maybe_delivered``; its attempt is logged all the same (it ran). A row
+    that left ``pending`` unparks the next row of its lane, the lane's new head. On PostgreSQL
+    one statement for the batch, a data-modifying ``WITH`` (PostgreSQL runs each of them exactly
+    once, read or not): no transaction of its own, so the batch costs one round trip instead of
+    four (BEGIN, UPDATE, INSERT, COMMIT).
     """
     if connection.vendor != "postgresql":
         written = set()
@@ -325,15 +348,19 @@ def _rows_settle(
                 lease_until=None, updated_at=now, **values
             ):
                 written.add(d.pk)
+                if d.status != DeliveryStatus.PENDING:
+                    following = Delivery.objects.filter(lane=d.lane, status=DeliveryStatus.PENDING, id__gt=d.pk)
+                    following = following.order_by("id").values("id")[:1]
+                    Delivery.objects.filter(pk__in=following, parked=True).update(parked=False)
         DeliveryAttempt.objects.bulk_create(attempts)
         return written
-    params: list = []  # in the statement's order: the log rows, the time, the delivery rows
+    params: list = []  # in the statement's order: the log rows, the delivery rows, the time
     for a in attempts:
         params += [a.delivery_id, a.number, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error]
-    params.append(now)
     for d in deliveries:
         params += [d.pk, leases[d.pk], d.status, json.dumps(d.result), d.completed_at, d.last_status_code]
         params += [d.last_error, d.maybe_delivered, d.next_attempt_at]
+    params.append(now)
     with connection.cursor() as cursor:
         cursor.execute(_settle_sql(len(deliveries), len(attempts)), params)
         return {row[0] for row in cursor.fetchall()}
@@ -352,13 +379,18 @@ def _settle_sql(rows: int, attempts: int) -> str:
     log_values = ", ".join("(" + ", ".join(f"%s::{cast}" for _, cast in _ATTEMPT_FIELDS) + ")" for _ in range(attempts))
     log_names = ", ".join(name for name, _ in _ATTEMPT_FIELDS)
     # A delivery deleted meanwhile (its session's cascade) gets no log row rather than failing
-    # the whole batch's statement.
+    # the whole batch's statement. Every part sees the rows as they were before the statement,
+    # so the next row of a lane whose head leaves ``pending`` is the lowest pending id above it.
     return (
         f"WITH logged AS (INSERT INTO {log_table} ({log_columns}) "  # noqa: S608 - names from the models; values bound
         f"SELECT * FROM (VALUES {log_values}) AS a({log_names}) "
-        f"WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = a.delivery)) "
-        f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s "
-        f"FROM (VALUES {values}) AS v(id, lease, {names}) "
+        f"WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = a.delivery)), "
+        f"v AS (SELECT * FROM (VALUES {values}) AS v(id, lease, {names})), "
+        f"unparked AS (UPDATE {table} SET parked = false WHERE parked AND id IN ("
+        f"SELECT (SELECT min(e.id) FROM {table} e WHERE e.lane = d.lane AND e.status = 'pending' AND e.id > d.id) "
+        f"FROM v JOIN {table} d ON d.id = v.id AND d.lease_until IS NOT DISTINCT FROM v.lease "
+        f"WHERE v.status <> 'pending')) "
+        f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s FROM v "
         f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id"
     )
 
@@ -512,12 +544,23 @@ def outbox_sweep(*, schedule: Callable[..., None] | None = None) -> int:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.HITL["DELIVERY_STALE_SECONDS"])
     earlier = Delivery.objects.filter(lane=OuterRef("lane"), status=DeliveryStatus.PENDING, id__lt=OuterRef("id"))
-    heads = list(
+    # A row parked behind one that left ``pending`` without unparking it (written while that
+    # one settled, or the earlier row deleted): due again now.
+    stranded = list(
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, parked=True)
+        .exclude(Exists(earlier))
+        .values_list("id", "queue")[:1000]
+    )
+    if stranded:
+        Delivery.objects.filter(pk__in=[pk for pk, _ in stranded], parked=True).update(parked=False)
+        log.info("delivery.unparked", count=len(stranded))
+    idle = (
         Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now, updated_at__lte=stale)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
         .exclude(Exists(earlier))
         .values_list("id", "queue")[:1000]
     )
+    heads = list(dict([*stranded, *idle]).items())
     if schedule is not None:
         for delivery_id, _ in heads:
             schedule(delivery_id=delivery_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -408,6 +409,8 @@ def _relay_send() -> bool:
 QUEUE_BUDGET = 100  # webhooks one drain applies before handing the ticket's queue back
 APPLY_BATCH = 16  # webhooks of one ticket applied in one transaction
 QUEUE_SLICE_SECONDS = 1.0  # the relay's drain of one ticket's queue stops after this much work
+QUEUE_REST_SECONDS = 0.5  # a queue held elsewhere (or waiting for its retry) is not asked for again meanwhile
+HEADS_SPREAD = 4  # a claim picks its heads at random among this many times as many of the oldest
 RELAY_MAX_SECONDS = 20.0  # a relay task claims for this long, then hands over to a fresh task
 
 
@@ -473,14 +476,19 @@ def _queue_heads(limit: int, skip: set) -> list[tuple]:
     for its retry holds its queue back, so nothing behind it is listed either. On PostgreSQL
     one ``DISTINCT ON`` walk of the ``webhook_ticket_queue`` partial index (no probe per
     candidate: a burst of a thousand webhooks about one ticket costs a fraction of a
-    millisecond); elsewhere an anti-join. A plain read: the apply locks the head (SKIP LOCKED),
-    so a head another process is applying is only looked at twice. Oldest first.
+    millisecond); elsewhere an anti-join. A plain read: the apply locks the head (SKIP LOCKED).
+
+    Near the oldest first: ``limit`` heads at random among the ``HEADS_SPREAD * limit`` oldest.
+    Why: every relay process reads the same heads, and taking exactly the oldest, processes
+    collided on them; under ``make chaos`` more than half of all drains found their queue held
+    by another process and applied nothing, each costing a thread's round trips.
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
         heads = _QUEUE_HEADS.fetch()
         due = [row[:3] for row in heads if (row[3] is None or row[3] <= now) and (row[1], row[2]) not in skip]
-        return sorted(due, key=lambda row: row[0])[:limit]
+        oldest = sorted(due, key=lambda row: row[0])[: limit * HEADS_SPREAD]
+        return sorted(random.sample(oldest, min(limit, len(oldest))), key=lambda row: row[0])
     accepted = WebhookEvent.objects.filter(status=WebhookStatus.ACCEPTED)
     earlier = WebhookEvent.objects.filter(
         integration_id=OuterRef("integration_id"),
@@ -501,19 +509,29 @@ def webhook_source() -> Source:
     """Accepted webhooks as a source of the relay engine (``services.relay``): a lane is a
     ticket's queue, drained on one thread for a time slice (``QUEUE_SLICE_SECONDS``), so a run
     keeps to its time and a busy ticket does not hold a thread; a queue that made no progress
-    (its head is held elsewhere or waits for a retry) rests for the run.
+    (its head is held elsewhere or waits for a retry) rests for ``QUEUE_REST_SECONDS``.
     """
-    stalled: set = set()
+    resting: dict[tuple, float] = {}  # ticket queue -> monotonic time its rest ends (pool threads write)
+    lock = threading.Lock()
 
     def run(head: tuple) -> int:
         done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS)
         if done == 0:
-            stalled.add((head[1], head[2]))
+            with lock:
+                resting[(head[1], head[2])] = time.monotonic() + QUEUE_REST_SECONDS
         return done
+
+    def claim(limit: int, running: set) -> list[tuple]:
+        now = time.monotonic()
+        with lock:
+            for key in [key for key, until in resting.items() if until <= now]:
+                del resting[key]
+            skip = running | resting.keys()
+        return _queue_heads(limit, skip)
 
     return Source(
         name="webhooks",
-        claim=lambda limit, running: _queue_heads(limit, running | stalled),
+        claim=claim,
         lane_of=lambda head: (head[1], head[2]),
         execute=run,
         settle=lambda finished: None,  # each apply committed its own outcome
