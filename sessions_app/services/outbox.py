@@ -65,6 +65,7 @@ def delivery_enqueue(
 
     ``queue``: the Celery queue whose relay runs it ('' = the default), chosen by the calling service.
     """
+    now = timezone.now()
     delivery = Delivery(
         integration_id=integration_id,
         session=session,
@@ -73,11 +74,11 @@ def delivery_enqueue(
         direction=direction,
         kind=kind,
         payload=payload or {},
-        next_attempt_at=timezone.now(),
+        next_attempt_at=now,
         retry_deadline=_retry_deadline(),
         queue=queue,
     )
-    row_insert(delivery, computed={"parked": (_lane_waiting_sql(), [delivery.lane, delivery.next_attempt_at])})
+    row_insert(delivery, computed={"parked": (_lane_waiting_sql(), [delivery.lane, now])})
     _ready_after_commit(delivery)
     return delivery
 
