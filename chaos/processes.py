@@ -97,6 +97,7 @@ class Gateway:
             "gthread",
             "--graceful-timeout",
             "10",
+            "--preload",
         ]
 
     def _worker(self, index: int) -> Process:

