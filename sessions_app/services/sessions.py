@@ -550,7 +550,7 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     _activity_record(session)
     first = messages[0][0]
     transaction.on_commit(lambda: metrics.agent_reply_observe(session=session, message=first, first=not replied_before))
-    return messages[0][0]
+    return first
 
 
 def _part_message(part: MessagePart) -> tuple[str, dict, dict | None]:
