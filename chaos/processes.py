@@ -97,7 +97,6 @@ class Gateway:
             "gthread",
             "--graceful-timeout",
             "10",
-            "--preload",
         ]
 
     def _worker(self, index: int) -> Process:
