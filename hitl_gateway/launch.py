@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         manager.add_process(f"{name}.1", f"exec {command}", env=env, cwd=str(ROOT))
     threading.Thread(target=_announce_when_up, args=(manager, printer, port), daemon=True).start()
     manager.loop()
-    # Stopped on request and every process stopped cleanly: that is success.
+    # Stopped on request and every process stopped cleanly: that is success. A process still
+    # starting has no handler yet, and our SIGTERM ends it at once (-15): nothing of it ran yet.
     codes = [p.get("returncode") for p in manager._processes.values()]
-    if manager.returncode in (130, 143) and all(code == 0 for code in codes):
+    if manager.returncode in (130, 143) and all(code in (0, -signal.SIGTERM) for code in codes):
         return 0
     return manager.returncode or 0
 
