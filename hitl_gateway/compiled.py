@@ -276,30 +276,51 @@ def rows_update(instances: Sequence[Model], fields: Sequence[str]) -> int:
     one row, ``row_update`` each."""
     if len(instances) <= 1 or connection.vendor != "postgresql":
         return sum(row_update(instance, fields) for instance in instances)
-    meta = type(instances[0])._meta
-    quote = connection.ops.quote_name
+    sql = rows_update_sql(type(instances[0]), fields, len(instances))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, rows_update_params(instances, fields))
+        return cursor.rowcount
+
+
+def rows_update_sql(model: type[Model], fields: Sequence[str], count: int, *, guard: str = "") -> str:
+    """The PostgreSQL statement of ``rows_update`` for ``count`` rows (built once per shape).
+
+    ``guard``: a subquery of keys; each row then comes with a key of its own first
+    (``rows_update_params(guards=...)``) and is written only if the subquery returns it. For a
+    statement that embeds this one in a ``WITH`` and writes the rows only where another part
+    of it succeeded (the outbox's settle, ``attempt_write``).
+    """
 
     def build() -> tuple[str, list]:
+        meta = model._meta
+        quote = connection.ops.quote_name
         targets = [meta.get_field(name) for name in fields]
         table, key = quote(meta.db_table), quote(meta.pk.column)
         casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in targets)]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+        row = "(" + ", ".join(f"%s::{cast}" for cast in (["bigint"] if guard else []) + casts) + ")"
         names = ", ".join(quote(f.column) for f in targets)
         sql = (
             f"UPDATE {table} SET {', '.join(f'{quote(f.column)} = v.{quote(f.column)}' for f in targets)} "  # noqa: S608
-            f"FROM (VALUES {', '.join([row] * len(instances))}) AS v({key}, {names}) "
-            f"WHERE {table}.{key} = v.{key}"
+            f"FROM (VALUES {', '.join([row] * count)}) AS v({'guard, ' if guard else ''}{key}, {names}) "
+            f"WHERE {table}.{key} = v.{key}" + (f" AND v.guard IN ({guard})" if guard else "")
         )
         return sql, targets
 
-    sql, targets = _write_sql((type(instances[0]), "update-rows", tuple(fields), len(instances)), build)
-    params = []
-    for instance in instances:
+    return _write_sql((model, "update-rows", tuple(fields), count, guard), build)[0]
+
+
+def rows_update_params(
+    instances: Sequence[Model], fields: Sequence[str], *, guards: Sequence[int] | None = None
+) -> list:
+    """The parameters of ``rows_update_sql`` for these rows (``guards``: each row's guard key)."""
+    meta = type(instances[0])._meta if instances else None
+    params: list = []
+    for index, instance in enumerate(instances):
+        if guards is not None:
+            params.append(guards[index])
         params.append(meta.pk.get_db_prep_value(instance.pk, connection))
-        params += [_value(f, instance, adding=False) for f in targets]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+        params += [_value(meta.get_field(name), instance, adding=False) for name in fields]
+    return params
 
 
 def run_unpinged(call: Callable[[], Any]) -> Any:

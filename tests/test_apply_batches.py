@@ -226,19 +226,24 @@ def test_a_batch_stops_before_rows_another_worker_holds(monkeypatch):
         thread.join()
 
 
+def _second_batch_statements(client, scene, count: int) -> list[str]:  # noqa: F811
+    """The statements of applying ``count`` queued replies, after a first one recorded the agent."""
+    first = _queue(client, scene, 1)
+    assert webhooks.webhook_queue_drain(webhook_event_id=first[0].pk) == 1
+    events = _queue(client, scene, count, start=1)
+    reset_queries()
+    with CaptureQueriesContext(connection) as captured:
+        assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == count
+    return [query["sql"] for query in captured.captured_queries]
+
+
 def test_events_of_a_batch_are_applied_without_savepoints_until_one_fails(scene, client, monkeypatch):  # noqa: F811
     """A batch first applies its events without a savepoint each; an event that fails spoils the
     transaction, so the batch is rolled back and applied again with savepoints: the failure is
     recorded on its own webhook, the others are relayed once, as when every event was isolated."""
     from sessions_app.services import sessions
 
-    first = _queue(client, scene, 1)
-    assert webhooks.webhook_queue_drain(webhook_event_id=first[0].pk) == 1  # the agent is new: recorded
-    events = _queue(client, scene, 3, start=1)
-    reset_queries()
-    with CaptureQueriesContext(connection) as happy:
-        assert webhooks.webhook_queue_drain(webhook_event_id=events[0].pk) == 3
-    savepoints = [q["sql"] for q in happy.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    savepoints = [sql for sql in _second_batch_statements(client, scene, 3) if sql.startswith("SAVEPOINT")]
     assert len(savepoints) <= 1, "the batch's transaction only (a savepoint inside the test's), none per event"
 
     more = _queue(client, scene, 4, start=10)
@@ -257,3 +262,24 @@ def test_events_of_a_batch_are_applied_without_savepoints_until_one_fails(scene,
     assert failed.failed_events[0]["reason"].startswith("ValueError: a bug in the third reply")
     assert _relayed(scene) == [f"reply {n}" for n in (0, 1, 2, 3, 10, 11, 13)], "each once, in order"
     assert Delivery.objects.filter(session=scene, kind=DeliveryKind.MESSAGE_TO_USER).count() == 7
+
+
+def test_a_batch_reads_its_session_and_agent_once_and_again_after_a_stop(scene, client):  # noqa: F811
+    """Within a batch applied without savepoints, the replies share one read of the locked
+    session and of the agent (``sessions.BatchReads``); an event of another kind drops the
+    session, so a reply after a stop in the same batch sees the session stopped."""
+    selects = [sql for sql in _second_batch_statements(client, scene, 4) if sql.startswith("SELECT")]
+    session_reads = [sql for sql in selects if 'FROM "sessions_app_hitlsession"' in sql and "FOR NO KEY UPDATE" in sql]
+    agent_reads = [sql for sql in selects if 'FROM "sessions_app_humanagent"' in sql]
+    if connection.vendor == "postgresql":  # (SQLite has no row locks to tell the read by)
+        assert len(session_reads) == 1, session_reads
+    assert len(agent_reads) == 1, agent_reads
+
+    send(client, scene.integration, trigger("newMessage", comment="<p>reply 5</p>", comment_id="905"))
+    send(client, scene.integration, trigger("ticketSolved"))
+    send(client, scene.integration, trigger("newMessage", comment="<p>reply 6</p>", comment_id="906"))
+    queued = WebhookEvent.objects.filter(integration=scene.integration, status=WebhookStatus.ACCEPTED).order_by("id")
+    assert webhooks.webhook_queue_drain(webhook_event_id=queued.first().pk) == 3
+    assert _relayed(scene) == [f"reply {n}" for n in range(6)], "nothing relayed after the stop"
+    scene.refresh_from_db()
+    assert scene.status == "stopped"

@@ -3,12 +3,16 @@ decryption of the integration's secrets through a joined row."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from outbound.http import RetryableError
 from providers.zendesk.provider import ZendeskProvider
-from sessions_app.models import Delivery, DeliveryKind, HumanAgent, Message, WebhookEvent
+from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, HumanAgent, Message, WebhookEvent
 from sessions_app.services import deliveries, outbox, webhooks
 from sessions_app.services.outbox import DeliverySkipped
 from sessions_app.services.sessions import message_relay_to_agent
@@ -87,3 +91,87 @@ def test_a_claimed_delivery_of_a_session_without_a_ticket_is_skipped(scene, monk
     (delivery,) = outbox._CLAIMED.fetch(ids=[delivery_id])
     with pytest.raises(DeliverySkipped, match="no ticket"):
         deliveries.execute_message_to_agent(delivery)
+
+
+# --- what an executor learned is recorded with the attempt (outbox.attempt_write) -------------
+class _LaneSink(_Sink):
+    """The sink of a whole to-user lane: the assignment's event, then the reply."""
+
+    def event_emit(self, **kwargs):
+        return "evt_1"
+
+
+def test_a_relayed_reply_records_its_botpress_id_in_the_settle_statement(scene, client, monkeypatch):  # noqa: F811
+    """Run by the outbox, the delivery's only write is the settle's one statement: the Botpress
+    id rides in it instead of an UPDATE (and a commit) of its own."""
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
+    webhooks.webhook_queue_drain(webhook_event_id=WebhookEvent.objects.get().pk)
+    monkeypatch.setattr(deliveries, "integration_botpress_sink", lambda **kw: _LaneSink())
+    delivery = Delivery.objects.get(kind=DeliveryKind.MESSAGE_TO_USER)
+    with CaptureQueriesContext(connection) as captured:
+        assert outbox.lane_drain(delivery_id=delivery.pk) == 2  # the assignment's event, then the reply
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert not any(sql.startswith('UPDATE "sessions_app_message"') for sql in statements), statements
+    assert Message.objects.get(pk=delivery.message_id).botpress_message_id == "msg_1"
+    assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
+
+
+def test_a_write_of_an_attempt_whose_lease_was_taken_over_is_dropped(scene, client, monkeypatch):  # noqa: F811
+    """Another worker took the row over mid-call (ours expired): the row is theirs to record, as
+    ``maybe_delivered``, and so is what the call returned; ours writes neither."""
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
+    webhooks.webhook_queue_drain(webhook_event_id=WebhookEvent.objects.get().pk)
+    delivery = Delivery.objects.get(kind=DeliveryKind.MESSAGE_TO_USER)
+    theirs = timezone.now() + timedelta(minutes=5)
+
+    class TakenOver(_LaneSink):
+        def message_send(self, **kwargs):
+            Delivery.objects.filter(pk=delivery.pk).update(lease_until=theirs)
+            return "msg_1"
+
+    monkeypatch.setattr(deliveries, "integration_botpress_sink", lambda **kw: TakenOver())
+    outbox.lane_drain(delivery_id=delivery.pk)
+    assert Message.objects.get(pk=delivery.message_id).botpress_message_id == ""
+    row = Delivery.objects.get(pk=delivery.pk)
+    assert (row.status, row.lease_until) == ("pending", theirs)
+    assert not DeliveryAttempt.objects.filter(delivery=row).exclude(outcome="succeeded").exists()
+
+
+def test_an_acknowledgement_that_fails_after_the_post_is_retried_alone(scene, monkeypatch):  # noqa: F811
+    """A wire-protocol message posted, then its acknowledgement to Botpress refused for now: the
+    desk's id is recorded with the failed attempt, so the retry acknowledges without posting
+    the message again."""
+    posts, acks = [], []
+    monkeypatch.setattr(
+        ZendeskProvider, "message_post", lambda self, *, ticket_external_id, message: posts.append(1) or "555"
+    )
+
+    class Acknowledging(_LaneSink):
+        def message_acknowledge(self, *, message_id, tags):
+            acks.append((message_id, tags))
+            if len(acks) == 1:
+                raise RetryableError("Botpress answered 503", status_code=503)
+
+    monkeypatch.setattr(deliveries, "integration_botpress_sink", lambda **kw: Acknowledging())
+    scene.end_user.external_user_id = "900"
+    scene.end_user.save()
+    message, _ = message_relay_to_agent(
+        integration=scene.integration,
+        conversation_id="conv_1",
+        type="text",
+        payload={"text": "hi"},
+        sender_user_id="user_1",
+        botpress_message_id="msg_9",
+        acknowledge=True,
+    )
+    delivery = Delivery.objects.get(kind=DeliveryKind.MESSAGE_TO_AGENT)
+    assert outbox.lane_drain(delivery_id=delivery.pk) == 0  # the attempt failed: retried later
+    message.refresh_from_db()
+    assert message.external_message_id == "555", "recorded with the failed attempt"
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert outbox.lane_drain(delivery_id=delivery.pk) == 1
+    assert len(posts) == 1, "posted once"
+    assert [message_id for message_id, _ in acks] == ["msg_9", "msg_9"]
+    assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"

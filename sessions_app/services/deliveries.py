@@ -1,11 +1,11 @@
 """What each kind of outbox row does, one executor per ``DeliveryKind``.
 
-Executors run inside the outbox's transaction, holding the lane head's lock: they call one
-adapter, write what it returned (ticket, message id, Botpress ids) and raise ``outbound.http``
-errors for the outbox to retry. Every step is safe to repeat: ticket creation carries an
-idempotency key and is looked up by our reference after a lost answer, user upserts are keyed
-by external id, Botpress messages are get-or-create
-on the help desk's message id.
+Executors run holding the lane head's lease: they call one adapter, write what it returned
+(ticket, message id, Botpress ids; a message's ids with the attempt's record,
+``outbox.attempt_write``) and raise ``outbound.http`` errors for the outbox to retry. Every
+step is safe to repeat: ticket creation carries an idempotency key and is looked up by our
+reference after a lost answer, user upserts are keyed by external id, Botpress messages are
+get-or-create on the help desk's message id.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 from django.db import transaction
 
 from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, TICKET_TAG, AgentRef, BotpressSink
-from hitl_gateway.compiled import CompiledQuery, row_update
+from hitl_gateway.compiled import CompiledQuery
 from outbound.http import PermanentError, RetryableError
 from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.html_parts import media_kind
@@ -38,7 +38,7 @@ from sessions_app.services.integrations import (
     integration_botpress_sink,
     integration_provider,
 )
-from sessions_app.services.outbox import DeliverySkipped, delivery_enqueue
+from sessions_app.services.outbox import DeliverySkipped, attempt_write, delivery_enqueue
 from sessions_app.services.sessions import EVENT_ASSIGNED
 from sessions_app.services.webhooks import webhook_doorbells_reread
 
@@ -204,7 +204,7 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
         posted_id = provider.message_find(ticket_external_id=ticket.external_id, message=outbound, exclude=known)
     posted_id = posted_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
     message.external_message_id = posted_id
-    message.save(update_fields=["external_message_id"])
+    attempt_write(row=message, fields=["external_message_id"])
     return _message_acknowledge(delivery, message, ticket.integration)
 
 
@@ -218,9 +218,9 @@ def _bot_name(session: HitlSession) -> str:
 def _message_acknowledge(delivery: Delivery, message: Message, integration: Integration) -> dict:
     """Tag the Botpress message with the help desk's message id, as Botpress's integrations acknowledge.
 
-    Only for messages handed over by the wire protocol. The message id is saved first (the
-    executor runs outside a transaction), so a failed acknowledgement is retried on its own
-    and never posts the message twice.
+    Only for messages handed over by the wire protocol. The message id is recorded with the
+    attempt whatever its outcome (``attempt_write``), so a failed acknowledgement is retried on
+    its own and never posts the message twice.
     """
     result = {"external_message_id": message.external_message_id}
     if delivery.payload.get("acknowledge") and message.botpress_message_id:
@@ -293,7 +293,7 @@ def execute_message_to_user(delivery: Delivery) -> dict:
     )
     if botpress_message_id:
         message.botpress_message_id = botpress_message_id
-        row_update(message, ["botpress_message_id"])
+        attempt_write(row=message, fields=["botpress_message_id"])
     return {"botpress_message_id": botpress_message_id}
 
 

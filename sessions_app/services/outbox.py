@@ -20,18 +20,18 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, Model, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery, row_insert
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_update_params, rows_update_sql
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
@@ -268,12 +268,40 @@ class _Ran:
     result: dict
     error: OutboundError | None
     skipped: bool
+    writes: tuple[tuple[Model, tuple[str, ...]], ...] = ()  # ``attempt_write``: (row, fields)
+
+
+_running = threading.local()  # the writes of the attempt running on this thread (``attempt_write``)
+
+
+def attempt_write(*, row: Model, fields: Sequence[str]) -> None:
+    """Have these fields of ``row`` written with the record of the attempt running on this
+    thread: in the settle's one statement, and only if the delivery is still ours then.
+
+    Why: what an executor learned from its call (the id Botpress or the desk gave a message) was
+    one more statement and commit per delivery; recorded with the attempt it costs nothing of
+    its own. Sound for what a repeated attempt can find again: if the worker dies before the
+    settle, or its lease was taken over, the row is retried as ``maybe_delivered`` and its
+    executor looks for what the lost attempt did. The write is kept whatever the attempt's
+    outcome (an acknowledgement that failed after the post still records the post). Outside an
+    attempt the outbox runs (a tool or test calling an executor), written now.
+    """
+    writes = getattr(_running, "writes", None)
+    if writes is None:
+        row_update(row, fields)
+    else:
+        writes.append((row, tuple(fields)))
 
 
 def _run(delivery: Delivery) -> _Ran:
     started_at, clock = timezone.now(), time.monotonic()
-    result, error, skipped = _execute(delivery)
-    return _Ran(started_at, int((time.monotonic() - clock) * 1000), result, error, skipped)
+    _running.writes = []
+    try:
+        result, error, skipped = _execute(delivery)
+        writes = tuple(_running.writes)
+    finally:
+        _running.writes = None
+    return _Ran(started_at, int((time.monotonic() - clock) * 1000), result, error, skipped, writes)
 
 
 def _execute(delivery: Delivery) -> tuple[dict, OutboundError | None, bool]:
@@ -332,10 +360,15 @@ _SETTLE_FIELDS = (
 
 
 def _rows_settle(
-    deliveries: list[Delivery], leases: dict[int, datetime], now: datetime, attempts: list[DeliveryAttempt]
+    deliveries: list[Delivery],
+    leases: dict[int, datetime],
+    now: datetime,
+    attempts: list[DeliveryAttempt],
+    writes: list[tuple[int, Model, tuple[str, ...]]],
 ) -> set[int]:
-    """Write the new state of every row still under the lease we took, and the attempt log;
-    return the ids written.
+    """Write the new state of every row still under the lease we took, the attempt log, and the
+    executors' writes (delivery id, row, fields: ``attempt_write``) of those rows; return the
+    ids written.
 
     A row whose lease another worker took over (ours expired mid-call) is left to that worker,
     which treats it as ``maybe_delivered``; its attempt is logged all the same (it ran). A row
@@ -357,22 +390,32 @@ def _rows_settle(
                     following = following.order_by("id").values("id")[:1]
                     Delivery.objects.filter(pk__in=following, parked=True).update(parked=False)
         DeliveryAttempt.objects.bulk_create(attempts)
+        for delivery_id, row, fields in writes:
+            if delivery_id in written:
+                row_update(row, fields)
         return written
-    params: list = []  # in the statement's order: the log rows, the delivery rows, the time
+    params: list = []  # in the statement's order: the log rows, the delivery rows, the time, the writes
     for a in attempts:
         params += [a.delivery_id, a.number, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error]
     for d in deliveries:
         params += [d.pk, leases[d.pk], d.status, json.dumps(d.result), d.completed_at, d.last_status_code]
         params += [d.last_error, d.maybe_delivered, d.next_attempt_at]
     params.append(now)
+    groups: dict[tuple, list[tuple[int, Model]]] = {}  # the writes by model and fields, in order
+    for delivery_id, row, fields in writes:
+        groups.setdefault((type(row), fields), []).append((delivery_id, row))
+    for (_, fields), rows in groups.items():
+        params += rows_update_params([row for _, row in rows], fields, guards=[pk for pk, _ in rows])
+    shape = tuple((model, fields, len(rows)) for (model, fields), rows in groups.items())
     with connection.cursor() as cursor:
-        cursor.execute(_settle_sql(len(deliveries), len(attempts)), params)
+        cursor.execute(_settle_sql(len(deliveries), len(attempts), shape), params)
         return {row[0] for row in cursor.fetchall()}
 
 
 @functools.cache
-def _settle_sql(rows: int, attempts: int) -> str:
-    """The settle statement for ``rows`` deliveries and ``attempts`` log rows (built once per size)."""
+def _settle_sql(rows: int, attempts: int, writes: tuple = ()) -> str:
+    """The settle statement for ``rows`` deliveries, ``attempts`` log rows and ``writes`` (model,
+    fields, row count per group of executors' writes), built once per shape."""
     quote = connection.ops.quote_name
     table, log_table = quote(Delivery._meta.db_table), quote(DeliveryAttempt._meta.db_table)
     casts = ", ".join(f"%s::{cast}" for _, cast in _SETTLE_FIELDS)
@@ -393,9 +436,14 @@ def _settle_sql(rows: int, attempts: int) -> str:
         f"unparked AS (UPDATE {table} SET parked = false WHERE parked AND id IN ("
         f"SELECT (SELECT min(e.id) FROM {table} e WHERE e.lane = d.lane AND e.status = 'pending' AND e.id > d.id) "
         f"FROM v JOIN {table} d ON d.id = v.id AND d.lease_until IS NOT DISTINCT FROM v.lease "
-        f"WHERE v.status <> 'pending')) "
-        f"UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s FROM v "
-        f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id"
+        f"WHERE v.status <> 'pending')), "
+        f"settled AS (UPDATE {table} SET {sets}, lease_until = NULL, updated_at = %s FROM v "
+        f"WHERE {table}.id = v.id AND {table}.lease_until IS NOT DISTINCT FROM v.lease RETURNING {table}.id)"
+        + "".join(
+            f", w{n} AS ({rows_update_sql(model, fields, count, guard='SELECT id FROM settled')})"  # noqa: S608
+            for n, (model, fields, count) in enumerate(writes)
+        )
+        + " SELECT id FROM settled"
     )
 
 
@@ -434,9 +482,10 @@ def _attempts_record(ran: list[tuple[Delivery, _Ran]]) -> list[tuple[bool, float
         )
         for (delivery, attempt), (outcome, _) in zip(ran, outcomes, strict=True)
     ]
+    writes = [(delivery.pk, row, fields) for delivery, attempt in ran for row, fields in attempt.writes]
     dead = any(outcome == "dead" for outcome, _ in outcomes)
     with transaction.atomic() if dead or connection.vendor != "postgresql" else contextlib.nullcontext():
-        written = _rows_settle([delivery for delivery, _ in ran], leases, now, attempts)
+        written = _rows_settle([delivery for delivery, _ in ran], leases, now, attempts, writes)
         for (delivery, _), (outcome, _) in zip(ran, outcomes, strict=True):
             if outcome == "dead" and delivery.pk in written:
                 _delivery_dead(delivery)

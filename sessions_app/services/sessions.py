@@ -337,6 +337,23 @@ def message_relay_to_agent(
 
 
 # --- help desk → gateway --------------------------------------------------------------------
+@dataclass
+class BatchReads:
+    """The rows a batch of webhooks applied in one transaction without savepoints reads once
+    (``session_events_apply(isolated=False, reads=...)``): sessions by ticket, agents by id.
+
+    Why: each agent reply of a ticket's batch read the same locked session and the same agent
+    again, two of its five statements. Sound only there: the session's row stays locked from
+    its first read to the commit, what an agent reply changes in it goes through the object kept
+    here (``session_assign``, ``_activity_record``), and a failure rolls the whole batch back,
+    these objects with it (``EventFailed``). Any other kind of event (a stop re-reads and
+    rewrites the session) drops its session, which the next event reads again.
+    """
+
+    sessions: dict[tuple, HitlSession] = field(default_factory=dict)
+    agents: dict[tuple, HumanAgent] = field(default_factory=dict)
+
+
 # The ticket's session, locked, in one statement (the lock is taken on the session only).
 # (At most one row: the ticket's id is unique per integration, so no ORDER BY.)
 _TICKET_SESSION = CompiledQuery(
@@ -346,26 +363,31 @@ _TICKET_SESSION = CompiledQuery(
 )
 
 
-def session_for_ticket(*, integration: Integration, event: InboundEvent) -> HitlSession | None:
+def session_for_ticket(
+    *, integration: Integration, event: InboundEvent, reads: BatchReads | None = None
+) -> HitlSession | None:
     """The session a ticket belongs to, or None when it is not a gateway ticket.
 
     Looked up by ticket id, else by the reference we stored on the ticket (the conversation
     id): a webhook can arrive before the delivery that created the ticket has committed.
     The fallback serves only that race, a session without a Ticket row: once a session has its
     ticket, another ticket naming its conversation (any provider, any event kind) is foreign,
-    and must neither relay into, assign nor stop it.
+    and must neither relay into, assign nor stop it. ``reads``: see ``BatchReads``.
     """
+    key = (integration.pk, event.ticket_external_id, event.reference)
+    if reads is not None and key in reads.sessions:
+        return reads.sessions[key]
     found = _TICKET_SESSION.first(integration_id=integration.pk, ticket=event.ticket_external_id)
-    if found:
-        return found
-    if event.reference:
-        return (
+    if found is None and event.reference:
+        found = (
             locked_sessions()
             .filter(integration=integration, botpress_conversation_id=event.reference)
             .exclude(Exists(Ticket.objects.filter(session=OuterRef("pk"))))
             .first()
         )
-    return None
+    if reads is not None and found is not None:
+        reads.sessions[key] = found
+    return found
 
 
 def _profile_fitted(profile: AgentProfile) -> AgentProfile:
@@ -390,10 +412,16 @@ _AGENT = CompiledQuery(
 )
 
 
-def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> HumanAgent:
-    """Record the agent as the help desk describes them now; Botpress is updated on delivery."""
+def human_agent_upsert(
+    *, integration: Integration, profile: AgentProfile, reads: BatchReads | None = None
+) -> HumanAgent:
+    """Record the agent as the help desk describes them now; Botpress is updated on delivery.
+    ``reads``: see ``BatchReads``."""
     profile = _profile_fitted(profile)
-    agent, created = _AGENT.first(integration_id=integration.pk, external_id=profile.external_id), False
+    key = (integration.pk, profile.external_id)
+    agent = reads.agents.get(key) if reads is not None else None
+    agent = agent or _AGENT.first(integration_id=integration.pk, external_id=profile.external_id)
+    created = False
     if agent is None:  # a new agent (get_or_create: a concurrent webhook may be adding them too)
         agent, created = HumanAgent.objects.get_or_create(
             integration=integration,
@@ -409,6 +437,8 @@ def human_agent_upsert(*, integration: Integration, profile: AgentProfile) -> Hu
         for field, value in changed.items():
             setattr(agent, field, value)
         agent.save(update_fields=[*changed, "updated_at"])
+    if reads is not None:
+        reads.agents[key] = agent
     return agent
 
 
@@ -605,15 +635,17 @@ def _agent_message_committed_meanwhile(exc: Exception) -> bool:
     )
 
 
-def _event_apply(*, integration: Integration, session: HitlSession, event: InboundEvent) -> str:
+def _event_apply(
+    *, integration: Integration, session: HitlSession, event: InboundEvent, reads: BatchReads | None
+) -> str:
     if event.kind == "agent_message":
-        agent = human_agent_upsert(integration=integration, profile=event.agent)
+        agent = human_agent_upsert(integration=integration, profile=event.agent, reads=reads)
         if session.status == SessionStatus.STOPPED:
             _stopped_reply_tell(integration=integration, event=event)
         relayed = agent_reply_receive(session=session, agent=agent, event=event)
         return f"agent_message: {'relayed' if relayed else 'already relayed or session stopped'}"
     if event.kind == "assigned":
-        agent = human_agent_upsert(integration=integration, profile=event.agent)
+        agent = human_agent_upsert(integration=integration, profile=event.agent, reads=reads)
         changed = session_assign(session=session, agent=agent)
         if changed:
             ticket_status_record(session=session, status=TICKET_ASSIGNED)
@@ -646,6 +678,7 @@ def session_events_apply(
     events: list[InboundEvent],
     only: Collection[int] | None = None,
     isolated: bool = True,
+    reads: BatchReads | None = None,
 ) -> EventsApplied:
     """Apply what one webhook said, in order (a solve relays its last message before stopping).
 
@@ -660,20 +693,24 @@ def session_events_apply(
     about a tenth of their CPU, measured) and raises
     ``EventFailed`` instead of recording a failure: for a caller that then rolls back and
     applies again isolated, which is only safe when nothing here called anyone but the database.
+    ``reads``: rows kept across the webhooks of such a batch (``BatchReads``); ignored isolated.
     """
     session, outcomes, failures, flagged = None, [], [], set()
+    reads = None if isolated else reads
     for index, event in enumerate(events):
         if only is not None and index not in only:
             continue
         event, found = value_sanitize(event), None
         try:
             with transaction.atomic() if isolated else contextlib.nullcontext():
-                found = session_for_ticket(integration=integration, event=event)
+                found = session_for_ticket(integration=integration, event=event, reads=reads)
                 outcome = (
-                    _event_apply(integration=integration, session=found, event=event)
+                    _event_apply(integration=integration, session=found, event=event, reads=reads)
                     if found
                     else f"{event.kind}: not a gateway ticket"
                 )
+                if reads is not None and event.kind != "agent_message":
+                    reads.sessions.clear()  # its session may have been re-read and rewritten
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:  # recorded with its reason (isolated), re-appliable from the admin

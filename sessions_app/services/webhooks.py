@@ -52,7 +52,7 @@ from sessions_app.models import (
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.outbox import outbox_rings_coalesced
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
-from sessions_app.services.sessions import TRANSIENT_ERRORS, EventFailed, session_events_apply
+from sessions_app.services.sessions import TRANSIENT_ERRORS, BatchReads, EventFailed, session_events_apply
 
 log = structlog.get_logger(__name__)
 
@@ -594,7 +594,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
             events = _queue_locked(integration_id, ticket_external_id, head_id=head_id, size=size)
             if not events:
                 return 0  # another worker holds the queue
-            now, applied, outcomes = timezone.now(), 0, []
+            now, applied, outcomes, reads = timezone.now(), 0, [], BatchReads()
             for index, event in enumerate(events):
                 failed_at = index
                 if event.retry_at and event.retry_at > now:
@@ -603,7 +603,9 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
                 calls_desk = parsed.doorbell or _agents_named_by_id_only(parsed.events)
                 if index and calls_desk:
                     break
-                _webhook_event_apply(event, parsed=parsed, outcomes=outcomes, isolated=isolated or calls_desk)
+                _webhook_event_apply(
+                    event, parsed=parsed, outcomes=outcomes, isolated=isolated or calls_desk, reads=reads
+                )
                 applied = index + 1
                 if calls_desk:
                     # Nothing behind it may fail and have this call made again; and a doorbell's
@@ -726,7 +728,12 @@ _OUTCOME_FIELDS = ("session", "status", "detail", "failed_events", "processed_at
 
 
 def _webhook_event_apply(
-    event: WebhookEvent, *, parsed: ParsedWebhook | None = None, outcomes: list | None = None, isolated: bool = True
+    event: WebhookEvent,
+    *,
+    parsed: ParsedWebhook | None = None,
+    outcomes: list | None = None,
+    isolated: bool = True,
+    reads: BatchReads | None = None,
 ) -> bool:
     """Apply the webhook's events, each on its own (see ``session_events_apply``); return
     whether it was a doorbell (its read may have answered the webhooks queued behind it).
@@ -737,7 +744,7 @@ def _webhook_event_apply(
     after an operator's re-apply only those are applied again. A doorbell's events are read
     from the help desk here (``webhook_events_fetch``), and agents named by id only are looked
     up (``agent_profile_fetch``): both raise ``OutboundError`` for ``_queue_batch`` to retry.
-    ``isolated=False``: see ``session_events_apply`` (a batch that can apply it again).
+    ``isolated=False``, ``reads``: see ``session_events_apply`` (a batch that can apply it again).
     """
     integration = event.integration
     installation = integration.provider_installation or {}
@@ -762,7 +769,7 @@ def _webhook_event_apply(
         only = None  # a fresh read: its indexes are not those of the failed list, and dedup makes it safe
     if _agents_named_by_id_only(events):
         events = _agent_profiles_complete(adapter or integration_provider(integration=integration), integration, events)
-    applied = session_events_apply(integration=integration, events=events, only=only, isolated=isolated)
+    applied = session_events_apply(integration=integration, events=events, only=only, isolated=isolated, reads=reads)
     event.session = applied.session or event.session
     event.failed_events = applied.failures
     if applied.failures:
