@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from sessions_app.models import EndUser, HitlSession
+from sessions_app.models import EndUser, HitlSession, StoppedBy
+from sessions_app.services.sessions import session_stop
 from tests.conftest import integration_for
 
 pytestmark = pytest.mark.django_db
@@ -160,6 +163,25 @@ def test_the_same_botpress_message_twice_is_one_message(client, session, django_
     assert first.json()["id"] == second.json()["id"] and second.json()["duplicate"] is True
     assert session.messages.count() == 1 and session.deliveries.count() == 1
     assert len(callbacks) == 1, "one delivery is enqueued"
+
+
+def test_a_new_message_is_not_looked_up_first_and_one_sent_again_after_the_stop_is_the_duplicate(client, session):
+    """The unique index answers "seen before?" (the insert skips a conflict), so a new message
+    costs no read of the messages; after the stop the same message is still its duplicate (202),
+    and only a new one is refused (409)."""
+    body = {"conversationId": session.botpress_conversation_id, "messageId": "msg_7", "type": "text"}
+    body["payload"] = {"text": "before the stop"}
+    with CaptureQueriesContext(connection) as captured:
+        first = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+    assert first.status_code == 202 and first.json()["duplicate"] is False
+    reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert not [sql for sql in reads if 'FROM "sessions_app_message"' in sql], reads
+    session_stop(session=session, stopped_by=StoppedBy.AGENT, close_ticket=False, notify_botpress=False)
+    again = client.post(f"{client.base}/channels/hitl/messages", body, format="json")
+    assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}
+    refused = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_8"}, format="json")
+    assert refused.status_code == 409
+    assert session.messages.count() == 1
 
 
 def test_openapi_schema_is_served(client):

@@ -301,11 +301,12 @@ def message_relay_to_agent(
     session = session_for_conversation(
         integration=integration, conversation_id=conversation_id, lock=True, with_end_user=True
     )
-    if botpress_message_id:
-        existing = _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id)
-        if existing:
-            return existing, False
     if session.status == SessionStatus.STOPPED:
+        existing = botpress_message_id and _BOT_MESSAGE.first(
+            session_id=session.pk, botpress_message_id=botpress_message_id
+        )
+        if existing:  # sent again after the stop: it was accepted before
+            return existing, False
         raise Conflict("The HITL session is stopped.", field="conversationId")
     author, author_id = None, payload.get("userId") or sender_user_id
     if author_id and author_id == session.end_user.botpress_user_id:
@@ -322,7 +323,9 @@ def message_relay_to_agent(
         author_end_user=author,
         botpress_message_id=botpress_message_id,
     )
-    row_insert(message)
+    # The same Botpress message again finds the unique index taken: no statement to look first.
+    if row_insert(message, skip_conflicts=bool(botpress_message_id)) is None:
+        return _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id), False
     delivery_enqueue(
         integration_id=integration.pk,
         kind=DeliveryKind.MESSAGE_TO_AGENT,

@@ -207,9 +207,9 @@ def webhook_receive(
         return UNAUTHORIZED
     record = {"integration": integration, "provider": provider, "headers": kept, "remote_addr": remote_addr}
     try:
-        parsed = value_sanitize(
-            adapter.webhook_parse(headers=lowered, body=body, installation=integration.provider_installation or {})
-        )
+        # Only what is stored or answered here is sanitised: the worker parses the stored body
+        # again and sanitises each event it applies (``session_events_apply``).
+        parsed = adapter.webhook_parse(headers=lowered, body=body, installation=integration.provider_installation or {})
     except WebhookInvalid as exc:
         metrics.webhook_counted(provider=provider, result="rejected", reason="invalid payload")
         WebhookEvent.objects.create(
@@ -227,14 +227,14 @@ def webhook_receive(
             },
         )
     if parsed.reply is not None:
-        return WebhookOutcome(200, dict(parsed.reply))
+        return WebhookOutcome(200, value_sanitize(dict(parsed.reply)))
     replay_key = adapter.webhook_replay_key(headers=lowered, body=body) or None
     fields = {
         "status": WebhookStatus.ACCEPTED,
-        "dedup_key": parsed.dedup_key,
-        "replay_key": replay_key,
-        "event_type": parsed.event_type,
-        "ticket_external_id": parsed.ticket_external_id,
+        "dedup_key": text_sanitize(parsed.dedup_key),
+        "replay_key": replay_key and text_sanitize(replay_key),
+        "event_type": text_sanitize(parsed.event_type),
+        "ticket_external_id": text_sanitize(parsed.ticket_external_id),
         "body": bytes_sanitize(body),
         **record,
     }
