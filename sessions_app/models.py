@@ -206,6 +206,11 @@ class StoppedBy(models.TextChoices):
 class HitlSession(models.Model):
     """A Botpress conversation on channel ``hitl`` and the ticket that mirrors it."""
 
+    # What its state changes and relays never read: the transcript handed over at the start and
+    # the description, read only to open the ticket. A long transcript was the bulk of the row,
+    # decoded again for every message of the session; the hot reads defer these.
+    COLD_FIELDS = ("message_history", "description")
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="sessions")
     end_user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="sessions")

@@ -84,6 +84,20 @@ def test_a_claimed_bot_message_costs_no_read_of_its_own(scene, monkeypatch):  # 
     assert statements[0].startswith('UPDATE "sessions_app_message"')
 
 
+def test_the_hot_reads_leave_the_sessions_transcript_and_description_unread(scene, monkeypatch):  # noqa: F811
+    """A session's transcript can be long: accepting a bot message, claiming its delivery and
+    posting it read neither it nor the description (``HitlSession.COLD_FIELDS``)."""
+    scene.message_history = [{"type": "text", "payload": {"text": "x" * 1000}}] * 50
+    scene.description = "y" * 1000
+    scene.save()
+    with CaptureQueriesContext(connection) as captured:
+        (delivery,) = outbox._CLAIMED.fetch(ids=[_bot_message(scene, monkeypatch)])
+        assert deliveries.execute_message_to_agent(delivery) == {"external_message_id": "555"}
+    reads = [query["sql"] for query in captured.captured_queries if query["sql"].startswith("SELECT")]
+    assert len(reads) >= 2, reads  # the session (locked), the claim's read
+    assert not [sql for sql in reads if '"message_history"' in sql or '"description"' in sql], reads
+
+
 def test_a_claimed_delivery_of_a_session_without_a_ticket_is_skipped(scene, monkeypatch):  # noqa: F811
     """The claim's outer join finds no ticket: the delivery is skipped, as when it was read alone."""
     scene.ticket.delete()

@@ -222,11 +222,13 @@ def _heads_claim(*, limit: int, queue: str | None = None, lane: str | None = Non
 # The message with its author (an agent reply names them to Botpress), without the author's
 # integration: the session's is at hand (its secrets decrypted once); and the session's ticket
 # and end user, which a bot message's executor needs (``deliveries._ticket_of``): one statement.
+# Not the session's transcript and description (``HitlSession.COLD_FIELDS``).
 _CLAIMED = CompiledQuery(
     lambda ids: (
         Delivery.objects.select_related(
             "message__author_agent", "session__integration", "session__ticket", "session__end_user"
         )
+        .defer(*(f"session__{name}" for name in HitlSession.COLD_FIELDS))
         .filter(pk__in=ids)
         .order_by("id")
     )

@@ -141,17 +141,17 @@ def session_start(
 
 
 def locked_sessions():
-    """Sessions locked for a state change, and nothing else.
+    """Sessions locked for a state change, and nothing else (``HitlSession.COLD_FIELDS`` deferred).
 
     FOR NO KEY UPDATE of this table only: rows inserted elsewhere that reference the session
     (messages, deliveries) or the integration are not blocked, so no lock cycle can form.
     """
-    return HitlSession.objects.select_for_update(no_key=True, of=("self",))
+    return HitlSession.objects.select_for_update(no_key=True, of=("self",)).defer(*HitlSession.COLD_FIELDS)
 
 
 def _conversation_session(lock: bool, with_end_user: bool) -> CompiledQuery:
     def build(integration_id, conversation_id):
-        sessions = locked_sessions() if lock else HitlSession.objects.all()
+        sessions = locked_sessions() if lock else HitlSession.objects.defer(*HitlSession.COLD_FIELDS)
         if with_end_user:
             sessions = sessions.select_related("end_user")
         return sessions.filter(integration_id=integration_id, botpress_conversation_id=conversation_id).order_by("pk")[
