@@ -189,3 +189,23 @@ def test_an_acknowledgement_that_fails_after_the_post_is_retried_alone(scene, mo
     assert len(posts) == 1, "posted once"
     assert [message_id for message_id, _ in acks] == ["msg_9", "msg_9"]
     assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
+
+
+def test_a_botpress_id_longer_than_its_column_fails_its_attempt_not_the_settle(scene, client, monkeypatch):  # noqa: F811
+    """Refused when the executor hands it over, as ``save`` would refuse it: the attempt is
+    recorded as failed (and retried), and the settle of the batch goes through."""
+    monkeypatch.setattr(webhooks, "webhook_schedule", lambda **kw: None)
+    send(client, scene.integration, trigger("newMessage", comment="<p>hi</p>"))
+    webhooks.webhook_queue_drain(webhook_event_id=WebhookEvent.objects.get().pk)
+    delivery = Delivery.objects.get(kind=DeliveryKind.MESSAGE_TO_USER)
+
+    class Overlong(_LaneSink):
+        def message_send(self, **kwargs):
+            return "m" * 500
+
+    monkeypatch.setattr(deliveries, "integration_botpress_sink", lambda **kw: Overlong())
+    assert outbox.lane_drain(delivery_id=delivery.pk) == 1  # the assignment's event; the reply waits
+    row = Delivery.objects.get(pk=delivery.pk)
+    assert (row.status, row.lease_until) == ("pending", None)
+    assert "botpress_message_id" in row.last_error
+    assert Message.objects.get(pk=delivery.message_id).botpress_message_id == ""

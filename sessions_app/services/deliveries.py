@@ -1,7 +1,7 @@
 """What each kind of outbox row does, one executor per ``DeliveryKind``.
 
 Executors run holding the lane head's lease: they call one adapter, write what it returned
-(ticket, message id, Botpress ids; a message's ids with the attempt's record,
+(ticket, message id, Botpress ids; a message's Botpress id with the attempt's record,
 ``outbox.attempt_write``) and raise ``outbound.http`` errors for the outbox to retry. Every
 step is safe to repeat: ticket creation carries an idempotency key and is looked up by our
 reference after a lost answer, user upserts are keyed by external id, Botpress messages are
@@ -17,7 +17,7 @@ from dataclasses import replace
 from django.db import transaction
 
 from botpress.sink import EXTERNAL_MESSAGE_TAG, MEDIA_URL_FIELDS, TICKET_TAG, AgentRef, BotpressSink
-from hitl_gateway.compiled import CompiledQuery
+from hitl_gateway.compiled import CompiledQuery, row_update
 from outbound.http import PermanentError, RetryableError
 from providers.base import AttachmentUnavailable, ExternalUserSpec, OutboundMessage, TicketSpec
 from providers.html_parts import media_kind
@@ -204,7 +204,10 @@ def execute_message_to_agent(delivery: Delivery) -> dict:
         posted_id = provider.message_find(ticket_external_id=ticket.external_id, message=outbound, exclude=known)
     posted_id = posted_id or provider.message_post(ticket_external_id=ticket.external_id, message=outbound)
     message.external_message_id = posted_id
-    attempt_write(row=message, fields=["external_message_id"])
+    # Written now, not with the attempt (``attempt_write``): were it lost (the worker killed before
+    # its settle, the settle failing), only ``message_find`` would stand between a retry and a
+    # second post, and it matches by content, which a desk may reformat.
+    row_update(message, ["external_message_id"])
     return _message_acknowledge(delivery, message, ticket.integration)
 
 
@@ -218,9 +221,9 @@ def _bot_name(session: HitlSession) -> str:
 def _message_acknowledge(delivery: Delivery, message: Message, integration: Integration) -> dict:
     """Tag the Botpress message with the help desk's message id, as Botpress's integrations acknowledge.
 
-    Only for messages handed over by the wire protocol. The message id is recorded with the
-    attempt whatever its outcome (``attempt_write``), so a failed acknowledgement is retried on
-    its own and never posts the message twice.
+    Only for messages handed over by the wire protocol. The message id is saved first (the
+    executor runs outside a transaction), so a failed acknowledgement is retried on its own
+    and never posts the message twice.
     """
     result = {"external_message_id": message.external_message_id}
     if delivery.payload.get("acknowledge") and message.botpress_message_id:

@@ -280,29 +280,35 @@ def attempt_write(*, row: Model, fields: Sequence[str]) -> None:
     """Have these fields of ``row`` written with the record of the attempt running on this
     thread: in the settle's one statement, and only if the delivery is still ours then.
 
-    Why: what an executor learned from its call (the id Botpress or the desk gave a message) was
-    one more statement and commit per delivery; recorded with the attempt it costs nothing of
-    its own. Sound for what a repeated attempt can find again: if the worker dies before the
-    settle, or its lease was taken over, the row is retried as ``maybe_delivered`` and its
-    executor looks for what the lost attempt did. The write is kept whatever the attempt's
-    outcome (an acknowledgement that failed after the post still records the post). Outside an
-    attempt the outbox runs (a tool or test calling an executor), written now.
+    Why: what an executor learned from its call (the id Botpress gave a message) was one more
+    statement and commit per delivery; recorded with the attempt it costs nothing of its own.
+    Only for what a repeated attempt gets back the same without doing anything twice (Botpress
+    creates a message once per external id): if the worker dies before the settle, the settle
+    fails, or the lease was taken over, the write is lost and the row retried. The write is
+    kept whatever the attempt's outcome. Outside an attempt the outbox runs (a tool or test
+    calling an executor), written now.
     """
     writes = getattr(_running, "writes", None)
     if writes is None:
         row_update(row, fields)
-    else:
-        writes.append((row, tuple(fields)))
+        return
+    for name in fields:  # refused here, as ``save`` would, not by the settle of a whole batch
+        field, value = row._meta.get_field(name), getattr(row, name)
+        if field.max_length is not None and isinstance(value, str) and len(value) > field.max_length:
+            raise ValueError(
+                f"{type(row).__name__}.{name}: {len(value)} characters, the column holds {field.max_length}"
+            )
+    writes.append((row, tuple(fields)))
 
 
 def _run(delivery: Delivery) -> _Ran:
     started_at, clock = timezone.now(), time.monotonic()
-    _running.writes = []
+    outer, _running.writes = getattr(_running, "writes", None), []
     try:
         result, error, skipped = _execute(delivery)
         writes = tuple(_running.writes)
     finally:
-        _running.writes = None
+        _running.writes = outer
     return _Ran(started_at, int((time.monotonic() - clock) * 1000), result, error, skipped, writes)
 
 

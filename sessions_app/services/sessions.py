@@ -377,20 +377,22 @@ def session_for_ticket(
     ticket, another ticket naming its conversation (any provider, any event kind) is foreign,
     and must neither relay into, assign nor stop it. ``reads``: see ``BatchReads``.
     """
-    key = (integration.pk, event.ticket_external_id, event.reference)
+    key = (integration.pk, event.ticket_external_id)
     if reads is not None and key in reads.sessions:
         return reads.sessions[key]
     found = _TICKET_SESSION.first(integration_id=integration.pk, ticket=event.ticket_external_id)
-    if found is None and event.reference:
-        found = (
+    if found is not None:
+        if reads is not None:  # (not a session found by reference: its ticket may commit meanwhile)
+            reads.sessions[key] = found
+        return found
+    if event.reference:
+        return (
             locked_sessions()
             .filter(integration=integration, botpress_conversation_id=event.reference)
             .exclude(Exists(Ticket.objects.filter(session=OuterRef("pk"))))
             .first()
         )
-    if reads is not None and found is not None:
-        reads.sessions[key] = found
-    return found
+    return None
 
 
 def _profile_fitted(profile: AgentProfile) -> AgentProfile:
