@@ -318,13 +318,16 @@ def rows_update_params(
     instances: Sequence[Model], fields: Sequence[str], *, guards: Sequence[int] | None = None
 ) -> list:
     """The parameters of ``rows_update_sql`` for these rows (``guards``: each row's guard key)."""
-    meta = type(instances[0])._meta if instances else None
+    if not instances:
+        return []
+    meta = type(instances[0])._meta
+    targets = [meta.get_field(name) for name in fields]
     params: list = []
     for index, instance in enumerate(instances):
         if guards is not None:
             params.append(guards[index])
         params.append(meta.pk.get_db_prep_value(instance.pk, connection))
-        params += [_value(meta.get_field(name), instance, adding=False) for name in fields]
+        params += [_value(field, instance, adding=False) for field in targets]
     return params
 
 
