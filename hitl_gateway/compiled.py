@@ -34,7 +34,7 @@ import datetime
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, models
@@ -197,6 +197,35 @@ def _value(field, instance, *, adding: bool) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
+def _insert_columns(meta) -> list:
+    """The columns an INSERT names: every concrete field but a database-generated key."""
+    return [f for f in meta.concrete_fields if not (f.primary_key and f.db_returning)]
+
+
+def _insert_params(
+    instance: Model, columns: Sequence, computed: Mapping[str, tuple[str, Sequence[Any]]], skip: str = ""
+) -> list:
+    """The parameters of an INSERT of ``instance``: each column's value as ``save`` computes it,
+    or a computed expression's own parameters; ``skip``: a column whose value the SQL supplies."""
+    params: list = []
+    for f in columns:
+        if f.name in computed:
+            params += computed[f.name][1]
+        elif f.name != skip:
+            params.append(_value(f, instance, adding=True))
+    return params
+
+
+def _inserted(instance: Model, row: Sequence[Any], computed: Iterable[str]) -> None:
+    """Give ``instance`` the key (and computed values) an INSERT returned; mark it saved."""
+    meta = type(instance)._meta
+    instance.pk = meta.pk.to_python(row[0])  # (SQLite answers a UUID as text)
+    for name, value in zip(computed, row[1:], strict=True):
+        field = meta.get_field(name)
+        setattr(instance, field.attname, field.to_python(value))
+    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
+
+
 def row_insert(
     instance: Model, *, skip_conflicts: bool = False, computed: Mapping[str, tuple[str, Sequence[Any]]] | None = None
 ) -> Any:
@@ -215,7 +244,7 @@ def row_insert(
     computed = computed or {}
 
     def build() -> tuple[str, list]:
-        columns = [f for f in meta.concrete_fields if not (f.primary_key and f.db_returning)]
+        columns = _insert_columns(meta)
         values = [f"({computed[f.name][0]})" if f.name in computed else "%s" for f in columns]
         returning = [meta.pk.column] + [meta.get_field(name).column for name in computed]
         sql = (
@@ -228,23 +257,137 @@ def row_insert(
 
     shape = tuple((name, expression) for name, (expression, _) in computed.items())
     sql, columns = _write_sql((type(instance), "insert", skip_conflicts, connection.vendor, shape), build)
-    params: list = []
-    for f in columns:
-        if f.name in computed:
-            params += computed[f.name][1]
-        else:
-            params.append(_value(f, instance, adding=True))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _insert_params(instance, columns, computed))
         row = cursor.fetchone()
     if row is None:
         return None
-    instance.pk = meta.pk.to_python(row[0])  # (SQLite answers a UUID as text)
-    for name, value in zip(computed, row[1:], strict=True):
-        field = meta.get_field(name)
-        setattr(instance, field.attname, field.to_python(value))
-    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
+    _inserted(instance, row, computed)
     return instance.pk
+
+
+def _cast(field) -> str:
+    """The type a bound value is cast to where no column names it (``SELECT %s::type``): a
+    string column's type without its length, since a cast to varchar(n) would cut a longer value
+    silently where the assignment refuses it as ``save`` does."""
+    return "varchar" if isinstance(field, models.CharField) else field.db_type(connection)
+
+
+def rows_insert_linked(
+    parent: Model,
+    child: Model,
+    *,
+    link: str,
+    skip_conflicts: bool = False,
+    computed: Mapping[str, tuple[str, Sequence[Any]]] | None = None,
+    guard: tuple[str, Sequence[Any]] | None = None,
+    then: tuple[str, Sequence[Any]] | None = None,
+) -> bool | None:
+    """Insert ``parent`` and ``child`` (whose foreign key ``link`` takes the parent's new key) in
+    one statement on PostgreSQL; both instances get their keys as with ``row_insert``.
+
+    Returns True when both rows were written, False when ``skip_conflicts`` and a unique index
+    already held the parent (then neither is written), None when ``guard`` found no row (nothing
+    is written). ``computed``: as for ``row_insert``, of the child.
+
+    Why: a message and its outbox row were two statements, and on the web tier a transaction of
+    their own (BEGIN, a locked read, two INSERTs, COMMIT). Here they are one ``WITH`` statement,
+    atomic by itself, whose parts run in this order:
+
+    - ``guard``: (a ``SELECT`` returning at most one row, its parameters), for example a row to
+      lock (``FOR NO KEY UPDATE``) whose state the write depends on. PostgreSQL checks a locked
+      row's condition again on its newest version, so a concurrent change committed first is
+      seen; one committed later waits for this statement.
+    - the parent's ``INSERT … SELECT`` (from the guard's row, when there is a guard), then the
+      child's from the parent's new row, so no parent means no child;
+    - ``then``: (an ``UPDATE`` or ``INSERT``, its parameters) run in the same statement; it may
+      read the CTEs ``guard`` and ``parent`` (the parent's new key as ``id``), to write only when
+      they hold a row.
+
+    Elsewhere (the embedded SQLite), without ``guard`` or ``then``: two ``row_insert`` calls, in
+    the caller's transaction. A unique index on the child raises ``IntegrityError`` as ``save``.
+    """
+    computed = computed or {}
+    if connection.vendor != "postgresql":
+        if guard is not None or then is not None:
+            raise NotImplementedError("a guarded or extended insert needs PostgreSQL")
+        if row_insert(parent, skip_conflicts=skip_conflicts) is None:
+            return False
+        setattr(child, link, parent)
+        row_insert(child, computed=computed)
+        return True
+    parent_meta, child_meta = type(parent)._meta, type(child)._meta
+    link_name = child_meta.get_field(link).name
+    quote = connection.ops.quote_name
+
+    def build() -> tuple[str, tuple[list, list]]:
+        parent_columns, child_columns = _insert_columns(parent_meta), _insert_columns(child_meta)
+
+        def insert(meta, columns, *, source: str, values: list[str], returning: list[str], conflicts: str) -> str:
+            return (
+                f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "  # noqa: S608
+                f"SELECT {', '.join(values)}{f' FROM {source}' if source else ''}{conflicts} "
+                f"RETURNING {', '.join(quote(column) for column in returning)}"
+            )
+
+        parent_key = quote(parent_meta.pk.column)
+        parent_sql = insert(
+            parent_meta,
+            parent_columns,
+            source="guard" if guard else "",
+            values=[f"%s::{_cast(f)}" for f in parent_columns],
+            returning=[parent_meta.pk.column],
+            conflicts=" ON CONFLICT DO NOTHING" if skip_conflicts else "",
+        )
+        child_sql = insert(
+            child_meta,
+            child_columns,
+            source="parent",
+            values=[
+                f"parent.{parent_key}"
+                if f.name == link_name
+                else f"({computed[f.name][0]})"
+                if f.name in computed
+                else f"%s::{_cast(f)}"
+                for f in child_columns
+            ],
+            returning=[child_meta.pk.column] + [child_meta.get_field(name).column for name in computed],
+            conflicts="",
+        )
+        parts = [f"guard AS ({guard[0]})"] if guard else []
+        parts += [f"parent AS ({parent_sql})", f"child AS ({child_sql})"]
+        parts += [f"then_ AS ({then[0]})"] if then else []
+        sql = (
+            f"WITH {', '.join(parts)} SELECT {'EXISTS (SELECT 1 FROM guard)' if guard else 'true'}, "  # noqa: S608
+            f"(SELECT {parent_key} FROM parent), child.* FROM (SELECT 1) AS one LEFT JOIN child ON true"
+        )
+        return sql, (parent_columns, child_columns)
+
+    shape = (
+        tuple((name, expression) for name, (expression, _) in computed.items()),
+        guard[0] if guard else None,
+        then[0] if then else None,
+    )
+    sql, (parent_columns, child_columns) = _write_sql(
+        (type(parent), type(child), "insert-linked", link, skip_conflicts, shape), build
+    )
+    params = [
+        *(guard[1] if guard else ()),
+        *_insert_params(parent, parent_columns, {}),
+        *_insert_params(child, child_columns, computed, skip=link_name),
+        *(then[1] if then else ()),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        held, parent_key, *child_row = cursor.fetchone()
+    if not held:
+        return None
+    if parent_key is None:
+        return False
+    _inserted(parent, [parent_key], ())
+    setattr(child, link, parent)
+    _inserted(child, child_row, computed)
+    return True
 
 
 def row_update(instance: Model, fields: Sequence[str]) -> int:

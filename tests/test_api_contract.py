@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from sessions_app.models import EndUser, HitlSession, StoppedBy
@@ -182,6 +184,62 @@ def test_a_new_message_is_not_looked_up_first_and_one_sent_again_after_the_stop_
     refused = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_8"}, format="json")
     assert refused.status_code == 409
     assert session.messages.count() == 1
+
+
+def test_a_bot_message_is_its_sessions_read_and_one_write(client, session):
+    """On PostgreSQL a new message, its outbox row and the session's activity are one statement
+    after the API key's and the session's reads (a transaction of their own took five round
+    trips); a second message within the activity's resolution leaves the session alone."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement write is PostgreSQL's")
+    payload = {"text": "one", "userId": session.end_user.botpress_user_id}
+    body = {"conversationId": session.botpress_conversation_id, "type": "text", "payload": payload}
+    HitlSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now() - timedelta(minutes=5))
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_1"}, format="json")
+    assert response.status_code == 202 and response.json()["duplicate"] is False
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert len(statements) == 3, statements
+    write = statements[-1]
+    for part in ('INSERT INTO "sessions_app_message"', 'INSERT INTO "sessions_app_delivery"', "FOR NO KEY UPDATE"):
+        assert part in write
+    assert 'UPDATE "sessions_app_hitlsession"' in write  # the first message marks the activity
+    message = session.messages.get()
+    assert message.delivery.lane == f"session:{session.pk}:to_agent" and message.author_end_user == session.end_user
+    session.refresh_from_db()
+    assert timezone.now() - session.last_activity_at < timedelta(seconds=5)
+    with CaptureQueriesContext(connection) as captured:
+        client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_2"}, format="json")
+    assert 'UPDATE "sessions_app_hitlsession"' not in captured.captured_queries[-1]["sql"]
+    assert session.messages.count() == session.deliveries.count() == 2
+
+
+def test_a_session_stopped_after_its_read_takes_no_new_message(client, session, monkeypatch):
+    """The write checks the session again: a stop committed between the read and the write
+    leaves the new message refused (409) and nothing written, and a message sent again after
+    the stop is still its duplicate."""
+    from sessions_app.services import sessions as services
+
+    body = {"conversationId": session.botpress_conversation_id, "type": "text", "payload": {"text": "x"}}
+    first = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_1"}, format="json")
+    read = services.session_for_conversation
+
+    def read_then_stopped(**kwargs):
+        found = read(**kwargs)
+        HitlSession.objects.filter(pk=found.pk).update(status="stopped")  # a stop commits meanwhile
+        return found
+
+    monkeypatch.setattr(services, "session_for_conversation", read_then_stopped)
+    if connection.vendor != "postgresql":  # elsewhere the read is locked: nothing can come between
+        pytest.skip("the one-statement write is PostgreSQL's")
+    refused = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_2"}, format="json")
+    assert refused.status_code == 409 and refused.json()["fields"] == {
+        "conversationId": ["The HITL session is stopped."]
+    }
+    assert session.messages.count() == session.deliveries.count() == 1
+    HitlSession.objects.filter(pk=session.pk).update(status="active")
+    again = client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_1"}, format="json")
+    assert again.status_code == 202 and again.json() == {**first.json(), "duplicate": True}
 
 
 def test_openapi_schema_is_served(client):

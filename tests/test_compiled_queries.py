@@ -11,15 +11,24 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import IntegrityError, close_old_connections, connection, connections, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_update
-from sessions_app.models import HumanAgent, Integration, WebhookEvent, WebhookStatus
+from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_insert_linked, rows_update
+from sessions_app.models import (
+    Delivery,
+    EndUser,
+    HitlSession,
+    HumanAgent,
+    Integration,
+    Message,
+    WebhookEvent,
+    WebhookStatus,
+)
 from sessions_app.services import deliveries, integrations, outbox, sessions, webhooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -185,6 +194,86 @@ def test_row_insert_and_row_update_write_what_save_would():
     assert stored.name == "Grace Hopper" and stored.updated_at > before
     HumanAgent.objects.filter(pk=agent.pk).delete()
     assert row_update(agent, ["name"]) == 0
+
+
+def _linked_pair(session: HitlSession, **message) -> tuple[Message, Delivery]:
+    now = timezone.now()
+    return (
+        Message(session=session, direction="to_agent", type="text", payload={"text": "hi"}, **message),
+        Delivery(
+            integration=session.integration,
+            session=session,
+            lane=f"session:{session.pk}:to_agent",
+            direction="to_agent",
+            kind="message_to_agent",
+            payload={"acknowledge": True},
+            next_attempt_at=now,
+            retry_deadline=now,
+        ),
+    )
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_rows_insert_linked_writes_a_message_and_its_delivery_in_one_statement_or_neither():
+    integration = _integration()
+    end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_linked", name="Ada")
+    session = HitlSession.objects.create(integration=integration, end_user=end_user, botpress_conversation_id="c")
+    message, delivery = _linked_pair(session, botpress_message_id="msg_1")
+    computed = {"parked": ("SELECT %s::text = 'x'", ["x"])}
+    with CaptureQueriesContext(connection) as captured:
+        assert rows_insert_linked(message, delivery, link="message", skip_conflicts=True, computed=computed) is True
+    assert len(captured) == 1
+    stored = Delivery.objects.select_related("message").get(pk=delivery.pk)
+    assert stored.message_id == message.pk and stored.message.botpress_message_id == "msg_1"
+    assert stored.parked is True and delivery.parked is True  # computed by the database, returned
+    assert stored.payload == {"acknowledge": True} and stored.created_at == delivery.created_at
+    assert not message._state.adding and not delivery._state.adding
+
+    # The message's unique index taken: neither row is written.
+    again, again_delivery = _linked_pair(session, botpress_message_id="msg_1")
+    assert rows_insert_linked(again, again_delivery, link="message", skip_conflicts=True) is False
+    assert again.pk is None and again_delivery.pk is None and Delivery.objects.count() == 1
+    # Without skip_conflicts it raises as save would, and the statement wrote nothing.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_insert_linked(*_linked_pair(session, botpress_message_id="msg_1"), link="message")
+
+    # A guard that finds no row: nothing is written, and ``then`` does not run either.
+    table = HitlSession._meta.db_table
+    guard = (f'SELECT id FROM "{table}" WHERE id = %s AND status <> %s FOR NO KEY UPDATE', [session.pk, "pending"])
+    then = (
+        f'UPDATE "{table}" SET title = %s WHERE id IN (SELECT id FROM guard) AND EXISTS (SELECT 1 FROM parent)',
+        ["t"],
+    )
+    refused = _linked_pair(session, botpress_message_id="msg_2")
+    assert session.status == "pending"
+    with transaction.atomic():
+        assert rows_insert_linked(*refused, link="message", guard=guard, then=then) is None
+    assert Message.objects.count() == 1 and HitlSession.objects.get(pk=session.pk).title == ""
+    # The guard's row found: both rows and ``then`` in the one statement.
+    guard = (guard[0], [session.pk, "stopped"])
+    message, delivery = _linked_pair(session, botpress_message_id="msg_2")
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        assert rows_insert_linked(message, delivery, link="message", guard=guard, then=then) is True
+    assert len([q for q in captured.captured_queries if "INSERT" in q["sql"]]) == 1
+    assert HitlSession.objects.get(pk=session.pk).title == "t" and Message.objects.count() == 2
+    # A conflict behind the guard: the guard held, the message was not new, ``then`` did not run.
+    HitlSession.objects.filter(pk=session.pk).update(title="")
+    with transaction.atomic():
+        duplicate = _linked_pair(session, botpress_message_id="msg_2")
+        assert rows_insert_linked(*duplicate, link="message", skip_conflicts=True, guard=guard, then=then) is False
+    assert HitlSession.objects.get(pk=session.pk).title == ""
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_rows_insert_linked_refuses_an_over_long_value_as_save_does():
+    """The values are cast to their column's type without its length, so a string longer than
+    its column is refused (not cut) and nothing is written."""
+    integration = _integration()
+    end_user = EndUser.objects.create(integration=integration, botpress_user_id="user_long", name="Ada")
+    session = HitlSession.objects.create(integration=integration, end_user=end_user, botpress_conversation_id="c")
+    with pytest.raises(DataError), transaction.atomic():
+        rows_insert_linked(*_linked_pair(session, botpress_message_id="m" * 65), link="message")
+    assert not Message.objects.exists() and not Delivery.objects.exists()
 
 
 def test_rows_update_writes_each_row_its_own_values_in_one_statement():

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from providers.base import AgentProfile, InboundEvent
 from sessions_app.models import (
@@ -25,7 +26,8 @@ from sessions_app.models import (
     Ticket,
 )
 from sessions_app.services import outbox
-from sessions_app.services.sessions import session_events_apply, session_stop
+from sessions_app.services.errors import Conflict
+from sessions_app.services.sessions import message_relay_to_agent, session_events_apply, session_stop
 from tests.conftest import integration_for
 from tests.e2e_desks import create_user as _create_user
 from tests.e2e_desks import start_hitl as _start
@@ -226,6 +228,76 @@ def test_stop_hitl_racing_an_agent_reply_ends_consistent(live_session, round_):
     assert not Delivery.objects.filter(
         session=session, kind=DeliveryKind.MESSAGE_TO_USER, created_at__gt=session.stopped_at
     ).exists()
+
+
+def test_a_bot_message_waits_for_a_stop_holding_its_session_and_is_then_refused(live_session):
+    """The bot message's one statement locks the session: while a stop holds it, the message
+    waits, then sees the session stopped and is refused, and nothing of it is written."""
+    locked = threading.Event()
+    outcome = {}
+
+    def stop():
+        try:
+            with transaction.atomic():
+                HitlSession.objects.select_for_update().get(pk=live_session.pk)
+                locked.set()
+                time.sleep(0.5)  # the message's statement arrives meanwhile and waits
+                session_stop(
+                    session=live_session, stopped_by=StoppedBy.AGENT, close_ticket=False, notify_botpress=False
+                )
+        finally:
+            connection.close()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    assert locked.wait(10)
+    started = time.monotonic()
+    try:
+        message_relay_to_agent(
+            integration=live_session.integration,
+            conversation_id="conv_1",
+            type="text",
+            payload={"text": "late"},
+            botpress_message_id="msg_late",
+        )
+    except Conflict as exc:
+        outcome["refused"] = exc.field
+    stopper.join()
+    assert outcome == {"refused": "conversationId"}
+    if connection.vendor == "postgresql":  # the unlocked read went ahead; the write waited
+        assert time.monotonic() - started >= 0.3
+    assert not Message.objects.filter(session=live_session, direction="to_agent").exists()
+    assert not Delivery.objects.filter(session=live_session, kind=DeliveryKind.MESSAGE_TO_AGENT).exists()
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_stop_hitl_racing_a_bot_message_ends_consistent(live_session, round_):
+    """Either the message was accepted before the stop (and is delivered) or it is refused."""
+    refused = []
+
+    def message():
+        try:
+            message_relay_to_agent(
+                integration=live_session.integration,
+                conversation_id="conv_1",
+                type="text",
+                payload={"text": "x"},
+                botpress_message_id="msg_race",
+            )
+        except Conflict:
+            refused.append(True)
+
+    _concurrently(
+        lambda: session_stop(
+            session=live_session, stopped_by=StoppedBy.BOTPRESS, close_ticket=True, notify_botpress=False
+        ),
+        message,
+    )
+    session = HitlSession.objects.get(pk=live_session.pk)
+    messages = Message.objects.filter(session=session, botpress_message_id="msg_race")
+    assert session.status == SessionStatus.STOPPED and len(refused) + messages.count() == 1
+    if messages.exists():
+        assert messages.get().created_at <= session.stopped_at and hasattr(messages.get(), "delivery")
 
 
 @pytest.mark.parametrize("round_", range(5))

@@ -31,7 +31,14 @@ from django.db.models import Exists, F, Model, OuterRef, Q
 from django.utils import timezone
 
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update, rows_update_params, rows_update_sql
+from hitl_gateway.compiled import (
+    CompiledQuery,
+    row_insert,
+    row_update,
+    rows_insert_linked,
+    rows_update_params,
+    rows_update_sql,
+)
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
 from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
@@ -50,6 +57,34 @@ def lane_for(*, session: HitlSession | None, direction: str, key: str = "") -> s
     return f"session:{session.pk}:{direction}" if session else f"{key}:{direction}"
 
 
+def _delivery_build(
+    *,
+    integration_id,
+    kind: str,
+    direction: str,
+    session: HitlSession | None,
+    message: Message | None,
+    payload: dict | None,
+    lane_key: str,
+    queue: str,
+) -> tuple[Delivery, dict]:
+    """An unsaved outbox row and what its INSERT computes (``parked``: see ``_lane_waiting_sql``)."""
+    now = timezone.now()
+    delivery = Delivery(
+        integration_id=integration_id,
+        session=session,
+        message=message,
+        lane=lane_for(session=session, direction=direction, key=lane_key),
+        direction=direction,
+        kind=kind,
+        payload=payload or {},
+        next_attempt_at=now,
+        retry_deadline=_retry_deadline(),
+        queue=queue,
+    )
+    return delivery, {"parked": (_lane_waiting_sql(), [delivery.lane, now])}
+
+
 def delivery_enqueue(
     *,
     integration_id,
@@ -65,22 +100,60 @@ def delivery_enqueue(
 
     ``queue``: the Celery queue whose relay runs it ('' = the default), chosen by the calling service.
     """
-    now = timezone.now()
-    delivery = Delivery(
+    delivery, computed = _delivery_build(
         integration_id=integration_id,
+        kind=kind,
+        direction=direction,
         session=session,
         message=message,
-        lane=lane_for(session=session, direction=direction, key=lane_key),
-        direction=direction,
-        kind=kind,
-        payload=payload or {},
-        next_attempt_at=now,
-        retry_deadline=_retry_deadline(),
+        payload=payload,
+        lane_key=lane_key,
         queue=queue,
     )
-    row_insert(delivery, computed={"parked": (_lane_waiting_sql(), [delivery.lane, now])})
+    row_insert(delivery, computed=computed)
     _ready_after_commit(delivery)
     return delivery
+
+
+def message_delivery_enqueue(
+    *,
+    message: Message,
+    kind: str,
+    payload: dict | None = None,
+    queue: str = "",
+    skip_conflicts: bool = False,
+    guard: tuple[str, Sequence] | None = None,
+    then: tuple[str, Sequence] | None = None,
+) -> bool | None:
+    """Write a new message and its outbox row in one statement (``rows_insert_linked``); the
+    relay is woken after COMMIT. The row's lane is the message's session and direction.
+
+    Returns True when both were written, False when ``skip_conflicts`` and the message's unique
+    index was taken (nothing written), None when ``guard`` found no row (nothing written).
+    ``guard`` and ``then`` need PostgreSQL: the caller states what the write depends on.
+    """
+    delivery, computed = _delivery_build(
+        integration_id=message.session.integration_id,
+        kind=kind,
+        direction=message.direction,
+        session=message.session,
+        message=None,
+        payload=payload,
+        lane_key="",
+        queue=queue,
+    )
+    written = rows_insert_linked(
+        message,
+        delivery,
+        link="message",
+        skip_conflicts=skip_conflicts,
+        computed=computed,
+        guard=guard,
+        then=then,
+    )
+    if written:
+        _ready_after_commit(delivery)
+    return written
 
 
 @functools.cache

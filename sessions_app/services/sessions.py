@@ -10,6 +10,7 @@ integration's ``BotpressSink``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from botpress.sink import MEDIA_URL_FIELDS
 from hitl_gateway import metrics
-from hitl_gateway.compiled import CompiledQuery, row_insert, row_update
+from hitl_gateway.compiled import CompiledQuery, row_update
 from outbound.http import UNREACHABLE, OutboundError
 from providers import provider_class
 from providers.base import AgentProfile, InboundEvent, MessagePart
@@ -48,7 +49,7 @@ from sessions_app.services.integrations import (
     integration_botpress_sink,
     integration_provider,
 )
-from sessions_app.services.outbox import delivery_enqueue
+from sessions_app.services.outbox import delivery_enqueue, message_delivery_enqueue
 
 log = structlog.get_logger(__name__)
 
@@ -280,7 +281,6 @@ _BOT_MESSAGE = CompiledQuery(
 )
 
 
-@transaction.atomic
 def message_relay_to_agent(
     *,
     integration: Integration,
@@ -297,46 +297,89 @@ def message_relay_to_agent(
     ``acknowledge``: once posted, tag the Botpress message with the help desk's id, as
     Botpress's integrations acknowledge the messages Botpress hands them (the wire protocol).
     Returns the message and whether it was new.
+
+    A message is written only while its session is open, as a stop sees it. On PostgreSQL the
+    message, its outbox row and the session's activity are one statement that locks the session
+    and checks its status again (``_open_session_sql``): two round trips in all with the session's
+    read, where a transaction of its own took five. Elsewhere the same, in a transaction that
+    reads the session locked.
     """
-    session = session_for_conversation(
-        integration=integration, conversation_id=conversation_id, lock=True, with_end_user=True
-    )
-    if session.status == SessionStatus.STOPPED:
-        existing = botpress_message_id and _BOT_MESSAGE.first(
-            session_id=session.pk, botpress_message_id=botpress_message_id
+    one_statement = connection.vendor == "postgresql"
+    with contextlib.nullcontext() if one_statement else transaction.atomic():
+        session = session_for_conversation(
+            integration=integration, conversation_id=conversation_id, lock=not one_statement, with_end_user=True
         )
-        if existing:  # sent again after the stop: it was accepted before
-            return existing, False
-        raise Conflict("The HITL session is stopped.", field="conversationId")
-    author, author_id = None, payload.get("userId") or sender_user_id
-    if author_id and author_id == session.end_user.botpress_user_id:
-        author = session.end_user  # the usual author: the session's own end user, already read
-    elif author_id:
-        author = EndUser.objects.filter(integration=integration, botpress_user_id=author_id).first()
-    if author is None and payload.get("userId"):
-        raise InvalidInput("Unknown user.", field="payload.userId")
-    message = Message(
-        session=session,
-        direction=Direction.TO_AGENT,
-        type=type,
-        payload=payload,
-        author_end_user=author,
-        botpress_message_id=botpress_message_id,
+        if session.status == SessionStatus.STOPPED:
+            return _message_after_stop(session=session, botpress_message_id=botpress_message_id)
+        author, author_id = None, payload.get("userId") or sender_user_id
+        if author_id and author_id == session.end_user.botpress_user_id:
+            author = session.end_user  # the usual author: the session's own end user, already read
+        elif author_id:
+            author = EndUser.objects.filter(integration=integration, botpress_user_id=author_id).first()
+        if author is None and payload.get("userId"):
+            raise InvalidInput("Unknown user.", field="payload.userId")
+        message = Message(
+            session=session,
+            direction=Direction.TO_AGENT,
+            type=type,
+            payload=payload,
+            author_end_user=author,
+            botpress_message_id=botpress_message_id,
+        )
+        touched = _activity_due(session)
+        # The same Botpress message again finds the unique index taken: no statement to look first.
+        written = message_delivery_enqueue(
+            message=message,
+            kind=DeliveryKind.MESSAGE_TO_AGENT,
+            payload={"acknowledge": True} if acknowledge and botpress_message_id else None,
+            queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
+            skip_conflicts=bool(botpress_message_id),
+            guard=(_open_session_sql(), [session.pk, SessionStatus.STOPPED]) if one_statement else None,
+            then=(_activity_touch_sql(), [touched]) if one_statement and touched else None,
+        )
+        if written is None:  # stopped since it was read
+            return _message_after_stop(session=session, botpress_message_id=botpress_message_id)
+        if not written:
+            return _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id), False
+        if touched:
+            session.last_activity_at = touched
+            if not one_statement:
+                row_update(session, ["last_activity_at"])
+        return message, True
+
+
+def _message_after_stop(*, session: HitlSession, botpress_message_id: str) -> tuple[Message, bool]:
+    """A bot message for a stopped session: the same Botpress message sent again after the stop
+    was accepted before (that message, not new); any other is refused (``Conflict``)."""
+    existing = botpress_message_id and _BOT_MESSAGE.first(
+        session_id=session.pk, botpress_message_id=botpress_message_id
     )
-    # The same Botpress message again finds the unique index taken: no statement to look first.
-    if row_insert(message, skip_conflicts=bool(botpress_message_id)) is None:
-        return _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id), False
-    delivery_enqueue(
-        integration_id=integration.pk,
-        kind=DeliveryKind.MESSAGE_TO_AGENT,
-        direction=Direction.TO_AGENT,
-        session=session,
-        message=message,
-        payload={"acknowledge": True} if acknowledge and botpress_message_id else None,
-        queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
+    if existing:
+        return existing, False
+    raise Conflict("The HITL session is stopped.", field="conversationId")
+
+
+@functools.cache
+def _open_session_sql() -> str:
+    """A bot message's guard (``rows_insert_linked``): its session, locked, if not stopped.
+    Parameters: the session's key and the stopped status. A stop locks the same row."""
+    quote = connection.ops.quote_name
+    meta = HitlSession._meta
+    table, key, status = quote(meta.db_table), quote(meta.pk.column), quote(meta.get_field("status").column)
+    return f"SELECT {key} FROM {table} WHERE {key} = %s AND {status} <> %s FOR NO KEY UPDATE"  # noqa: S608
+
+
+@functools.cache
+def _activity_touch_sql() -> str:
+    """In the same statement: the guarded session's last activity (parameter: the time), only
+    if the message was written (``_activity_record`` decides when it is due)."""
+    quote = connection.ops.quote_name
+    meta = HitlSession._meta
+    table, key, column = quote(meta.db_table), quote(meta.pk.column), quote(meta.get_field("last_activity_at").column)
+    return (
+        f"UPDATE {table} SET {column} = %s WHERE {key} IN (SELECT {key} FROM guard) "  # noqa: S608
+        "AND EXISTS (SELECT 1 FROM parent)"
     )
-    _activity_record(session)
-    return message, True
 
 
 # --- help desk → gateway --------------------------------------------------------------------
@@ -519,6 +562,15 @@ _REPLY_KNOWN = CompiledQuery(
 ACTIVITY_RESOLUTION = timedelta(seconds=1)
 
 
+def _activity_due(session: HitlSession) -> datetime | None:
+    """The time to record as the session's last activity for a message now, or None when it
+    need not be written (see ``_activity_record``)."""
+    now, last, warned = timezone.now(), session.last_activity_at, session.inactivity_warned_for
+    if last and timedelta(0) <= now - last < ACTIVITY_RESOLUTION and not (warned and warned >= last):
+        return None
+    return now
+
+
 def _activity_record(session: HitlSession) -> None:
     """A message went through the session now (the inactivity timers count from here).
 
@@ -526,11 +578,10 @@ def _activity_record(session: HitlSession) -> None:
     count minutes, and a burst of messages would otherwise write the session row for each. Always
     written after an inactivity warning for the last activity, which this message answers.
     """
-    now, last, warned = timezone.now(), session.last_activity_at, session.inactivity_warned_for
-    if last and timedelta(0) <= now - last < ACTIVITY_RESOLUTION and not (warned and warned >= last):
-        return
-    session.last_activity_at = now
-    row_update(session, ["last_activity_at"])
+    now = _activity_due(session)
+    if now is not None:
+        session.last_activity_at = now
+        row_update(session, ["last_activity_at"])
 
 
 def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: InboundEvent) -> Message | None:
@@ -571,16 +622,9 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         )
         for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
     ]
-    for message, _ in messages:
-        row_insert(message)
-    for message, media in messages:
-        delivery_enqueue(
-            integration_id=session.integration_id,
-            kind=DeliveryKind.MESSAGE_TO_USER,
-            direction=Direction.TO_USER,
-            session=session,
-            message=message,
-            payload={"media": media} if media else None,
+    for message, media in messages:  # each part and its outbox row in one statement
+        message_delivery_enqueue(
+            message=message, kind=DeliveryKind.MESSAGE_TO_USER, payload={"media": media} if media else None
         )
     _activity_record(session)
     first = messages[0][0]
