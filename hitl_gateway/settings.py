@@ -389,4 +389,4 @@ LOGGING = {
 
 from hitl_gateway.logging import configure_structlog  # noqa: E402
 
-configure_structlog(json=LOG_JSON)
+configure_structlog(json=LOG_JSON, level=LOG_LEVEL)

@@ -375,3 +375,34 @@ def test_outbound_request_paths_are_not_logged_at_debug(all_logs, httpserver, mo
     )
     assert len(httpserver.log) == 1
     assert webhook_id not in all_logs.getvalue(), all_logs.getvalue()
+
+
+def test_structlog_drops_a_line_below_the_log_level_before_any_processor(monkeypatch):
+    """At ``HITL_LOG_LEVEL=WARNING`` an info line costs nothing: it never reaches the redaction
+    or the renderer, which the stdlib's own level check would only have skipped afterwards."""
+    import structlog
+    from django.conf import settings
+
+    from hitl_gateway import logging as gateway_logging
+
+    seen = []
+
+    def spy(logger, name, event):
+        seen.append((name, event["event"]))
+        return event
+
+    monkeypatch.setattr(gateway_logging, "redact_secrets", spy)
+    try:
+        gateway_logging.configure_structlog(json=True, level="warning")
+        log = structlog.get_logger("test_level_filter")
+        log.info("not.written", token="s3cret")
+        log.warning("written")
+        assert seen == [("warning", "written")]
+        seen.clear()
+        gateway_logging.configure_structlog(json=True, level="DEBUG")  # never below INFO, as before
+        log = structlog.get_logger("test_level_filter_debug")
+        log.debug("not.written")
+        log.info("written")
+        assert seen == [("info", "written")]
+    finally:
+        gateway_logging.configure_structlog(json=settings.LOG_JSON, level=settings.LOG_LEVEL)
