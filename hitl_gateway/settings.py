@@ -331,8 +331,11 @@ HITL = {
     # Any request body larger than this gets 413 before it is read (every endpoint, admin too).
     "MAX_REQUEST_BODY_BYTES": env.int("HITL_MAX_REQUEST_BODY_BYTES", 4 * 1024 * 1024),
     # A web process tells the workers "webhooks are ready" at most once per this many seconds
-    # (the stored row is the hand-off; services.webhooks.ReadySignal). 0: once per webhook.
+    # (the stored row is the hand-off; services.relay.ReadySignal). 0: once per webhook.
     "WEBHOOK_SIGNAL_SECONDS": env.float("HITL_WEBHOOK_SIGNAL_SECONDS", 0.02),
+    # Likewise each process rings a queue's relay for new outbox rows at most once per this
+    # many seconds, off the writer's thread (services.outbox.outbox_ring). 0: at each commit.
+    "OUTBOX_RING_SECONDS": env.float("HITL_OUTBOX_RING_SECONDS", 0.02),
     # The ack path keeps each integration it verified against in memory this many seconds
     # (services.webhooks.AckIntegrations): a deactivation reaches it that late. 0: read each time.
     "ACK_INTEGRATION_SECONDS": env.float("HITL_ACK_INTEGRATION_SECONDS", 2.0),

@@ -13,3 +13,7 @@ from cryptography.fernet import Fernet
 os.environ.setdefault("HITL_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
 from hitl_gateway.settings import *  # noqa: F403
+
+# In-process tests see an outbox row's ring at its commit, on the test's own thread and
+# connection (inside its transaction); the processes they start ring as deployed.
+HITL = HITL | {"OUTBOX_RING_SECONDS": 0.0}  # noqa: F405

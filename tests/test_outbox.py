@@ -142,6 +142,33 @@ def test_a_lost_relay_message_lets_the_next_write_ring(session, monkeypatch, dja
     assert sent == ["", ""], "a ring whose message failed is reset, not left on"
 
 
+def test_a_burst_of_outbox_rows_rings_once_per_interval_off_the_writers_thread(
+    session, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """Each committed row asks its queue's relay to be rung; the process's signal thread rings
+    at most once per ``OUTBOX_RING_SECONDS``, and a ring always follows the last commit."""
+    settings.HITL = settings.HITL | {"OUTBOX_RING_SECONDS": 0.05}
+    rings: list[tuple[str, float, str]] = []
+    monkeypatch.setattr(outbox, "_RINGS", {})
+    monkeypatch.setattr(
+        outbox, "_ring_now", lambda *, queue: rings.append((queue, time.monotonic(), threading.current_thread().name))
+    )
+    started = time.monotonic()
+    while time.monotonic() - started < 0.25:
+        with django_capture_on_commit_callbacks(execute=True):
+            _enqueue(session)
+        last_commit = time.monotonic()
+        time.sleep(0.002)
+    deadline = time.monotonic() + 2
+    while (not rings or rings[-1][1] < last_commit) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writes = Delivery.objects.count()
+    assert writes > 30 and 1 <= len(rings) <= 10, (writes, len(rings))
+    assert rings[-1][1] >= last_commit, "a ring started after the last commit"
+    assert {queue for queue, _, _ in rings} == {""}
+    assert threading.current_thread().name not in {name for _, _, name in rings}
+
+
 def test_one_claim_takes_the_heads_of_many_lanes(session, relayed):
     sessions = [session] + [
         HitlSession.objects.create(

@@ -12,10 +12,13 @@ import time
 import uuid
 from datetime import timedelta
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
 from sessions_app.models import Message, WebhookEvent, WebhookStatus
 from sessions_app.services import webhooks
+from sessions_app.services.relay import ReadySignal
 from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the fixture
 
 
@@ -127,6 +130,53 @@ def test_the_ready_signal_with_no_interval_sends_in_the_callers_thread():
     signal = webhooks.ReadySignal(send=lambda: threads.append(threading.current_thread()), interval=lambda: 0)
     signal.ring()
     assert threads == [threading.current_thread()]
+
+
+def _wait(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ready_signal_opens_a_new_connection_after_one_the_server_dropped():
+    """The signal's thread outlives any request: a connection the server dropped (a restart)
+    fails one send, and the next send opens a new one instead of failing for good."""
+    backends: list[int] = []
+
+    def send():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backends.append(cursor.fetchone()[0])
+        if len(backends) == 2:
+            connection.close()  # the test database is dropped at the end
+
+    signal = ReadySignal(send=send, interval=lambda: 0.01)
+    signal.ring()
+    assert _wait(lambda: len(backends) == 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backends[0]])
+    time.sleep(0.05)
+    signal.ring()  # fails on the dropped connection (logged)
+    time.sleep(0.1)
+    signal.ring()
+    assert _wait(lambda: len(backends) == 2), "a new connection after the failed send"
+    assert backends[1] != backends[0]
+
+
+def test_a_ring_still_pending_at_exit_is_sent_then():
+    sends: list[str] = []
+    signal = ReadySignal(send=lambda: sends.append(threading.current_thread().name), interval=lambda: 30)
+    signal.ring()
+    assert _wait(lambda: len(sends) == 1)  # at once; the thread then rests 30 s
+    signal.ring()
+    time.sleep(0.05)
+    assert len(sends) == 1
+    signal._flush()  # what the interpreter's exit runs
+    assert sends[1] == threading.current_thread().name
+    signal._flush()
+    assert len(sends) == 2, "nothing pending, nothing sent"
 
 
 def test_the_relay_sees_every_queue_head_but_one_waiting_for_its_retry(scene, client, monkeypatch):  # noqa: F811

@@ -41,7 +41,7 @@ from hitl_gateway.compiled import (
 )
 from outbound.http import OutboundError, PermanentError, RetryableError
 from sessions_app.models import Delivery, DeliveryAttempt, DeliveryKind, DeliveryStatus, HitlSession, Message
-from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
+from sessions_app.services.relay import ReadySignal, Source, relay_doorbell, relay_run, relay_send, relay_wake
 
 log = structlog.get_logger(__name__)
 
@@ -217,8 +217,33 @@ def _retry_deadline():
     return timezone.now() + timedelta(seconds=settings.HITL["DELIVERY_RETRY_BUDGET_SECONDS"])
 
 
+_RINGS: dict[str, ReadySignal] = {}
+_RINGS_LOCK = threading.Lock()
+
+
 def outbox_ring(*, queue: str) -> None:
-    """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell)."""
+    """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell).
+
+    The doorbell's statement (and the message, when it turns the doorbell on) runs on the
+    process's signal thread for that queue, at most once per ``HITL["OUTBOX_RING_SECONDS"]``
+    (``ReadySignal``; 0: at once, in the caller's thread). Why: on the web tier it was the bot
+    message's fourth round trip, on the request's thread, though the doorbell is on nearly
+    always under load; a burst of writes now rings once.
+    """
+    signal = _RINGS.get(queue)
+    if signal is None:
+        with _RINGS_LOCK:
+            signal = _RINGS.setdefault(
+                queue,
+                ReadySignal(
+                    send=functools.partial(_ring_now, queue=queue),
+                    interval=lambda: settings.HITL["OUTBOX_RING_SECONDS"],
+                ),
+            )
+    signal.ring()
+
+
+def _ring_now(*, queue: str) -> None:
     relay_wake(name=relay_doorbell(queue), send=lambda: _relay_send(queue=queue))
 
 

@@ -21,7 +21,9 @@ commits after it rings again. A lost message only delays work until the sweeper 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -85,19 +87,82 @@ def relay_threads_stop() -> None:
 
 
 def _on_thread(execute: Callable[[Any], Any], item: Any) -> Any:
-    """Run one item on a pool thread, then drop the thread's connection if it is spoiled or old.
-
-    Django's ``close_old_connections`` would ping the server before every item (health checks);
-    here a connection is kept until a database error touched it or ``CONN_MAX_AGE`` ran out.
-    """
+    """Run one item on a pool thread, then drop the thread's connection if it is spoiled or old."""
     try:
         return execute(item)
     finally:
-        for conn in connections.all(initialized_only=True):
-            if conn.connection is None or conn.in_atomic_block:
-                continue
-            if conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at):
-                conn.close()
+        _connections_tidy()
+
+
+def _connections_tidy() -> None:
+    """Close this thread's connections that a database error touched or ``CONN_MAX_AGE`` ended.
+
+    For threads that outlive a request or a task (the relay's pool, ``ReadySignal``): Django's
+    ``close_old_connections`` would ping the server before every use (health checks); here a
+    connection is kept until it is spoiled or old, and the next use opens a new one.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        if conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at):
+            conn.close()
+
+
+class ReadySignal:
+    """Call ``send`` after a ``ring()``, at most once per ``interval()`` seconds per process.
+
+    ``ring()`` only sets a flag; a daemon thread of this process (started on first use, again
+    after a fork) clears it, then calls ``send``, then sleeps ``interval`` seconds. A ring
+    after the clear leads to another send, so every ring is followed by a send that started
+    after it: rung after a commit, the send (a doorbell's ring) sees the committed rows. At
+    hundreds of rings a second a process then sends at most 1/interval times, and no caller
+    waits for the database or the broker. ``interval`` 0 sends at once, in the caller's thread.
+
+    The thread keeps a database connection across sends and drops it when a send spoiled it
+    (the server restarted, say), so the next send opens a new one rather than failing on it
+    forever. A ring still pending when the interpreter exits is sent then (a management
+    command's); a process killed outright leaves it to the sweeper.
+    """
+
+    def __init__(self, send: Callable[[], None], interval: Callable[[], float]) -> None:
+        self._send, self._interval = send, interval
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+        atexit.register(self._flush)
+
+    def _reset(self) -> None:
+        self._wanted, self._lock, self._thread_pid = threading.Event(), threading.Lock(), None
+
+    def ring(self) -> None:
+        if self._interval() <= 0:
+            self._send()
+            return
+        self._wanted.set()
+        if self._thread_pid != os.getpid():
+            with self._lock:
+                if self._thread_pid != os.getpid():
+                    threading.Thread(target=self._run, name="ready-signal", daemon=True).start()
+                    self._thread_pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            self._send_once()
+            time.sleep(self._interval())
+
+    def _send_once(self) -> None:
+        try:
+            self._send()
+        except Exception:  # the sweeper finds what a lost signal left
+            log.exception("relay.ready_signal_failed")
+        finally:
+            _connections_tidy()
+
+    def _flush(self) -> None:
+        if self._wanted.is_set():
+            self._wanted.clear()
+            self._send_once()
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ which sends one relay message per burst; the relay applies every due ticket queu
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -51,7 +50,7 @@ from sessions_app.models import (
 )
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
 from sessions_app.services.outbox import outbox_rings_coalesced
-from sessions_app.services.relay import Source, relay_doorbell, relay_run, relay_send, relay_wake
+from sessions_app.services.relay import ReadySignal, Source, relay_doorbell, relay_run, relay_send, relay_wake
 from sessions_app.services.sessions import TRANSIENT_ERRORS, BatchReads, EventFailed, session_events_apply
 
 log = structlog.get_logger(__name__)
@@ -258,48 +257,6 @@ def webhook_event_insert(*, fields: Mapping) -> int | None:
     """
     event = WebhookEvent(**fields)
     return run_unpinged(lambda: row_insert(event, skip_conflicts=True))
-
-
-class ReadySignal:
-    """Tell the workers "webhooks are ready", at most once per interval per process.
-
-    ``ring()`` only sets a flag; a daemon thread of this process (started on first use, again
-    after a fork) clears it, then calls ``send``, then sleeps ``interval`` seconds. A ring
-    after the clear leads to another send, so every committed webhook is followed by a send
-    that started after its commit: the worker that takes it sees the row (and one that finds
-    a queue busy leaves it to the worker holding it, which carries on after its commit). At
-    700 webhooks/s a web process then sends at most 1/interval messages instead of 700, and no
-    request waits for the broker. ``interval`` 0 sends at once, in the caller's thread.
-    """
-
-    def __init__(self, send: Callable[[], None], interval: Callable[[], float]) -> None:
-        self._send, self._interval = send, interval
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._wanted, self._lock, self._thread_pid = threading.Event(), threading.Lock(), None
-
-    def ring(self) -> None:
-        if self._interval() <= 0:
-            self._send()
-            return
-        self._wanted.set()
-        if self._thread_pid != os.getpid():
-            with self._lock:
-                if self._thread_pid != os.getpid():
-                    threading.Thread(target=self._run, name="webhooks-ready", daemon=True).start()
-                    self._thread_pid = os.getpid()
-
-    def _run(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            try:
-                self._send()
-            except Exception:  # the sweeper finds what a lost signal left
-                log.exception("webhook.ready_signal_failed")
-            time.sleep(self._interval())
 
 
 READY = ReadySignal(
