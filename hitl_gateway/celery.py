@@ -4,7 +4,14 @@ import os
 
 from celery import Celery, bootsteps
 from celery.fixups.django import DjangoFixup
-from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from hitl_gateway.logging import redaction_install
 
@@ -77,6 +84,15 @@ def _django_worker_fixup():
         if isinstance(fixup, DjangoFixup):
             return fixup.worker_fixup
     return None
+
+
+@worker_process_shutdown.connect
+def _ready_signals_flush(**_kwargs) -> None:
+    """A pool process ends through ``os._exit``, which skips ``atexit``: send its pending rings
+    now (``ReadySignal``), or the rows they announce would wait for the sweeper."""
+    from sessions_app.services.relay import ready_signals_flush
+
+    ready_signals_flush()
 
 
 @worker_init.connect

@@ -212,6 +212,9 @@ def test_a_bot_message_is_its_sessions_read_and_one_write(client, session):
         client.post(f"{client.base}/channels/hitl/messages", {**body, "messageId": "msg_2"}, format="json")
     assert 'UPDATE "sessions_app_hitlsession"' not in captured.captured_queries[-1]["sql"]
     assert session.messages.count() == session.deliveries.count() == 2
+    # Behind a pending head no worker runs, yet not parked: the statement's snapshot predates
+    # its wait for the session's lock (``message_delivery_enqueue``).
+    assert [d.parked for d in session.deliveries.order_by("pk")] == [False, False]
 
 
 def test_a_session_stopped_after_its_read_takes_no_new_message(client, session, monkeypatch):

@@ -405,4 +405,5 @@ def test_structlog_drops_a_line_below_the_log_level_before_any_processor(monkeyp
         log.info("written")
         assert seen == [("info", "written")]
     finally:
+        monkeypatch.undo()  # the real redaction back before the loggers are configured again
         gateway_logging.configure_structlog(json=settings.LOG_JSON, level=settings.LOG_LEVEL)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import random
 import threading
 import time
@@ -131,6 +132,12 @@ def message_delivery_enqueue(
     Returns True when both were written, False when ``skip_conflicts`` and the message's unique
     index was taken (nothing written), None when ``guard`` found no row (nothing written).
     ``guard`` and ``then`` need PostgreSQL: the caller states what the write depends on.
+
+    With a ``guard`` the row is never parked: the statement's snapshot is taken before the
+    guard waits for its lock, so "a pending head no worker runs" could be seen of a head that
+    is settled by the time this row commits, unable to unpark a row it cannot see, which would
+    then wait for the sweeper. Unparked, the row is only passed over by the claim's scan until
+    it is its lane's head (``_lane_waiting_sql``).
     """
     delivery, computed = _delivery_build(
         integration_id=message.session.integration_id,
@@ -147,7 +154,7 @@ def message_delivery_enqueue(
         delivery,
         link="message",
         skip_conflicts=skip_conflicts,
-        computed=computed,
+        computed={} if guard else computed,
         guard=guard,
         then=then,
     )
@@ -219,6 +226,14 @@ def _retry_deadline():
 
 _RINGS: dict[str, ReadySignal] = {}
 _RINGS_LOCK = threading.Lock()
+
+
+def _rings_lock_reset() -> None:
+    global _RINGS_LOCK
+    _RINGS_LOCK = threading.Lock()  # a fork may have copied it held
+
+
+os.register_at_fork(after_in_child=_rings_lock_reset)
 
 
 def outbox_ring(*, queue: str) -> None:

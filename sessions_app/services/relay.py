@@ -26,10 +26,11 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from django.conf import settings
@@ -120,18 +121,24 @@ class ReadySignal:
 
     The thread keeps a database connection across sends and drops it when a send spoiled it
     (the server restarted, say), so the next send opens a new one rather than failing on it
-    forever. A ring still pending when the interpreter exits is sent then (a management
-    command's); a process killed outright leaves it to the sweeper.
+    forever; should the thread end anyway, the next ring starts another. At the interpreter's
+    exit (a management command) and at a Celery pool process's shutdown (``ready_signals_flush``)
+    a send under way is waited for and a ring still pending is sent; a process killed outright
+    leaves it to the sweeper.
     """
+
+    _all: ClassVar[weakref.WeakSet[ReadySignal]] = weakref.WeakSet()
 
     def __init__(self, send: Callable[[], None], interval: Callable[[], float]) -> None:
         self._send, self._interval = send, interval
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
-        atexit.register(self._flush)
+        ReadySignal._all.add(self)
+        atexit.register(self.flush)
 
     def _reset(self) -> None:
         self._wanted, self._lock, self._thread_pid = threading.Event(), threading.Lock(), None
+        self._sending = threading.Lock()  # held from a clear to the end of its send
 
     def ring(self) -> None:
         if self._interval() <= 0:
@@ -141,28 +148,48 @@ class ReadySignal:
         if self._thread_pid != os.getpid():
             with self._lock:
                 if self._thread_pid != os.getpid():
+                    self._thread_pid = os.getpid()  # before the start: a thread that ends at once resets it
                     threading.Thread(target=self._run, name="ready-signal", daemon=True).start()
-                    self._thread_pid = os.getpid()
 
     def _run(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            self._send_once()
-            time.sleep(self._interval())
+        try:
+            while True:
+                self._wanted.wait()
+                with self._sending:
+                    self._wanted.clear()
+                    self._send_once()
+                time.sleep(self._interval())
+        finally:
+            with self._lock:
+                self._thread_pid = None  # the next ring starts another thread
 
     def _send_once(self) -> None:
         try:
             self._send()
         except Exception:  # the sweeper finds what a lost signal left
-            log.exception("relay.ready_signal_failed")
+            with contextlib.suppress(Exception):
+                log.exception("relay.ready_signal_failed")
         finally:
-            _connections_tidy()
+            with contextlib.suppress(Exception):
+                _connections_tidy()
 
-    def _flush(self) -> None:
-        if self._wanted.is_set():
-            self._wanted.clear()
-            self._send_once()
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait for a send under way, then send a ring still pending (a process about to end)."""
+        if not self._sending.acquire(timeout=timeout):
+            return
+        try:
+            if self._wanted.is_set():
+                self._wanted.clear()
+                self._send_once()
+        finally:
+            self._sending.release()
+
+
+def ready_signals_flush() -> None:
+    """Flush every ``ReadySignal`` of this process: for an end that skips ``atexit`` (a Celery
+    pool process leaves through ``os._exit``)."""
+    for signal in list(ReadySignal._all):
+        signal.flush()
 
 
 @dataclass(frozen=True)

@@ -376,8 +376,9 @@ def _activity_touch_sql() -> str:
     quote = connection.ops.quote_name
     meta = HitlSession._meta
     table, key, column = quote(meta.db_table), quote(meta.pk.column), quote(meta.get_field("last_activity_at").column)
+    # GREATEST: two messages at once read the session unlocked; the later time stays.
     return (
-        f"UPDATE {table} SET {column} = %s WHERE {key} IN (SELECT {key} FROM guard) "  # noqa: S608
+        f"UPDATE {table} SET {column} = GREATEST({column}, %s) WHERE {key} IN (SELECT {key} FROM guard) "  # noqa: S608
         "AND EXISTS (SELECT 1 FROM parent)"
     )
 
