@@ -297,7 +297,9 @@ def rows_insert_linked(
     - ``guard``: (a ``SELECT`` returning at most one row, its parameters), for example a row to
       lock (``FOR NO KEY UPDATE``) whose state the write depends on. PostgreSQL checks a locked
       row's condition again on its newest version, so a concurrent change committed first is
-      seen; one committed later waits for this statement.
+      seen; one committed later waits for this statement. Only that row is read again after a
+      wait: the rest of the statement (a computed value's read) sees the rows as they were
+      when it began.
     - the parent's ``INSERT … SELECT`` (from the guard's row, when there is a guard), then the
       child's from the parent's new row, so no parent means no child;
     - ``then``: (an ``UPDATE`` or ``INSERT``, its parameters) run in the same statement; it may
