@@ -152,8 +152,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     # Reuse connections across requests (a new PostgreSQL connection costs milliseconds per
-    # request); health checks drop a connection the server has closed meanwhile.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", 60)
+    # request); health checks drop a connection the server has closed meanwhile. Ten minutes,
+    # not one: every thread's connection ending at once (its age) was a wave of new server
+    # processes with cold caches and statements to prepare again, about half of PostgreSQL's
+    # extra CPU per relay in the flat-cost phase of ``make bench`` (DJANGO_CONN_MAX_AGE=60 vs 600).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", 600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if env.bool("HITL_DB_PREPARED_STATEMENTS", True):
         # Server-side binding, and psycopg prepares a statement run 5 times on a connection:
