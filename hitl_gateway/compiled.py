@@ -441,12 +441,7 @@ def rows_update_sql(model: type[Model], fields: Sequence[str], count: int, *, gu
         quote = connection.ops.quote_name
         targets = [meta.get_field(name) for name in fields]
         table, key = quote(meta.db_table), quote(meta.pk.column)
-        # A string column's type without its length: a cast to varchar(n) would cut a longer
-        # value silently, where the assignment refuses it as ``save`` does.
-        casts = [
-            meta.pk.db_type(connection),
-            *("varchar" if isinstance(f, models.CharField) else f.db_type(connection) for f in targets),
-        ]
+        casts = [meta.pk.db_type(connection), *(_cast(f) for f in targets)]
         row = "(" + ", ".join(f"%s::{cast}" for cast in (["bigint"] if guard else []) + casts) + ")"
         names = ", ".join(quote(f.column) for f in targets)
         sql = (

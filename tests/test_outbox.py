@@ -149,7 +149,7 @@ def test_a_burst_of_outbox_rows_rings_once_per_interval_off_the_writers_thread(
     at most once per ``OUTBOX_RING_SECONDS``, and a ring always follows the last commit."""
     settings.HITL = settings.HITL | {"OUTBOX_RING_SECONDS": 0.05}
     rings: list[tuple[str, float, str]] = []
-    monkeypatch.setattr(outbox, "_RINGS", {})
+    outbox._ring_signal.cache_clear()
     monkeypatch.setattr(
         outbox, "_ring_now", lambda *, queue: rings.append((queue, time.monotonic(), threading.current_thread().name))
     )

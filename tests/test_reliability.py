@@ -230,6 +230,16 @@ def test_stop_hitl_racing_an_agent_reply_ends_consistent(live_session, round_):
     ).exists()
 
 
+def _bot_message(session, message_id):
+    return message_relay_to_agent(
+        integration=session.integration,
+        conversation_id=session.botpress_conversation_id,
+        type="text",
+        payload={"text": message_id},
+        botpress_message_id=message_id,
+    )
+
+
 def test_a_bot_message_waits_for_a_stop_holding_its_session_and_is_then_refused(live_session):
     """The bot message's one statement locks the session: while a stop holds it, the message
     waits, then sees the session stopped and is refused, and nothing of it is written."""
@@ -253,13 +263,7 @@ def test_a_bot_message_waits_for_a_stop_holding_its_session_and_is_then_refused(
     assert locked.wait(10)
     started = time.monotonic()
     try:
-        message_relay_to_agent(
-            integration=live_session.integration,
-            conversation_id="conv_1",
-            type="text",
-            payload={"text": "late"},
-            botpress_message_id="msg_late",
-        )
+        _bot_message(live_session, "msg_late")
     except Conflict as exc:
         outcome["refused"] = exc.field
     stopper.join()
@@ -277,13 +281,7 @@ def test_stop_hitl_racing_a_bot_message_ends_consistent(live_session, round_):
 
     def message():
         try:
-            message_relay_to_agent(
-                integration=live_session.integration,
-                conversation_id="conv_1",
-                type="text",
-                payload={"text": "x"},
-                botpress_message_id="msg_race",
-            )
+            _bot_message(live_session, "msg_race")
         except Conflict:
             refused.append(True)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import random
 import threading
 import time
@@ -224,18 +223,6 @@ def _retry_deadline():
     return timezone.now() + timedelta(seconds=settings.HITL["DELIVERY_RETRY_BUDGET_SECONDS"])
 
 
-_RINGS: dict[str, ReadySignal] = {}
-_RINGS_LOCK = threading.Lock()
-
-
-def _rings_lock_reset() -> None:
-    global _RINGS_LOCK
-    _RINGS_LOCK = threading.Lock()  # a fork may have copied it held
-
-
-os.register_at_fork(after_in_child=_rings_lock_reset)
-
-
 def outbox_ring(*, queue: str) -> None:
     """Tell the relay of ``queue`` that committed work is ready: one message per burst (doorbell).
 
@@ -245,17 +232,13 @@ def outbox_ring(*, queue: str) -> None:
     message's fourth round trip, on the request's thread, though the doorbell is on nearly
     always under load; a burst of writes now rings once.
     """
-    signal = _RINGS.get(queue)
-    if signal is None:
-        with _RINGS_LOCK:
-            signal = _RINGS.setdefault(
-                queue,
-                ReadySignal(
-                    send=functools.partial(_ring_now, queue=queue),
-                    interval=lambda: settings.HITL["OUTBOX_RING_SECONDS"],
-                ),
-            )
-    signal.ring()
+    _ring_signal(queue).ring()
+
+
+@functools.cache
+def _ring_signal(queue: str) -> ReadySignal:
+    """The process's signal for ``queue`` (two made at once by a race would both ring right)."""
+    return ReadySignal(send=lambda: _ring_now(queue=queue), interval=lambda: settings.HITL["OUTBOX_RING_SECONDS"])
 
 
 def _ring_now(*, queue: str) -> None:

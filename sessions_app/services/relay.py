@@ -134,7 +134,6 @@ class ReadySignal:
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
         ReadySignal._all.add(self)
-        atexit.register(self.flush)
 
     def _reset(self) -> None:
         self._wanted, self._lock, self._thread_pid = threading.Event(), threading.Lock(), None
@@ -186,10 +185,13 @@ class ReadySignal:
 
 
 def ready_signals_flush() -> None:
-    """Flush every ``ReadySignal`` of this process: for an end that skips ``atexit`` (a Celery
-    pool process leaves through ``os._exit``)."""
+    """Flush every ``ReadySignal`` of this process: at the interpreter's exit, and where an end
+    skips ``atexit`` (a Celery pool process leaves through ``os._exit``)."""
     for signal in list(ReadySignal._all):
         signal.flush()
+
+
+atexit.register(ready_signals_flush)
 
 
 @dataclass(frozen=True)

@@ -326,7 +326,7 @@ def message_relay_to_agent(
             author_end_user=author,
             botpress_message_id=botpress_message_id,
         )
-        touched = _activity_due(session)
+        touched = _activity_due(session) if one_statement else None
         # The same Botpress message again finds the unique index taken: no statement to look first.
         written = message_delivery_enqueue(
             message=message,
@@ -335,7 +335,7 @@ def message_relay_to_agent(
             queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
             skip_conflicts=bool(botpress_message_id),
             guard=(_open_session_sql(), [session.pk, SessionStatus.STOPPED]) if one_statement else None,
-            then=(_activity_touch_sql(), [touched]) if one_statement and touched else None,
+            then=(_activity_touch_sql(), [touched]) if touched else None,
         )
         if written is None:  # stopped since it was read
             return _message_after_stop(session=session, botpress_message_id=botpress_message_id)
@@ -343,8 +343,8 @@ def message_relay_to_agent(
             return _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id), False
         if touched:
             session.last_activity_at = touched
-            if not one_statement:
-                row_update(session, ["last_activity_at"])
+        elif not one_statement:
+            _activity_record(session)
         return message, True
 
 
