@@ -5,13 +5,15 @@ statements, one relay ring per batch, and no help-desk call made twice."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection, reset_queries
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from providers.base import AgentProfile
-from sessions_app.models import Delivery, DeliveryKind, Message, WebhookEvent, WebhookStatus
+from sessions_app.models import Delivery, DeliveryKind, HitlSession, Message, WebhookEvent, WebhookStatus
 from sessions_app.services import outbox, webhooks
 from tests.test_inbound_webhooks import scene, send, trigger  # noqa: F401 - the fixture
 
@@ -283,3 +285,60 @@ def test_a_batch_reads_its_session_and_agent_once_and_again_after_a_stop(scene, 
     assert _relayed(scene) == [f"reply {n}" for n in range(6)], "nothing relayed after the stop"
     scene.refresh_from_db()
     assert scene.status == "stopped"
+
+
+def _head_reads(captured) -> int:
+    """Statements that read a ticket queue's head (``_QUEUE_HEAD``: one id, the queue's first)."""
+    return sum(
+        1
+        for query in captured.captured_queries
+        if query["sql"].startswith('SELECT "sessions_app_webhookevent"."id" AS "id" FROM') and "LIMIT 1" in query["sql"]
+    )
+
+
+def test_a_relayed_drain_that_empties_its_queue_reads_no_next_head(scene, client):  # noqa: F811
+    """The relay claims the queues' heads again once a drain is settled: a drain whose batch
+    held the whole queue leaves a webhook accepted since to that claim, and reads no head of
+    its own (it nearly always finds none). A drain outside the relay (a task) still does."""
+    events = _queue(client, scene, 2)
+    head = (events[0].pk, scene.integration.pk, "42")
+    later: list[WebhookEvent] = []
+    original = webhooks._webhook_event_apply
+
+    def apply_then_accept_another(event, **kwargs):
+        original(event, **kwargs)
+        if not later:  # accepted after the batch was locked
+            later.extend(_queue(client, scene, 1, start=50)[-1:])
+
+    webhooks._webhook_event_apply = apply_then_accept_another
+    try:
+        with CaptureQueriesContext(connection) as relayed:
+            assert webhooks._queue_drain(head, seconds=1.0, relayed=True) == 2
+    finally:
+        webhooks._webhook_event_apply = original
+    assert _head_reads(relayed) == 0
+    assert WebhookEvent.objects.get(pk=later[0].pk).status == WebhookStatus.ACCEPTED
+    source = webhooks.webhook_source()
+    assert [claimed[0] for claimed in source.claim(4, set())] == [later[0].pk], "the relay's next claim finds it"
+    assert source.execute(source.claim(4, set())[0]) == 1
+    assert _relayed(scene) == ["reply 0", "reply 1", "reply 50"]
+
+    more = _queue(client, scene, 1, start=60)
+    with CaptureQueriesContext(connection) as task:
+        assert webhooks.webhook_queue_drain(webhook_event_id=more[-1].pk) == 1
+    assert _head_reads(task) == 1, "the task reads the queue's next head"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement write needs PostgreSQL")
+def test_an_agent_reply_marks_the_session_activity_in_its_own_insert(scene, client):  # noqa: F811
+    first = _queue(client, scene, 1)
+    assert webhooks.webhook_queue_drain(webhook_event_id=first[0].pk) == 1  # assigns the agent
+    HitlSession.objects.filter(pk=scene.pk).update(last_activity_at=timezone.now() - timedelta(hours=1))
+    events = _queue(client, scene, 1, start=1)
+    with CaptureQueriesContext(connection) as captured:
+        assert webhooks.webhook_queue_drain(webhook_event_id=events[-1].pk) == 1
+    scene.refresh_from_db()
+    message = Message.objects.filter(session=scene).latest("id")
+    assert abs(scene.last_activity_at - message.created_at) < timedelta(seconds=1), "marked with the reply"
+    session_writes = [q["sql"] for q in captured.captured_queries if 'UPDATE "sessions_app_hitlsession"' in q["sql"]]
+    assert len(session_writes) == 1 and session_writes[0].startswith("WITH parent AS (INSERT"), session_writes

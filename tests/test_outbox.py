@@ -606,3 +606,53 @@ def test_rate_limit_waits_do_not_grow_the_backoff(session, scheduled, executor, 
     Delivery.objects.filter(pk=paced.pk).update(payload={"n": 1, "fail": "retry"}, next_attempt_at=timezone.now())
     outbox.lane_drain(delivery_id=paced.pk)
     assert scheduled[-1][1] >= 300, "without Retry-After the backoff applies"
+
+
+@pytest.mark.parametrize("fed", [True, False])
+def test_a_source_that_feeds_another_has_it_asked_again_at_once(fed, monkeypatch, relay_threads, settings):
+    """An applied webhook is an outbox row: the outbox is asked right after the apply settles,
+    not after its rest, even while other items run (``Source.feeds``)."""
+    settings.HITL = settings.HITL | {"RELAY_THREADS": 4}
+    monkeypatch.setattr(relay, "IDLE_SOURCE_SECONDS", 5.0)  # a rest far longer than the test
+    fed_work, slow_may_end, asked = threading.Event(), threading.Event(), []
+
+    def once(item):
+        taken = []
+        return lambda limit, running: [] if taken else (taken.append(item) or [item])
+
+    def fed_claim(limit, running):
+        asked.append(time.monotonic())
+        if fed_work.is_set() and not slow_may_end.is_set():
+            slow_may_end.set()  # claimed: the slow item may end
+            return ["x"]
+        return []
+
+    def feeder_run(item):
+        fed_work.set()  # what the feeder committed is the fed source's work
+        return 1
+
+    noop = lambda finished: None  # noqa: E731
+    sources = [
+        relay.Source(name="fed", claim=fed_claim, lane_of=str, execute=lambda item: True, settle=noop),
+        relay.Source(name="slow", claim=once("s"), lane_of=str, execute=lambda item: slow_may_end.wait(3), settle=noop),
+        relay.Source(
+            name="feeder", claim=once("f"), lane_of=str, execute=feeder_run, settle=noop, feeds=("fed",) if fed else ()
+        ),
+    ]
+    started = time.monotonic()
+    settled, _ = relay.relay_run(sources=sources, max_seconds=30)
+    assert settled == 3
+    if fed:
+        assert time.monotonic() - started < 2, "the fed source was asked as soon as the feeder settled"
+    else:
+        assert time.monotonic() - started >= 3, "it rested until the slow item gave up"
+
+
+def test_the_default_relay_has_applied_webhooks_feed_its_outbox(monkeypatch):
+    served = {}
+    monkeypatch.setattr(relays, "relay_serve", lambda **kwargs: served.update(kwargs) or 0)
+    relays.relay_queue_serve(queue="")
+    outbox_source, webhook_source = served["sources"]
+    assert webhook_source.feeds == (outbox_source.name,) == ("outbox:",)
+    relays.relay_queue_serve(queue="media")
+    assert [source.name for source in served["sources"]] == ["outbox:media"]

@@ -200,7 +200,10 @@ class Source:
 
     ``claim(n, running_lanes)`` returns at most n items of distinct lanes not in ``running_lanes``
     (what this process runs of this source now); ``execute(item)`` runs one on a pool thread;
-    ``settle(finished)`` records ``[(item, outcome)]`` on the relay's thread.
+    ``settle(finished)`` records ``[(item, outcome)]`` on the relay's thread. ``feeds``: the
+    names of sources whose work this one's items may commit (an applied webhook writes outbox
+    rows), asked again right after a settle in which an item had a true outcome, rather than
+    after their rest (``IDLE_SOURCE_SECONDS``).
     """
 
     name: str
@@ -208,6 +211,7 @@ class Source:
     lane_of: Callable[[Any], Hashable]
     execute: Callable[[Any], Any]
     settle: Callable[[list[tuple[Any, Any]]], None]
+    feeds: tuple[str, ...] = ()
 
 
 def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
@@ -216,8 +220,9 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
 
     Every finished item is settled on this thread before anything more is claimed, so a lane's
     next item is seen only after its previous one was recorded. While items run, a source is
-    asked again after one of its items settled, or every ``IDLE_SOURCE_SECONDS`` once it had less
-    than was asked (a claim statement saved per settle of the other sources). After
+    asked again after one of its items settled or an item of a source it is fed by did something
+    (``Source.feeds``), or every ``IDLE_SOURCE_SECONDS`` once it had less than was asked (a claim
+    statement saved per settle of the other sources). After
     ``max_seconds`` no more is claimed, the running items are finished and "stopped early" is
     True (the caller hands the rest to a fresh run). An item that raised is the caller's bug:
     re-raised after the others were settled.
@@ -263,6 +268,8 @@ def relay_run(*, sources: list[Source], max_seconds: float) -> tuple[int, bool]:
                     source.settle(finished[source.name])
                     settled += len(finished[source.name])
                     idle_until[source.name] = 0.0
+                    if any(outcome for _, outcome in finished[source.name]):
+                        idle_until.update((name, 0.0) for name in source.feeds if name in idle_until)
     finally:
         if running:  # this thread is leaving (an error, a time limit): let the items end on their own
             for future in running:

@@ -335,7 +335,7 @@ def message_relay_to_agent(
             queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
             skip_conflicts=bool(botpress_message_id),
             guard=(_open_session_sql(), [session.pk, SessionStatus.STOPPED]) if one_statement else None,
-            then=(_activity_touch_sql(), [touched]) if touched else None,
+            then=_activity_touch(session, touched),
         )
         if written is None:  # stopped since it was read
             return _message_after_stop(session=session, botpress_message_id=botpress_message_id)
@@ -369,16 +369,21 @@ def _open_session_sql() -> str:
     return f"SELECT {key} FROM {table} WHERE {key} = %s AND {status} <> %s FOR NO KEY UPDATE"  # noqa: S608
 
 
+def _activity_touch(session: HitlSession, at: datetime | None) -> tuple[str, list] | None:
+    """The ``then`` of a message's insert (``rows_insert_linked``) that marks the session's last
+    activity ``at`` in the same statement, only if the message was written; None when ``at`` is
+    (``_activity_due``: not due). Why: it was a statement of its own after the message's."""
+    return (_activity_touch_sql(), [at, session.pk]) if at else None
+
+
 @functools.cache
 def _activity_touch_sql() -> str:
-    """In the same statement: the guarded session's last activity (parameter: the time), only
-    if the message was written (``_activity_record`` decides when it is due)."""
     quote = connection.ops.quote_name
     meta = HitlSession._meta
     table, key, column = quote(meta.db_table), quote(meta.pk.column), quote(meta.get_field("last_activity_at").column)
     # GREATEST: two messages at once read the session unlocked; the later time stays.
     return (
-        f"UPDATE {table} SET {column} = GREATEST({column}, %s) WHERE {key} IN (SELECT {key} FROM guard) "  # noqa: S608
+        f"UPDATE {table} SET {column} = GREATEST({column}, %s) WHERE {key} = %s "  # noqa: S608
         "AND EXISTS (SELECT 1 FROM parent)"
     )
 
@@ -623,11 +628,20 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
         )
         for index, (message_type, payload, media) in enumerate(map(_part_message, parts))
     ]
-    for message, media in messages:  # each part and its outbox row in one statement
+    # Each part and its outbox row in one statement; on PostgreSQL the first also marks the
+    # session's activity when due (elsewhere a statement of its own).
+    touched = _activity_due(session) if connection.vendor == "postgresql" else None
+    for index, (message, media) in enumerate(messages):
         message_delivery_enqueue(
-            message=message, kind=DeliveryKind.MESSAGE_TO_USER, payload={"media": media} if media else None
+            message=message,
+            kind=DeliveryKind.MESSAGE_TO_USER,
+            payload={"media": media} if media else None,
+            then=None if index else _activity_touch(session, touched),
         )
-    _activity_record(session)
+    if touched:
+        session.last_activity_at = touched
+    elif connection.vendor != "postgresql":
+        _activity_record(session)
     first = messages[0][0]
     transaction.on_commit(lambda: metrics.agent_reply_observe(session=session, message=first, first=not replied_before))
     return first

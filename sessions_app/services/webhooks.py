@@ -394,9 +394,10 @@ def webhook_queue_drain(*, webhook_event_id: int) -> int:
     return done
 
 
-def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
+def _queue_drain(head: tuple, *, seconds: float | None = None, relayed: bool = False) -> int:
     """Apply a ticket's queue from its head ``(id, integration_id, ticket_external_id)``, up to
-    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied.
+    ``QUEUE_BUDGET`` webhooks or ``seconds`` of work; return how many were applied. ``relayed``:
+    the relay engine runs this drain and claims the queue's heads again once it is settled.
 
     Webhooks are applied in batches of up to ``APPLY_BATCH``, each in one transaction
     (``_queue_batch``).
@@ -404,10 +405,14 @@ def _queue_drain(head: tuple, *, seconds: float | None = None) -> int:
     head_id, *key = head
     done, until = 0, None if seconds is None else time.monotonic() + seconds
     while done < QUEUE_BUDGET and head_id is not None:
-        applied = _queue_batch(*key, head_id=head_id, size=min(APPLY_BATCH, QUEUE_BUDGET - done))
+        applied, emptied = _queue_batch(*key, head_id=head_id, size=min(APPLY_BATCH, QUEUE_BUDGET - done))
         if not applied:
             return done
         done += applied
+        if emptied and relayed:
+            # Nothing more of the queue could be locked. A webhook accepted since rang the relay,
+            # whose next claim finds it: no read of a next head that is nearly always missing.
+            return done
         if until is not None and time.monotonic() >= until:
             return done  # a time slice: the relay claims the queue again, after the others
         # Read only after the previous batch committed (lanes are strictly serial).
@@ -472,7 +477,7 @@ def webhook_source() -> Source:
     lock = threading.Lock()
 
     def run(head: tuple) -> int:
-        done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS)
+        done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS, relayed=True)
         if done == 0:
             with lock:
                 resting[(head[1], head[2])] = time.monotonic() + QUEUE_REST_SECONDS
@@ -526,10 +531,14 @@ _QUEUE_BATCH_LOCKED = CompiledQuery(
 )
 
 
-def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size: int, isolated: bool = False) -> int:
+def _queue_batch(
+    integration_id, ticket_external_id: str, *, head_id: int, size: int, isolated: bool = False
+) -> tuple[int, bool]:
     """Apply up to ``size`` webhooks of the queue from its head (read by the caller), in order and
     in one transaction; return how many were applied, a head that failed for good counted (0:
-    the head is held elsewhere, waits for its retry, or failed and will be retried).
+    the head is held elsewhere, waits for its retry, or failed and will be retried), and whether
+    they were all of the queue this call could lock (fewer than ``size``, every one applied):
+    what it has left is held by another worker or was accepted since.
 
     Why: under load a ticket's queue fills faster than it is applied, and a webhook applied in a
     transaction of its own paid the lock read, BEGIN, COMMIT (a WAL flush) and the next head's
@@ -550,7 +559,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
         with transaction.atomic(), outbox_rings_coalesced():
             events = _queue_locked(integration_id, ticket_external_id, head_id=head_id, size=size)
             if not events:
-                return 0  # another worker holds the queue
+                return 0, False  # another worker holds the queue
             now, applied, outcomes, reads = timezone.now(), 0, [], BatchReads()
             for index, event in enumerate(events):
                 failed_at = index
@@ -569,7 +578,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
                     # read may have answered the webhooks behind it (``_doorbells_covered``).
                     break
             rows_update(outcomes, _OUTCOME_FIELDS)
-        return applied
+        return applied, len(events) < size and applied == len(events)
     except EventFailed as exc:
         log.info("webhook.batch_isolated", webhook_event_id=head_id, size=size, error=str(exc))
         return _queue_batch(integration_id, ticket_external_id, head_id=head_id, size=size, isolated=True)
@@ -577,7 +586,7 @@ def _queue_batch(integration_id, ticket_external_id: str, *, head_id: int, size:
         if failed_at:
             log.info("webhook.batch_again", webhook_event_id=head_id, size=failed_at, error=type(exc).__name__)
             return _queue_batch(integration_id, ticket_external_id, head_id=head_id, size=failed_at)
-        return int(_step_failed(head_id, exc))
+        return int(_step_failed(head_id, exc)), False
 
 
 # The accepted webhooks of a queue between two ids, as a plain read (rows locked elsewhere too).
