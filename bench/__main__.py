@@ -212,27 +212,24 @@ def wait_idle(database_url: str, timeout: float = 300.0) -> float:
     return round(time.monotonic() - started, 1)
 
 
-def _arrivals(stack: Stack, markers: set[str]) -> dict[str, float]:
-    """When each marker first arrived at its stand-in (2xx answers only)."""
-    arrivals: dict[str, float] = {}
-    for entry in (
-        stack.botpress.requests_log()
-        + stack.zendesk.requests_log(method="POST")
-        + stack.zendesk.requests_log(method="PUT")
-    ):
-        body = entry.get("json") or {}
-        if not isinstance(body, dict):
-            continue
-        text = (body.get("payload") or {}).get("text") or ((body.get("ticket") or {}).get("comment") or {}).get("body")
-        if text in markers and 200 <= (entry.get("status") or 0) < 300:
-            arrivals.setdefault(text, entry["timestamp"])
-    return arrivals
-
-
 def _wait_arrivals(stack: Stack, markers: set[str], timeout: float) -> dict[str, float]:
+    """When each marker first arrived at its stand-in (2xx answers only: a Botpress message's
+    text, a Zendesk comment's body), once all have or ``timeout`` seconds passed. Each look
+    reads only the log entries that are new since the last one."""
     deadline = time.monotonic() + timeout
+    arrivals: dict[str, float] = {}
+    positions = {stack.botpress: 0, stack.zendesk: 0}
     while True:
-        arrivals = _arrivals(stack, markers)
+        for server, position in positions.items():
+            entries, positions[server] = server.requests_log_from(position)
+            for entry in entries:
+                body = entry.get("json") or {}
+                if not isinstance(body, dict):
+                    continue
+                payload, ticket = body.get("payload") or {}, body.get("ticket") or {}
+                text = payload.get("text") or (ticket.get("comment") or {}).get("body")
+                if text in markers and 200 <= (entry.get("status") or 0) < 300:
+                    arrivals.setdefault(text, entry["timestamp"])
         if len(arrivals) >= len(markers) or time.monotonic() > deadline:
             return arrivals
         time.sleep(0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -388,6 +389,13 @@ class BotpressStandin(StandinServer):
         # conversation id → its messages by id, oldest first: a get-or-create looks only there
         # (a scan of every message made the stand-in's cost per message grow through a long run)
         self._conversation_messages: dict[str, Store] = {}
+        # Per conversation, (tag, value) -> the ids of messages that had it: a get-or-create finds
+        # its message without reading the whole conversation, as Botpress's index does (a scan
+        # made every later phase of a run pay for the messages of the earlier ones). Stale entries
+        # (a tag changed since, a message deleted) are filtered by checking the message itself.
+        self._message_tag_index: dict[str, dict[tuple[str, str], dict[str, None]]] = {}
+        self._message_order: dict[str, int] = {}  # message id -> creation order
+        self._message_sequence = itertools.count()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -619,6 +627,7 @@ class BotpressStandin(StandinServer):
         del self._conversations[conversation_id]
         self._messages = {k: m for k, m in self._messages.items() if m["conversationId"] != conversation_id}
         self._conversation_messages.pop(conversation_id, None)
+        self._message_tag_index.pop(conversation_id, None)
         return {}
 
     def _list_conversations(self, req: Request) -> dict[str, Any]:
@@ -670,7 +679,29 @@ class BotpressStandin(StandinServer):
         self._touch(conversation)
         self._participants[conversation["id"]].add(body["userId"])
         self._conversation_messages.setdefault(conversation["id"], {})[message["id"]] = message
+        self._message_order[message["id"]] = next(self._message_sequence)
+        self._message_tags_indexed(message)
         return self._insert(self._messages, message, bot)
+
+    def _message_tags_indexed(self, message: dict[str, Any]) -> None:
+        index = self._message_tag_index.setdefault(message["conversationId"], {})
+        for pair in message["tags"].items():
+            index.setdefault(pair, {})[message["id"]] = None
+
+    def _message_tagged(self, conversation_id: str, wanted: dict[str, str], bot: Bot) -> dict[str, Any] | None:
+        """The conversation's first-created message of ``bot`` whose tags hold ``wanted``."""
+        if not wanted:
+            return None
+        messages = self._conversation_messages.get(conversation_id, {})
+        candidates = self._message_tag_index.get(conversation_id, {}).get(next(iter(wanted.items())), {})
+        found = [
+            message
+            for message_id in candidates
+            if (message := messages.get(message_id)) is not None
+            and self._owner.get(message_id) == bot.bot_id
+            and _matches(message, wanted)
+        ]
+        return min(found, key=lambda message: self._message_order[message["id"]]) if found else None
 
     def _create_message(self, req: Request) -> dict[str, Any]:
         body, conversation, payload, tags = self._message_input(req, get_or_create=False)
@@ -679,21 +710,14 @@ class BotpressStandin(StandinServer):
     def _get_or_create_message(self, req: Request) -> dict[str, Any]:
         """Idempotent on the discriminating tags within the conversation: a retry returns the original."""
         body, conversation, payload, tags = self._message_input(req, get_or_create=True)
-        wanted = _discriminate(body, tags)
-        message = next(
-            (
-                m
-                for m in self._conversation_messages.get(conversation["id"], {}).values()
-                if wanted and self._owner.get(m["id"]) == req.auth.bot_id and _matches(m, wanted)
-            ),
-            None,
-        )
+        message = self._message_tagged(conversation["id"], _discriminate(body, tags), req.auth)
         if message is None:
             return {
                 "message": self._add_message(req.auth, body, conversation, payload, tags),
                 "meta": {"created": True},
             }
         _apply_tags(message["tags"], tags)
+        self._message_tags_indexed(message)
         self._touch(message)
         return {"message": message, "meta": {"created": False}}
 
@@ -710,6 +734,7 @@ class BotpressStandin(StandinServer):
                 _hitl_payload(message["type"], payload)
             message["payload"] = payload
         _apply_tags(message["tags"], tags)
+        self._message_tags_indexed(message)
         self._touch(message)
         return {"message": message}
 

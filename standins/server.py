@@ -446,6 +446,16 @@ class StandinServer(ThreadingHTTPServer):
             ]
             return copy.deepcopy(entries)
 
+    def requests_log_from(self, position: int) -> tuple[list[dict[str, Any]], int]:
+        """Copies of the logged API requests from ``position`` on, and the position after them.
+
+        For a poller: it reads only what is new since its last look, where a copy of the whole
+        log each time cost the driver more the longer a run's phase grew.
+        """
+        with self._log_lock:
+            entries = self._log[position:]
+            return copy.deepcopy(entries), position + len(entries)
+
     def clear_log(self) -> None:
         with self._log_lock:
             self._log.clear()

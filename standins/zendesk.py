@@ -925,8 +925,9 @@ class ZendeskStandin(WebhookStandin):
 
     def _placeholders(self, update: _Update) -> dict[str, Any]:
         ticket = update.ticket
-        public = [c for c in self._comments[ticket["id"]] if c["public"]]
-        latest = public[-1] if public else None
+        # From the newest back: the cost must not grow with the ticket's comments (a run's later
+        # phases would pay for its earlier ones).
+        latest = next((c for c in reversed(self._comments[ticket["id"]]) if c["public"]), None)
         host = self.base_url.split("://", 1)[1]
         values = {
             "ticket.id": ticket["id"],

@@ -270,6 +270,34 @@ def test_get_or_create_message_is_idempotent_on_discriminating_tags(bp, api):
     assert api.ok("GET", f"/conversations/{conversation['id']}")["conversation"]["messageCount"] == 1
 
 
+def test_get_or_create_message_follows_tag_changes_and_deletions(bp, api):
+    """The lookup is indexed by tag: a message is found under the tags it has now, a deleted one
+    is not found, and of two messages with the same tags the first created is returned."""
+    conversation, agent = api.conversation(), api.user(id="agent-7")
+
+    def get_or_create(comment_id: str, text: str = "reply") -> dict:
+        body = {
+            "conversationId": conversation["id"],
+            "userId": agent["id"],
+            "type": "text",
+            "payload": {"text": text},
+            "tags": {"zendeskCommentId": comment_id},
+            "discriminateByTags": ["zendeskCommentId"],
+        }
+        return api.ok("POST", "/messages/get-or-create", json=body)
+
+    made = [get_or_create(str(n))["message"] for n in range(50)]
+    assert get_or_create("7")["message"]["id"] == made[7]["id"]
+    api.ok("PUT", f"/messages/{made[7]['id']}", json={"tags": {"zendeskCommentId": "700"}})
+    assert get_or_create("700")["message"]["id"] == made[7]["id"], "found under its new tag"
+    again = get_or_create("7", "a new message")
+    assert again["meta"] == {"created": True}, "no longer found under the old one"
+    api.ok("DELETE", f"/messages/{made[8]['id']}")
+    assert get_or_create("8")["meta"] == {"created": True}, "a deleted message is not found"
+    twin = api.text(conversation, agent, "same tag, made later", tags={"zendeskCommentId": "9"})
+    assert get_or_create("9")["message"]["id"] == made[9]["id"] != twin["id"], "the first created wins"
+
+
 # ----------------------------------------------------------------------------- listing
 
 
@@ -499,3 +527,16 @@ def test_control_api_adds_bots_shows_state_and_resets(bp):
     assert api.ok("GET", "/users") == {"users": [], "meta": {}}  # bots survive a reset
     bad = requests.post(control + "/bots", json={"bot_id": "x"}, timeout=5)
     assert bad.status_code == 400
+
+
+def test_the_request_log_is_read_from_a_position(bp, api):
+    """A poller reads only what was logged since its last look (``requests_log_from``)."""
+    api.user(id="u1")
+    first, position = bp.requests_log_from(0)
+    assert position == len(first) == len(bp.requests_log()) >= 1
+    assert bp.requests_log_from(position) == ([], position)
+    api.user(id="u2")
+    new, after = bp.requests_log_from(position)
+    assert after == position + len(new) and new == bp.requests_log()[position:]
+    new[0]["path"] = "changed"
+    assert bp.requests_log()[position]["path"] != "changed", "copies, not the log itself"
