@@ -218,10 +218,12 @@ def _wait_arrivals(stack: Stack, markers: set[str], timeout: float) -> dict[str,
     reads only the log entries that are new since the last one."""
     deadline = time.monotonic() + timeout
     arrivals: dict[str, float] = {}
-    positions = {stack.botpress: 0, stack.zendesk: 0}
+    positions = {stack.botpress: 0, stack.zendesk: 0}  # the entries before are answered and read
     while True:
         for server, position in positions.items():
-            entries, positions[server] = server.requests_log_from(position)
+            entries = server.requests_log_from(position)
+            answered = next((n for n, entry in enumerate(entries) if entry["status"] is None), len(entries))
+            positions[server] = position + answered  # an unanswered entry is read again next time
             for entry in entries:
                 body = entry.get("json") or {}
                 if not isinstance(body, dict):

@@ -446,15 +446,16 @@ class StandinServer(ThreadingHTTPServer):
             ]
             return copy.deepcopy(entries)
 
-    def requests_log_from(self, position: int) -> tuple[list[dict[str, Any]], int]:
-        """Copies of the logged API requests from ``position`` on, and the position after them.
+    def requests_log_from(self, position: int) -> list[dict[str, Any]]:
+        """Copies of the logged API requests from ``position`` on (oldest first).
 
-        For a poller: it reads only what is new since its last look, where a copy of the whole
-        log each time cost the driver more the longer a run's phase grew.
+        For a poller, which reads only what is new since its last look (a copy of the whole log
+        each time cost the driver more the longer a run's phase grew). An entry is logged when
+        its request arrives and gets its ``status`` when the answer is sent: a poller moves its
+        position only past entries that have one.
         """
         with self._log_lock:
-            entries = self._log[position:]
-            return copy.deepcopy(entries), position + len(entries)
+            return copy.deepcopy(self._log[position:])
 
     def clear_log(self) -> None:
         with self._log_lock:
