@@ -313,15 +313,17 @@ def test_a_relayed_drain_that_empties_its_queue_reads_no_next_head(scene, client
     webhooks._webhook_event_apply = apply_then_accept_another
     try:
         with CaptureQueriesContext(connection) as relayed:
-            assert webhooks._queue_drain(head, seconds=1.0, relayed=True) == 2
+            assert webhooks._queue_drain(head, relayed=True) == 2
     finally:
         webhooks._webhook_event_apply = original
     assert _head_reads(relayed) == 0
     assert WebhookEvent.objects.get(pk=later[0].pk).status == WebhookStatus.ACCEPTED
     source = webhooks.webhook_source()
     assert [claimed[0] for claimed in source.claim(4, set())] == [later[0].pk], "the relay's next claim finds it"
-    assert source.execute(source.claim(4, set())[0]) == 1
+    assert source.execute(source.claim(4, set())[0]) is True, "it wrote an outbox row"
     assert _relayed(scene) == ["reply 0", "reply 1", "reply 50"]
+    send(client, scene.integration, trigger("newMessage", comment="<p>?</p>", ticket="77", reference="nowhere"))
+    assert source.execute(source.claim(4, set())[0]) is False, "a webhook about no session wrote none"
 
     more = _queue(client, scene, 1, start=60)
     with CaptureQueriesContext(connection) as task:

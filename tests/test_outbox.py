@@ -608,10 +608,13 @@ def test_rate_limit_waits_do_not_grow_the_backoff(session, scheduled, executor, 
     assert scheduled[-1][1] >= 300, "without Retry-After the backoff applies"
 
 
-@pytest.mark.parametrize("fed", [True, False])
-def test_a_source_that_feeds_another_has_it_asked_again_at_once(fed, monkeypatch, relay_threads, settings):
+@pytest.mark.parametrize(("fed", "did_something"), [(True, 1), (False, 1), (True, 0)])
+def test_a_source_that_feeds_another_has_it_asked_again_at_once(
+    fed, did_something, monkeypatch, relay_threads, settings
+):
     """An applied webhook is an outbox row: the outbox is asked right after the apply settles,
-    not after its rest, even while other items run (``Source.feeds``)."""
+    not after its rest, even while other items run (``Source.feeds``); an item that did
+    nothing (a false outcome) leaves the fed source resting."""
     settings.HITL = settings.HITL | {"RELAY_THREADS": 4}
     monkeypatch.setattr(relay, "IDLE_SOURCE_SECONDS", 5.0)  # a rest far longer than the test
     fed_work, slow_may_end, asked = threading.Event(), threading.Event(), []
@@ -629,7 +632,7 @@ def test_a_source_that_feeds_another_has_it_asked_again_at_once(fed, monkeypatch
 
     def feeder_run(item):
         fed_work.set()  # what the feeder committed is the fed source's work
-        return 1
+        return did_something
 
     noop = lambda finished: None  # noqa: E731
     sources = [
@@ -642,7 +645,7 @@ def test_a_source_that_feeds_another_has_it_asked_again_at_once(fed, monkeypatch
     started = time.monotonic()
     settled, _ = relay.relay_run(sources=sources, max_seconds=30)
     assert settled == 3
-    if fed:
+    if fed and did_something:
         assert time.monotonic() - started < 2, "the fed source was asked as soon as the feeder settled"
     else:
         assert time.monotonic() - started >= 3, "it rested until the slow item gave up"

@@ -181,6 +181,7 @@ def _lane_waiting_sql() -> str:
 
 
 def _ready_after_commit(delivery: Delivery) -> None:
+    _written.count = getattr(_written, "count", 0) + 1
     queues = getattr(_coalesced, "queues", None)
     if queues is None:
         transaction.on_commit(lambda: _delivery_ready(delivery))
@@ -217,6 +218,17 @@ def outbox_rings_coalesced() -> Iterator[None]:
 def _delivery_ready(delivery: Delivery) -> None:
     """A row committed: wake its queue's relay (coalesced by the doorbell)."""
     outbox_ring(queue=delivery.queue)
+
+
+_written = threading.local()
+
+
+def outbox_rows_written() -> int:
+    """How many outbox rows this thread has written so far, committed or not (a counter: compare
+    two readings). Why: a relay source whose items may write outbox rows (applied webhooks)
+    tells the engine whether they did, so the outbox is asked again only then; a row rolled
+    back costs at most one claim for nothing."""
+    return getattr(_written, "count", 0)
 
 
 def _retry_deadline():

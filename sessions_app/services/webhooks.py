@@ -49,7 +49,7 @@ from sessions_app.models import (
     WebhookStatus,
 )
 from sessions_app.services.integrations import integration_provider, integration_signing_secrets
-from sessions_app.services.outbox import outbox_rings_coalesced
+from sessions_app.services.outbox import outbox_rings_coalesced, outbox_rows_written
 from sessions_app.services.relay import ReadySignal, Source, relay_doorbell, relay_run, relay_send, relay_wake
 from sessions_app.services.sessions import TRANSIENT_ERRORS, BatchReads, EventFailed, session_events_apply
 
@@ -471,17 +471,19 @@ def webhook_source() -> Source:
     """Accepted webhooks as a source of the relay engine (``services.relay``): a lane is a
     ticket's queue, drained on one thread for a time slice (``QUEUE_SLICE_SECONDS``), so a run
     keeps to its time and a busy ticket does not hold a thread; a queue that made no progress
-    (its head is held elsewhere or waits for a retry) rests for ``QUEUE_REST_SECONDS``.
+    (its head is held elsewhere or waits for a retry) rests for ``QUEUE_REST_SECONDS``. An
+    item's outcome is whether its drain wrote outbox rows (what ``Source.feeds`` looks at).
     """
     resting: dict[tuple, float] = {}  # ticket queue -> monotonic time its rest ends (pool threads write)
     lock = threading.Lock()
 
-    def run(head: tuple) -> int:
+    def run(head: tuple) -> bool:
+        written = outbox_rows_written()
         done = _queue_drain(head, seconds=QUEUE_SLICE_SECONDS, relayed=True)
         if done == 0:
             with lock:
                 resting[(head[1], head[2])] = time.monotonic() + QUEUE_REST_SECONDS
-        return done
+        return outbox_rows_written() > written  # the outcome: whether it wrote outbox rows
 
     def claim(limit: int, running: set) -> list[tuple]:
         now = time.monotonic()
