@@ -372,7 +372,7 @@ def _open_session_sql() -> str:
 def _activity_touch(session: HitlSession, at: datetime | None) -> tuple[str, list] | None:
     """The ``then`` of a message's insert (``rows_insert_linked``) that marks the session's last
     activity ``at`` in the same statement, only if the message was written; None when ``at`` is
-    (``_activity_due``: not due). Why: it was a statement of its own after the message's."""
+    None (not due, ``_activity_due``). Why: it was a statement of its own after the message's."""
     return (_activity_touch_sql(), [at, session.pk]) if at else None
 
 
