@@ -221,7 +221,7 @@ def _wait_arrivals(stack: Stack, markers: set[str], timeout: float) -> dict[str,
     positions = {stack.botpress: 0, stack.zendesk: 0}  # the entries before are answered and read
     while True:
         for server, position in positions.items():
-            entries = server.requests_log_from(position)
+            entries = server.requests_log(start=position)
             answered = next((n for n, entry in enumerate(entries) if entry["status"] is None), len(entries))
             positions[server] = position + answered  # an unanswered entry is read again next time
             for entry in entries:

@@ -435,27 +435,25 @@ class StandinServer(ThreadingHTTPServer):
             self._log.append(entry)
         return entry
 
-    def requests_log(self, method: str | None = None, path_regex: str | None = None) -> list[dict[str, Any]]:
-        """Copies of the logged API requests (oldest first), optionally filtered."""
+    def requests_log(
+        self, method: str | None = None, path_regex: str | None = None, *, start: int = 0
+    ) -> list[dict[str, Any]]:
+        """Copies of the logged API requests (oldest first) from position ``start`` on,
+        optionally filtered.
+
+        ``start`` is for a poller, which reads only what is new since its last look (a copy of
+        the whole log each time cost the bench's driver more the longer a phase grew). An entry
+        is logged when its request arrives and gets its ``status`` when the answer is sent: a
+        poller moves its position only past entries that have one.
+        """
         with self._log_lock:
             entries = [
                 e
-                for e in self._log
+                for e in self._log[start:]
                 if (method is None or e["method"] == method.upper())
                 and (path_regex is None or re.search(path_regex, e["path"]))
             ]
             return copy.deepcopy(entries)
-
-    def requests_log_from(self, position: int) -> list[dict[str, Any]]:
-        """Copies of the logged API requests from ``position`` on (oldest first).
-
-        For a poller, which reads only what is new since its last look (a copy of the whole log
-        each time cost the driver more the longer a run's phase grew). An entry is logged when
-        its request arrives and gets its ``status`` when the answer is sent: a poller moves its
-        position only past entries that have one.
-        """
-        with self._log_lock:
-            return copy.deepcopy(self._log[position:])
 
     def clear_log(self) -> None:
         with self._log_lock:

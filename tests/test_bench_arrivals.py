@@ -14,9 +14,9 @@ class _Log:
         self.entries: list[dict] = []
         self.reads: list[int] = []
 
-    def requests_log_from(self, position: int) -> list[dict]:
-        self.reads.append(position)
-        return [dict(entry) for entry in self.entries[position:]]
+    def requests_log(self, *, start: int = 0) -> list[dict]:
+        self.reads.append(start)
+        return [dict(entry) for entry in self.entries[start:]]
 
 
 def test_an_entry_answered_after_a_look_is_counted_and_answered_ones_are_not_read_again():

@@ -326,7 +326,7 @@ def message_relay_to_agent(
             author_end_user=author,
             botpress_message_id=botpress_message_id,
         )
-        touched = _activity_due(session) if one_statement else None
+        activity = _activity_then(session)
         # The same Botpress message again finds the unique index taken: no statement to look first.
         written = message_delivery_enqueue(
             message=message,
@@ -335,16 +335,13 @@ def message_relay_to_agent(
             queue=settings.HITL["MEDIA_QUEUE"] if _carries_media(type, payload) else "",
             skip_conflicts=bool(botpress_message_id),
             guard=(_open_session_sql(), [session.pk, SessionStatus.STOPPED]) if one_statement else None,
-            then=_activity_touch(session, touched),
+            then=activity,
         )
         if written is None:  # stopped since it was read
             return _message_after_stop(session=session, botpress_message_id=botpress_message_id)
         if not written:
             return _BOT_MESSAGE.first(session_id=session.pk, botpress_message_id=botpress_message_id), False
-        if touched:
-            session.last_activity_at = touched
-        elif not one_statement:
-            _activity_record(session)
+        _activity_written(session, activity)
         return message, True
 
 
@@ -369,11 +366,22 @@ def _open_session_sql() -> str:
     return f"SELECT {key} FROM {table} WHERE {key} = %s AND {status} <> %s FOR NO KEY UPDATE"  # noqa: S608
 
 
-def _activity_touch(session: HitlSession, at: datetime | None) -> tuple[str, list] | None:
-    """The ``then`` of a message's insert (``rows_insert_linked``) that marks the session's last
-    activity ``at`` in the same statement, only if the message was written; None when ``at`` is
-    None (not due, ``_activity_due``). Why: it was a statement of its own after the message's."""
+def _activity_then(session: HitlSession) -> tuple[str, list] | None:
+    """On PostgreSQL, the ``then`` of a message's insert (``rows_insert_linked``) that marks the
+    session's last activity in the same statement, only if the message is written; None when
+    it is not due (``_activity_due``) or elsewhere. Why: it was a statement of its own after the
+    message's. Once the message is written, ``_activity_written``."""
+    at = _activity_due(session) if connection.vendor == "postgresql" else None
     return (_activity_touch_sql(), [at, session.pk]) if at else None
+
+
+def _activity_written(session: HitlSession, then: tuple[str, list] | None) -> None:
+    """After a message's write: the session in memory as ``then`` marked it, or, where none
+    could (the embedded SQLite), the activity recorded by a statement of its own."""
+    if then:
+        session.last_activity_at = then[1][0]
+    elif connection.vendor != "postgresql":
+        _activity_record(session)
 
 
 @functools.cache
@@ -630,18 +638,15 @@ def agent_reply_receive(*, session: HitlSession, agent: HumanAgent, event: Inbou
     ]
     # Each part and its outbox row in one statement; on PostgreSQL the first also marks the
     # session's activity when due (elsewhere a statement of its own).
-    touched = _activity_due(session) if connection.vendor == "postgresql" else None
+    activity = _activity_then(session)
     for index, (message, media) in enumerate(messages):
         message_delivery_enqueue(
             message=message,
             kind=DeliveryKind.MESSAGE_TO_USER,
             payload={"media": media} if media else None,
-            then=None if index else _activity_touch(session, touched),
+            then=None if index else activity,
         )
-    if touched:
-        session.last_activity_at = touched
-    elif connection.vendor != "postgresql":
-        _activity_record(session)
+    _activity_written(session, activity)
     first = messages[0][0]
     transaction.on_commit(lambda: metrics.agent_reply_observe(session=session, message=first, first=not replied_before))
     return first

@@ -530,13 +530,13 @@ def test_control_api_adds_bots_shows_state_and_resets(bp):
 
 
 def test_the_request_log_is_read_from_a_position(bp, api):
-    """A poller reads only what was logged since its last look (``requests_log_from``)."""
+    """A poller reads only what was logged since its last look (``requests_log(start=)``)."""
     api.user(id="u1")
     position = len(bp.requests_log())
-    assert position >= 1 and bp.requests_log_from(0) == bp.requests_log()
-    assert bp.requests_log_from(position) == []
+    assert position >= 1 and bp.requests_log(start=0) == bp.requests_log()
+    assert bp.requests_log(start=position) == []
     api.user(id="u2")
-    new = bp.requests_log_from(position)
+    new = bp.requests_log(start=position)
     assert new == bp.requests_log()[position:] and all(entry["status"] for entry in new)
     new[0]["path"] = "changed"
     assert bp.requests_log()[position]["path"] != "changed", "copies, not the log itself"
